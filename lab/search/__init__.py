@@ -1,0 +1,1 @@
+"""Autoregressive decoding and search: greedy, sampling, beam search."""

@@ -1,0 +1,24 @@
+"""Greedy decoding: the target's argmax, one forward per token (the reference every lossless method matches).
+
+At temperature > 0 it draws from softmax(logits / T), so it is also the plain sampling baseline.
+"""
+from __future__ import annotations
+
+from ..registry import method
+from ..trace import Step
+
+
+def autoregressive(dec):
+    """One token per target forward, chosen by `dec.choose` (argmax, or a draw at temperature > 0)."""
+    token = dec.choose(dec.prefill())
+    yield Step(committed=[token], origin=["plain"], forwards=0, prefill=True)
+    while not dec.done:
+        token = dec.choose(dec.target.decode(token))
+        yield Step(committed=[token], origin=["plain"])
+
+
+@method("greedy", family="autoregressive", lossless=True,
+        paper="Autoregressive decoding (the reference: transformers' generate)")
+def greedy(dec):
+    """Argmax decoding, one token per forward; samples from softmax(logits/T) at temperature > 0."""
+    yield from autoregressive(dec)

@@ -1,0 +1,1 @@
+"""Speculative decoding: token trees, their verification, drafters and tree shapes."""

@@ -1,0 +1,1 @@
+"""Drafters: one file each, each registering the speculative method it drives."""

@@ -1,0 +1,69 @@
+"""Speculative sampling with a draft model, in chains of adaptive length.
+
+Papers: "Fast Inference from Transformers via Speculative Decoding" (Leviathan et al., 2023) and
+"Accelerating Large Language Model Decoding with Speculative Sampling" (Chen et al., 2023).
+A small draft model proposes a chain; the target scores it in one forward and keeps the accepted
+prefix plus one token of its own. The chain length adapts: it grows by 2 after a fully accepted chain
+and shrinks by 1 otherwise, and drafting stops early when the draft's top probability falls below
+`confidence` (the schedule of transformers' assisted generation). With no draft model at hand the
+draft is the target's own first `layers:N` layers (shared weights, own cache).
+"""
+from __future__ import annotations
+
+from ...decoding import Decoding
+from ...registry import method
+from ...runner import Runner
+from ..loop import speculate
+from ..tree import Tree
+from ..verify import Verdict
+
+
+class DraftModel:
+    """Chains drawn from a draft model's own distribution (the same sampling rule as the target)."""
+
+    def __init__(self, runner: Runner, length: int = 4, adaptive: bool = True, confidence: float = 0.0,
+                 max_length: int = 16):
+        self.runner = runner
+        self.length = length
+        self.adaptive = adaptive
+        self.confidence = confidence
+        self.max_length = max_length
+
+    @property
+    def forwards(self) -> int:
+        return self.runner.forwards
+
+    def propose(self, dec: Decoding, root: int) -> Tree:
+        n = min(self.length, dec.remaining)
+        tree = Tree()
+        if n <= 0:
+            return tree
+        logits = self.runner.sync(dec.context)
+        for i in range(n):
+            q = dec.probs(logits)
+            token = dec.choose(logits) if dec.greedy else None
+            if token is None:
+                from ...sampling import draw
+                token = int(draw(q, dec.rng))
+            shown = logits.float().softmax(-1)  # the draft's own belief, for the views
+            tree.add(token, i - 1, float(shown[token]), None if dec.greedy else q)
+            if i + 1 < n:
+                if self.confidence and float(shown.max()) < self.confidence:
+                    break
+                logits = self.runner.decode(token)
+        return tree
+
+    def accepted(self, dec: Decoding, tree: Tree, verdict: Verdict) -> None:
+        if self.adaptive:
+            if len(verdict.accepted) == len(tree):
+                self.length = min(self.length + 2, self.max_length)
+            else:
+                self.length = max(1, self.length - 1)
+
+
+@method("sps", family="speculative", lossless=True, training_free=True,
+        paper="Fast Inference from Transformers via Speculative Decoding")
+def sps(dec, *, draft: str = "layers:16", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
+    """Draft-model speculative sampling with adaptive chain length (draft: 'layers:N' or a model)."""
+    drafter = DraftModel(dec.model.draft(draft), length, adaptive, confidence)
+    yield from speculate(dec, drafter)
