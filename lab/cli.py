@@ -1,0 +1,163 @@
+"""python -m lab {methods, generate, bench, serve}: the command-line face of the lab.
+
+Bad input ends with one line on stderr naming the fix, exit code 2, and nothing written to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import LabError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        raise LabError(f"{self.prog}: {message}")
+
+
+def read_prompts(args) -> list[dict]:
+    """Prompts from --prompt or a JSONL file of {"id", "prompt", "chat"}; all checked before any run."""
+    if (args.prompt is None) == (args.prompts is None):
+        raise LabError("give exactly one of --prompt TEXT or --prompts FILE.jsonl")
+    if args.prompt is not None:
+        rows = [{"id": "0", "prompt": args.prompt, "chat": args.chat}]
+    else:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise LabError(f"--prompts {path}: no such file")
+        rows = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise LabError(f"{path}:{n}: not JSON ({err.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise LabError(f'{path}:{n}: each line needs {{"id", "prompt": "...", "chat": bool}}')
+            rows.append({"id": row.get("id", str(n)), "prompt": row["prompt"], "chat": bool(row.get("chat", args.chat))})
+        if not rows:
+            raise LabError(f"--prompts {path}: the file has no prompts")
+    for row in rows:
+        if not row["prompt"].strip():
+            raise LabError(f"prompt {row['id']!r} is empty: give some text")
+    return rows
+
+
+def parse_opts(pairs: list[str]) -> dict:
+    opts = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise LabError(f"--opt {pair!r}: use key=value (a value @path reads a file)")
+        key, value = pair.split("=", 1)
+        if value.startswith("@"):
+            path = Path(value[1:])
+            if not path.is_file():
+                raise LabError(f"--opt {key}: no such file {path}")
+            value = path.read_text()
+        opts[key.strip()] = value
+    return opts
+
+
+def cmd_methods(args) -> None:
+    from . import registry
+
+    rows = [m.to_dict() for m in sorted(registry.load_all().values(), key=lambda m: (m.family, m.name))]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    for r in rows:
+        flags = ("lossless" if r["lossless"] else "lossy") + ("" if r["training_free"] else ", trained")
+        print(f"{r['name']:<16} {r['family']:<15} {flags:<18} {r['paper']}")
+
+
+def cmd_generate(args) -> None:
+    import torch
+
+    from . import registry
+    from .api import Lab
+    from .sampling import Sampling
+
+    rows = read_prompts(args)
+    info = registry.get(args.method)
+    opts = registry.parse_options(info, parse_opts(args.opt))
+    if args.max_new_tokens < 1:
+        raise LabError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    Sampling(temperature=args.temperature)  # checks the temperature
+    lab = Lab(args.model, device=args.device)
+    for row in rows:  # every prompt is tokenized and checked before anything runs
+        ids = lab.encode(row["prompt"], row["chat"])
+        if lab.context_length and len(ids) + args.max_new_tokens > lab.context_length:
+            raise LabError(f"prompt {row['id']!r} ({len(ids)} tokens) plus --max-new-tokens exceeds the context "
+                           f"of {lab.context_length}")
+    rng = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    for row in rows:
+        result = lab.generate(args.method, row["prompt"], chat=row["chat"], max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, rng=rng, seed=None, **opts)
+        t = result.trace
+        if args.trace_dir:
+            Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
+            t.to_json(Path(args.trace_dir) / f"{row['id']}.{args.method}.json")
+        out = {"id": row["id"], "method": args.method, "tokens": t.tokens, "text": t.text,
+               "new_tokens": t.new_tokens, "forwards": t.forwards,
+               "tokens_per_forward": round(t.tokens_per_forward, 4), "wall_s": round(t.wall_s, 4)}
+        if args.json:
+            print(json.dumps(out), flush=True)
+        else:
+            print(f"[{row['id']}] {t.text}\n  {t.new_tokens} tokens, {t.forwards} forwards, "
+                  f"{t.tokens_per_forward:.2f} tokens/forward, {t.wall_s:.2f} s", flush=True)
+
+
+def cmd_bench(args) -> None:
+    from .bench.run import main as bench_main
+
+    bench_main(args.rest)
+
+
+def cmd_serve(args) -> None:
+    from .apps.serve import serve
+
+    serve(port=args.port, show=False)
+
+
+def build() -> Parser:
+    p = Parser(prog="python -m lab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    m = sub.add_parser("methods", help="list the registered methods")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(run=cmd_methods)
+    g = sub.add_parser("generate", help="run a method on prompts")
+    g.add_argument("--method", required=True)
+    g.add_argument("--model", default="default")
+    g.add_argument("--prompt")
+    g.add_argument("--prompts", help="JSONL file of {id, prompt, chat}")
+    g.add_argument("--chat", action="store_true", help="wrap --prompt in the chat template")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device")
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
+    g.add_argument("--trace-dir", help="also write each run's Trace as JSON here")
+    g.set_defaults(run=cmd_generate)
+    b = sub.add_parser("bench", help="run the offline benchmark suite (see lab/bench)")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(run=cmd_bench)
+    s = sub.add_parser("serve", help="serve the Panel dashboard")
+    s.add_argument("--port", type=int, default=5006)
+    s.set_defaults(run=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build().parse_args(argv)
+        args.run(args)
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
