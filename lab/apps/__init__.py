@@ -1,0 +1,1 @@
+"""Panel apps: the arena (run and compare methods on one prompt, live)."""
