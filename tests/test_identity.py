@@ -1,0 +1,48 @@
+"""Every method flagged lossless returns exactly transformers' greedy tokens at temperature 0."""
+from __future__ import annotations
+
+import pytest
+
+import lab
+from lab import registry
+
+from .conftest import IDENTITY_TOKENS, PROMPTS, hf_greedy, tiny_lab, use_draft
+
+LOSSLESS = sorted(name for name, m in registry.load_all().items() if m.lossless)
+
+
+def test_every_lossless_method_is_tested_here():
+    assert {"greedy", "sps", "pld"} <= set(LOSSLESS)
+
+
+@pytest.mark.parametrize("name", LOSSLESS)
+def test_identity_with_greedy_on_real_prompts(default_lab, reference, name):
+    assert len(PROMPTS) >= 20
+    mismatched = []
+    for p in PROMPTS:
+        result = default_lab.generate(name, p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS)
+        if result.tokens != reference[p["id"]]:
+            mismatched.append(p["id"])
+        assert result.trace.new_tokens == len(result.tokens)
+    assert not mismatched, f"{name} differs from greedy on {mismatched}"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("name", LOSSLESS)
+def test_identity_on_tiny_architectures(name, arch):
+    """Random models of three architectures, prompts with repeats so that lookup drafters fire."""
+    tl = tiny_lab(arch, vocab_size=96, seed=1)
+    use_draft(tl, tl.target.view([0]))  # the 2-layer tiny model drafts with its first layer
+    for seed in range(4):
+        prompt = [(seed * 7 + i * 3) % 50 + 1 for i in range(12)] * 2
+        want = hf_greedy(tl.model, prompt, 24)
+        got = tl.generate(name, prompt, max_new_tokens=24).tokens
+        assert got == want, (arch, seed)
+
+
+def test_speculation_really_happens(default_lab):
+    """pld must accept drafts on a prompt that asks it to copy: more than one token per forward."""
+    p = next(p for p in PROMPTS if p["id"] == "copy-list")
+    trace = default_lab.generate("pld", p["prompt"], chat=True, max_new_tokens=IDENTITY_TOKENS).trace
+    assert trace.tokens_per_forward > 1.5
+    assert any(s.accepted for s in trace.steps)

@@ -1,0 +1,118 @@
+"""The verifier keeps the target distribution: chains and trees, drawn or fixed drafts (chi-square)."""
+from __future__ import annotations
+
+import torch
+from scipy.stats import chisquare
+
+from lab.spec.tree import Tree
+from lab.spec.verify import verify_greedy, verify_stochastic
+
+V = 6
+N = 20000
+
+
+def dist(seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(V, generator=g) * 1.2).softmax(-1)
+
+
+def first_token_counts(make_tree, p_rows, n=N, seed=0):
+    """Distribution of the first committed token over n verifications of freshly drawn trees."""
+    rng = torch.Generator().manual_seed(seed)
+    counts = torch.zeros(V)
+    for _ in range(n):
+        tree = make_tree(rng)
+        verdict = verify_stochastic(tree, p_rows(tree), rng)
+        first = tree.tokens[verdict.accepted[0]] if verdict.accepted else verdict.bonus
+        counts[first] += 1
+    return counts
+
+
+def assert_matches(counts, p):
+    pvalue = chisquare(counts.numpy(), (p * counts.sum()).numpy()).pvalue
+    assert pvalue > 1e-3, (counts / counts.sum(), p)
+
+
+def test_chain_with_a_drawn_draft():
+    p, q = dist(0), dist(1)
+
+    def make(rng):
+        t = Tree()
+        t.add(int(torch.multinomial(q, 1, generator=rng)), -1, q=q)
+        return t
+
+    assert_matches(first_token_counts(make, lambda t: p.expand(len(t) + 1, V)), p)
+
+
+def test_tree_of_iid_children_specinfer():
+    p, q = dist(2), dist(3)
+
+    def make(rng):
+        t = Tree()
+        for _ in range(3):
+            t.add(int(torch.multinomial(q, 1, generator=rng)), -1, q=q)
+        return t
+
+    assert_matches(first_token_counts(make, lambda t: p.expand(len(t) + 1, V)), p)
+
+
+def test_fixed_candidates_without_a_distribution():
+    p = dist(4)
+
+    def make(rng):
+        t = Tree()
+        for tok in (int(p.argmin()), 2, 3):
+            t.add(tok, -1)
+        return t
+
+    assert_matches(first_token_counts(make, lambda t: p.expand(len(t) + 1, V)), p)
+
+
+def test_second_token_after_acceptance_is_the_target_conditional():
+    """Along a chain of two drawn drafts, the pair of committed tokens follows p(x1) p(x2 | x1)."""
+    p1, q1 = dist(5), dist(6)
+    p2 = torch.stack([dist(10 + v) for v in range(V)])  # p(x2 | x1)
+    q2 = torch.stack([dist(30 + v) for v in range(V)])
+    rng = torch.Generator().manual_seed(7)
+    counts = torch.zeros(V * V)
+    n = 30000
+    for _ in range(n):
+        a = int(torch.multinomial(q1, 1, generator=rng))
+        b = int(torch.multinomial(q2[a], 1, generator=rng))
+        t = Tree()
+        t.add(a, -1, q=q1)
+        t.add(b, 0, q=q2[a])
+        rows = torch.stack([p1, p2[a], p2[b]])  # row 2 (after b) is unused for two tokens
+        verdict = verify_stochastic(t, rows, rng)
+        toks = [t.tokens[i] for i in verdict.accepted] + [verdict.bonus]
+        if len(toks) == 1:  # a rejected first draft: draw the second token from the target, as decoding would
+            toks.append(int(torch.multinomial(p2[toks[0]], 1, generator=rng)))
+        counts[toks[0] * V + toks[1]] += 1
+    exact = (p1[:, None] * p2).flatten()
+    keep = exact * n >= 5
+    pvalue = chisquare(counts[keep].numpy(), (exact[keep] / exact[keep].sum() * counts[keep].sum()).numpy()).pvalue
+    assert pvalue > 1e-3
+
+
+def test_greedy_follows_the_argmax_path():
+    t = Tree()
+    a = t.add(5, -1)
+    t.add(1, a)
+    b = t.add(4, a)
+    t.add(2, -1)
+    logits = torch.full((5, V), -1.0)
+    logits[0, 5] = 1  # root -> 5 (node 0)
+    logits[1, 4] = 1  # node 0 -> 4 (node 2)
+    logits[3, 3] = 1  # node 2 -> 3: not drafted, so 3 is the bonus
+    verdict = verify_greedy(t, logits)
+    assert verdict.accepted == [a, b] and verdict.bonus == 3
+
+
+def test_tree_data():
+    t = Tree()
+    a = t.add(10, -1)
+    b = t.add(11, a)
+    c = t.add(12, -1)
+    assert t.depths() == [1, 2, 1]
+    assert t.paths() == [[a, b], [c]]
+    assert t.with_root(9) == ([9, 10, 11, 12], [-1, 0, 1, 0])
