@@ -89,11 +89,13 @@ class Runner:
         """Tokens held in the cache."""
         return len(self.ids)
 
-    def _mask(self, parents: list[int]) -> torch.Tensor:
-        """[1, 1, k, length + k] mask: every new token sees the cache and its own ancestors."""
-        k = len(parents)
-        allowed = torch.cat([torch.ones(k, self.length, dtype=torch.bool), ancestor_mask(parents)], dim=1)
-        allowed = allowed[None, None].to(self.device)
+    def _mask(self, among: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """[1, 1, k, length + k] mask: new token i sees the cache (or its `visible` part) and the new tokens
+        j with among[i, j]."""
+        k = among.shape[0]
+        prefix = torch.ones(k, self.length, dtype=torch.bool) if visible is None else \
+            visible.to(torch.bool).cpu().reshape(-1, self.length).expand(k, -1)
+        allowed = torch.cat([prefix, among.to(torch.bool)], dim=1)[None, None].to(self.device)
         if self.model.config._attn_implementation == "sdpa":
             return allowed
         out = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
@@ -121,20 +123,62 @@ class Runner:
         return out.logits[0, -1].float()
 
     @torch.inference_mode()
-    def forward(self, tokens: list[int], parents: list[int] | None = None, hidden: bool = False) -> Forward:
-        """Append k tokens arranged as a tree (a chain by default); return logits [k, V] for each."""
-        parents = chain(len(tokens)) if parents is None else list(parents)
-        if len(parents) != len(tokens) or not tokens:
-            raise ValueError("forward needs one parent per token and at least one token")
-        pos = torch.tensor([[self.length + d - 1 for d in depths(parents)]], device=self.device)
+    def forward(self, tokens: list[int], parents: list[int] | None = None, *, hidden: bool = False,
+                positions: list[int] | None = None, among: torch.Tensor | None = None,
+                visible: torch.Tensor | None = None, logits: bool = True) -> Forward:
+        """Append k tokens and return their logits [k, V] (and hidden states per layer if `hidden`).
+
+        By default the tokens form a tree given by `parents` (a chain if None): each sees the cache and its
+        ancestors, at position length + depth - 1. Methods whose new tokens are not a tree (lookahead's
+        2-D window) pass `among` (bool [k, k]: who sees whom) and `positions` instead. `visible` (bool
+        [length], or [k, length] per new token) hides parts of the cache: partial-KV drafting, or a tree grown
+        level by level whose earlier levels already sit in the cache. `logits=False` skips the LM head.
+        """
+        if not tokens:
+            raise ValueError("forward needs at least one token")
+        if among is None:
+            parents = chain(len(tokens)) if parents is None else list(parents)
+            if len(parents) != len(tokens):
+                raise ValueError("forward needs one parent per token")
+            among = ancestor_mask(parents)
+            if positions is None:
+                positions = [self.length + d - 1 for d in depths(parents)]
+        elif positions is None:
+            raise ValueError("a custom `among` mask needs explicit positions")
+        pos = torch.tensor([positions], device=self.device)
         x = torch.tensor([list(map(int, tokens))], device=self.device)
-        out = self.model(input_ids=x, position_ids=pos, attention_mask=self._mask(parents),
-                         past_key_values=self.cache, use_cache=True, output_hidden_states=hidden)
+        kwargs = dict(input_ids=x, position_ids=pos, attention_mask=self._mask(among, visible),
+                      past_key_values=self.cache, use_cache=True, output_hidden_states=hidden or not logits)
+        if logits:
+            out = self.model(**kwargs)
+            scores = out.logits[0].float()
+        else:
+            out = self._body()(**kwargs)
+            scores = None
         self._pending = self.length
         self.ids.extend(map(int, tokens))
         self.forwards += 1
-        states = tuple(h[0] for h in out.hidden_states) if hidden else None
-        return Forward(out.logits[0].float(), states)
+        states = tuple(h[0] for h in out.hidden_states) if (hidden or not logits) else None
+        return Forward(scores, states)
+
+    def _body(self) -> nn.Module:
+        """The decoder without its LM head (`model.model` for most architectures)."""
+        return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+
+    @torch.inference_mode()
+    def head(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from final hidden states [k, H] (already normed, as `hidden[-1]` is), optionally only for
+        the token ids in `vocab` (a trimmed drafter vocabulary): float32 [k, V or len(vocab)]."""
+        weight = self.model.get_output_embeddings().weight
+        if vocab is not None:
+            weight = weight[vocab.to(weight.device)]
+        return (hidden.to(weight.dtype) @ weight.T).float()
+
+    @torch.inference_mode()
+    def exit_logits(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Early-exit logits from an intermediate layer's hidden states: final norm, then the LM head."""
+        norm = getattr(self._body(), "norm", None) or getattr(self._body(), "ln_f", None)
+        return self.head(norm(hidden) if norm is not None else hidden, vocab)
 
     def keep(self, rows: list[int]) -> None:
         """After a forward of k tokens, keep only `rows` of them (in order) in the cache."""

@@ -84,3 +84,39 @@ def test_hidden_state_taps():
     runner.prefill([1, 2])
     out = runner.forward([3, 4], hidden=True)
     assert len(out.hidden) == 4 and out.hidden[0].shape == (2, 64)
+
+
+def test_tree_grower_levels_see_only_their_ancestors():
+    from lab.spec.expand import TreeGrower, top_children
+
+    model = tiny("llama", vocab_size=50, layers=2, seed=3)
+    runner = Runner(model)
+    context = [1, 2, 3, 4]
+    grower = TreeGrower(runner, context)
+    first = [grower.add(t, -1, p) for t, p in top_children(grower.root_logits, 2)]
+    grower.run(first)
+    second = [grower.add(t, first[0], p) for t, p in top_children(grower.logits[first[0]], 2)]
+    second += [grower.add(t, first[1], p) for t, p in top_children(grower.logits[first[1]], 1)]
+    grower.run(second)
+    tree = grower.done()
+    assert runner.ids == context  # the draft cache is back at the context
+    for node in first + second:
+        ref = chain_logits(model, context + [tree.tokens[i] for i in tree.path(node)])[-1]
+        assert torch.allclose(grower.logits[node], ref, atol=1e-4)
+
+
+def test_visible_hides_part_of_the_cache():
+    model = tiny("llama", vocab_size=50, layers=2, seed=8)
+    runner = Runner(model)
+    runner.prefill([5, 6, 7, 8])
+    visible = torch.tensor([True, False, True, True])
+    got = runner.forward([9], visible=visible).logits[-1]
+    ref = chain_logits(model, [5, 7, 8, 9])[-1]
+    assert not torch.allclose(got, chain_logits(model, [5, 6, 7, 8, 9])[-1], atol=1e-3)
+    # hiding token 6 is not the same as deleting it (positions stay), so compare with an explicit mask instead
+    mask = torch.ones(1, 1, 5, 5, dtype=torch.bool).tril()
+    mask[0, 0, 4, 1] = False
+    with torch.no_grad():
+        full = model(torch.tensor([[5, 6, 7, 8, 9]]), attention_mask=mask).logits[0, -1]
+    assert torch.allclose(got, full, atol=1e-4)
+    assert ref.shape == got.shape

@@ -53,7 +53,7 @@ class DraftModel:
                 logits = self.runner.decode(token)
         return tree
 
-    def accepted(self, dec: Decoding, tree: Tree, verdict: Verdict) -> None:
+    def accepted(self, dec: Decoding, tree: Tree, verdict: Verdict, logits) -> None:
         if self.adaptive:
             if len(verdict.accepted) == len(tree):
                 self.length = min(self.length + 2, self.max_length)

@@ -1,0 +1,14 @@
+"""`python -m lab bench NAME [options]`: dispatch to a benchmark."""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import LabError
+
+BENCHMARKS = {"greedy-vs-hf": "lab.bench.greedy_vs_hf"}
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in BENCHMARKS:
+        raise LabError(f"name a benchmark: {', '.join(sorted(BENCHMARKS))}")
+    importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:])
