@@ -2,7 +2,11 @@
 
 A drafter is an object with `propose(dec, root) -> Tree` (draft tokens hanging from `root`, the last
 committed token, not yet in the target's cache) and optionally `accepted(dec, tree, verdict, logits)` to
-learn from the outcome (`logits[0]` is the target's at the root, `logits[i + 1]` at node i). The loop is the same for chains and trees, for greedy and stochastic acceptance.
+learn from the outcome (`logits[0]` is the target's at the root, `logits[i + 1]` at node i). Optional
+attributes: `info` (a dict of what the drafter chose this step: exit layer, budget ...; copied into the
+Step for the views), `wants_hidden` (then `accepted` also gets `hidden=`, every layer's hidden states of the
+verification forward), `learns_from_plain_steps` (then `accepted` also sees the target's logits of steps
+with no draft, as an empty tree). The loop is the same for chains and trees, greedy or stochastic.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Iterator, Protocol
 import torch
 
 from ..decoding import Decoding
+from ..runner import Forward
 from ..trace import Step
 from .tree import Tree
 from .verify import Verdict, verify_greedy, verify_stochastic
@@ -20,16 +25,17 @@ class Drafter(Protocol):
     def propose(self, dec: Decoding, root: int) -> Tree: ...
 
 
-def score(dec: Decoding, root: int, tree: Tree) -> tuple[Verdict, torch.Tensor]:
+def score(dec: Decoding, root: int, tree: Tree, hidden: bool = False) -> tuple[Verdict, Forward]:
     """One target forward over the root and the tree; verify; keep the accepted path in the cache."""
     tokens, parents = tree.with_root(root)
-    logits = dec.target.forward(tokens, parents).logits
+    out = dec.target.forward(tokens, parents, hidden=hidden)
+    logits = out.logits
     if dec.greedy:
         verdict = verify_greedy(tree, logits)
     else:
         verdict = verify_stochastic(tree, dec.probs(logits), dec.rng)
     dec.target.keep([0] + [i + 1 for i in verdict.accepted])
-    return verdict, logits
+    return verdict, out
 
 
 def speculate(dec: Decoding, drafter) -> Iterator[Step]:
@@ -40,16 +46,21 @@ def speculate(dec: Decoding, drafter) -> Iterator[Step]:
         draft_forwards = getattr(drafter, "forwards", 0)
         tree = drafter.propose(dec, root)
         if len(tree) == 0:  # nothing to propose: a plain autoregressive step
-            root = dec.choose(dec.target.decode(root))
+            logits = dec.target.decode(root)
+            root = dec.choose(logits)
+            if getattr(drafter, "learns_from_plain_steps", False):
+                drafter.accepted(dec, tree, Verdict([], root), logits[None])
             yield Step(committed=[root], origin=["plain"],
                        draft_forwards=getattr(drafter, "forwards", 0) - draft_forwards)
             continue
-        verdict, logits = score(dec, root, tree)
+        hidden = getattr(drafter, "wants_hidden", False)
+        verdict, out = score(dec, root, tree, hidden)
         if hasattr(drafter, "accepted"):
-            drafter.accepted(dec, tree, verdict, logits)
+            extra = {"hidden": out.hidden} if hidden else {}
+            drafter.accepted(dec, tree, verdict, out.logits, **extra)
         committed, origin = verdict.committed(tree)
         root = verdict.bonus
         yield Step(committed=committed, origin=origin, proposed=list(tree.tokens), parents=list(tree.parents),
                    draft_probs=[round(p, 4) for p in tree.draft_probs], accepted=list(verdict.accepted),
                    bonus=verdict.bonus, draft_forwards=getattr(drafter, "forwards", 0) - draft_forwards,
-                   info={"recovered": verdict.recovered})
+                   info={"recovered": verdict.recovered, **dict(getattr(drafter, "info", {}))})

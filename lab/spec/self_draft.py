@@ -1,0 +1,106 @@
+"""Self-speculation: the target drafts for itself through a cheaper path (a layer subset, an early exit, part of
+its KV cache, a trimmed LM head), then verifies the draft with its full self.
+
+Shared by layer-skip, clasp, del, specpv and vocabtrim:
+- `SelfView`: the target through a subset of its layers, reading and writing the target's own KV cache (the
+  draft never prefills a cache of its own: the verified context is already there, layer by layer). Draft
+  entries are rolled back before the real verification, so the target's cache and `ids` stay exact.
+- `draft_chain`: a chain drawn from any next-token function with the target's sampling rule (q for stochastic
+  acceptance), optionally on a vocabulary subset (q = 0 outside it).
+Each drafter sets `info` (exit layer, skipped layers ...) per proposal; the loop copies it into the Step so the
+views can show why a draft was good or bad. CLaSp and DEL set `wants_hidden` to learn from the verification
+forward's hidden states.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..decoding import Decoding
+from ..errors import LabError
+from ..runner import Runner
+from ..sampling import draw
+from .tree import Tree
+from .verify import Verdict
+
+
+def exit_layer(num_layers: int, fraction: float) -> int:
+    """Number of layers of an early exit at `fraction` of the depth, clamped to [1, num_layers - 1]
+    (a 1-layer model can only draft with its one layer)."""
+    if not 0.0 < fraction <= 1.0:
+        raise LabError(f"an exit fraction must be in (0, 1], got {fraction}")
+    return max(1, min(num_layers - 1, round(fraction * num_layers))) if num_layers > 1 else 1
+
+
+class SelfView:
+    """The target through the decoder layers `layers` (shared weights), on the target's own KV cache.
+
+    Kept layer i attends to the target's layer-i keys and values of the verified context (what LayerSkip,
+    Draft & Verify, SWIFT and CLaSp do), so switching layer sets costs nothing. `start()` attaches to the
+    target's current cache, `step(token)` appends one draft token and returns its next-token logits,
+    `finish()` drops the draft's entries again.
+    """
+
+    def __init__(self, target: Runner, layers):
+        self.target = target
+        self.layers = sorted(int(i) for i in layers)
+        self.runner = target.view(self.layers)
+        self.forwards = 0
+
+    def start(self) -> None:
+        self.runner.cache = self.target.cache  # the target replaces its cache object at every prefill
+        self.runner.ids = list(self.target.ids)
+
+    def step(self, token: int, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [V] (or [len(vocab)] on a trimmed head) after appending `token`."""
+        self.forwards += 1
+        if vocab is None:
+            return self.runner.forward([token]).logits[-1]
+        normed = self.runner.forward([token], logits=False).hidden[-1]
+        return self.runner.head(normed[-1:], vocab)[0]
+
+    def finish(self) -> None:
+        self.runner.rollback(self.target.length)
+
+
+def draft_chain(dec: Decoding, step: Callable[[int], torch.Tensor], root: int, n: int,
+                vocab: torch.Tensor | None = None) -> Tree:
+    """A chain of n draft tokens under `root`: step(token) feeds a token and returns the draft's next logits.
+
+    Tokens follow the target's sampling rule applied to the draft logits (argmax at T = 0); at T > 0 each node
+    carries the full distribution q it was drawn from. With `vocab`, the logits cover only those token ids and
+    q is 0 elsewhere, so no token outside `vocab` can ever be drafted.
+    """
+    tree = Tree()
+    logits = step(root) if n > 0 else None
+    for i in range(n):
+        q = dec.probs(logits)
+        index = int(logits.argmax()) if dec.greedy else int(draw(q, dec.rng))
+        belief = float(logits.float().softmax(-1)[index])  # the draft's own probability, for the views
+        if vocab is not None:
+            token = int(vocab[index])
+            if not dec.greedy:
+                q = torch.zeros(dec.target.vocab_size).index_copy_(0, vocab.cpu(), q.cpu())
+        else:
+            token = index
+        tree.add(token, i - 1, belief, None if dec.greedy else q)
+        if i + 1 < n:
+            logits = step(token)
+    return tree
+
+
+def chain_from_view(dec: Decoding, view: SelfView, root: int, n: int, vocab: torch.Tensor | None = None) -> Tree:
+    """`draft_chain` through a SelfView, leaving the target's cache as it was."""
+    if n <= 0:
+        return Tree()
+    view.start()
+    try:
+        return draft_chain(dec, lambda token: view.step(token, vocab), root, n, vocab)
+    finally:
+        view.finish()
+
+
+def path_rows(verdict: Verdict) -> list[int]:
+    """Rows of the verification forward that lie on the committed path: the root, then each accepted node."""
+    return [0] + [i + 1 for i in verdict.accepted]
