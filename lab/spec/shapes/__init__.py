@@ -1,0 +1,1 @@
+"""Tree shapes for speculative decoding: which tree to draft under a node budget (Sequoia's dynamic program)."""
