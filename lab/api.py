@@ -142,6 +142,13 @@ class Lab:
                 on_step(step, trace)
         return Result(trace)
 
+    def generate_batch(self, method: str, prompts: list, **kwargs) -> list[Result]:
+        """Run a batched method (bass, tetris, sps, pld ...) on several prompts together: one Result per prompt,
+        in order. Options as in `generate` (max_new_tokens, temperature, seed, rng, chat, method options)."""
+        from .batch import generate_batch
+
+        return [Result(trace) for trace in generate_batch(self, method, prompts, **kwargs)]
+
     def draft(self, spec: str) -> Runner:
         """A draft runner: 'layers:N' (the target's first N layers) or another model with the same tokenizer."""
         if spec not in self._drafts:
@@ -176,6 +183,11 @@ def get_lab(model: str = models.DEFAULT, **kwargs) -> Lab:
 def generate(method: str, prompt: str | list[int], model: str = models.DEFAULT, **kwargs) -> Result:
     """Run `method` on `prompt` with `model`; keyword options as in the CLI (max_new_tokens, temperature, ...)."""
     return get_lab(model).generate(method, prompt, **kwargs)
+
+
+def generate_batch(method: str, prompts: list, model: str = models.DEFAULT, **kwargs) -> list[Result]:
+    """Run a batched method on several prompts at once with `model`; one Result per prompt, in order."""
+    return get_lab(model).generate_batch(method, prompts, **kwargs)
 
 
 def stream(method: str, prompt: str | list[int], model: str = models.DEFAULT, **kwargs) -> Iterator[Step]:

@@ -86,6 +86,12 @@ def cmd_generate(args) -> None:
     if args.max_new_tokens < 1:
         raise LabError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     Sampling(temperature=args.temperature)  # checks the temperature
+    if args.batch_size < 1:
+        raise LabError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch_size > 1:
+        from .batch import batched_method
+
+        batched_method(args.method)  # a clear error before anything runs
     lab = Lab(args.model, device=args.device)
     for row in rows:  # every prompt is tokenized and checked before anything runs
         ids = lab.encode(row["prompt"], row["chat"])
@@ -93,21 +99,32 @@ def cmd_generate(args) -> None:
             raise LabError(f"prompt {row['id']!r} ({len(ids)} tokens) plus --max-new-tokens exceeds the context "
                            f"of {lab.context_length}")
     rng = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
-    for row in rows:
-        result = lab.generate(args.method, row["prompt"], chat=row["chat"], max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, rng=rng, seed=None, **opts)
-        t = result.trace
-        if args.trace_dir:
-            Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
-            t.to_json(Path(args.trace_dir) / f"{row['id']}.{args.method}.json")
-        out = {"id": row["id"], "method": args.method, "tokens": t.tokens, "text": t.text,
-               "new_tokens": t.new_tokens, "forwards": t.forwards,
-               "tokens_per_forward": round(t.tokens_per_forward, 4), "wall_s": round(t.wall_s, 4)}
-        if args.json:
-            print(json.dumps(out), flush=True)
+    groups = [rows[i:i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
+    for group in groups:
+        if args.batch_size > 1:  # decoded together; still one line per prompt, in input order
+            results = lab.generate_batch(args.method, [row["prompt"] for row in group],
+                                         chat=[row["chat"] for row in group], max_new_tokens=args.max_new_tokens,
+                                         temperature=args.temperature, rng=rng, seed=None, **opts)
         else:
-            print(f"[{row['id']}] {t.text}\n  {t.new_tokens} tokens, {t.forwards} forwards, "
-                  f"{t.tokens_per_forward:.2f} tokens/forward, {t.wall_s:.2f} s", flush=True)
+            results = [lab.generate(args.method, row["prompt"], chat=row["chat"], max_new_tokens=args.max_new_tokens,
+                                    temperature=args.temperature, rng=rng, seed=None, **opts) for row in group]
+        for row, result in zip(group, results):
+            emit(args, row, result.trace)
+
+
+def emit(args, row: dict, t) -> None:
+    """Write one prompt's output: a JSON line (--json) or a short text block, and its Trace (--trace-dir)."""
+    if args.trace_dir:
+        Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
+        t.to_json(Path(args.trace_dir) / f"{row['id']}.{args.method}.json")
+    out = {"id": row["id"], "method": args.method, "tokens": t.tokens, "text": t.text,
+           "new_tokens": t.new_tokens, "forwards": t.forwards,
+           "tokens_per_forward": round(t.tokens_per_forward, 4), "wall_s": round(t.wall_s, 4)}
+    if args.json:
+        print(json.dumps(out), flush=True)
+    else:
+        print(f"[{row['id']}] {t.text}\n  {t.new_tokens} tokens, {t.forwards} forwards, "
+              f"{t.tokens_per_forward:.2f} tokens/forward, {t.wall_s:.2f} s", flush=True)
 
 
 def cmd_bench(args) -> None:
@@ -141,6 +158,8 @@ def build() -> Parser:
     g.add_argument("--json", action="store_true")
     g.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
     g.add_argument("--trace-dir", help="also write each run's Trace as JSON here")
+    g.add_argument("--batch-size", type=int, default=1,
+                   help="decode this many prompts together (methods with a batched implementation)")
     g.set_defaults(run=cmd_generate)
     b = sub.add_parser("bench", help="run the offline benchmark suite (see lab/bench)")
     b.add_argument("rest", nargs=argparse.REMAINDER)

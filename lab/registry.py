@@ -58,6 +58,21 @@ def method(name: str, *, family: str, lossless: bool, training_free: bool = True
     return register
 
 
+BATCHED: dict[str, Callable] = {}  # method name -> fn(batch: lab.batch.BatchDecoding, *, same options)
+
+
+def batched(name: str):
+    """Register the batched implementation of method `name` (lab.batch.generate_batch runs it)."""
+
+    def register(fn: Callable) -> Callable:
+        if name in BATCHED and BATCHED[name] is not fn:
+            raise ValueError(f"batched method {name!r} is registered twice")
+        BATCHED[name] = fn
+        return fn
+
+    return register
+
+
 def load_all() -> dict[str, MethodInfo]:
     """Import every method module so that all methods are registered."""
     for package in METHOD_PACKAGES:

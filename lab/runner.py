@@ -239,3 +239,182 @@ class Runner:
         common = min(common, len(context) - 1)  # re-run at least the last token to get its logits
         self.rollback(common)
         return self.forward(context[common:]).logits[-1]
+
+
+class BatchRunner:
+    """B sequences in one cache, each at its own length: batched speculative decoding (BASS, TETRIS).
+
+    Every forward appends its new tokens to the same cache columns for all rows (a row with fewer tokens is
+    padded, the padding seeing only itself). A row's tokens see only that row's valid slots (a [B, 1, k, L + k]
+    mask) at the row's own positions (position_ids [B, k]), so a row may have holes: `keep(row, rows)` after a
+    ragged acceptance only forgets the rejected slots, and the next forward squeezes the holes out with one
+    gather once `compact_after` columns could be saved. `select(rows)` drops finished rows so they stop
+    costing. `ids[b]` mirrors what row b holds; row by row the logits equal a single-sequence Runner's.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[int] | None = None, *, compact_after: int = 32):
+        self.base = model
+        self.layers = layers
+        self.model = layer_view(model, layers) if layers is not None else model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.compact_after = compact_after
+        self.forwards = 0
+        self.reset(0)
+
+    @classmethod
+    def like(cls, runner: Runner) -> "BatchRunner":
+        """A batch runner over the same model (and layer subset) as a single-sequence runner."""
+        return cls(runner.base, runner.layers)
+
+    def reset(self, rows: int = 0) -> None:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache()
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.slots: list[list[int]] = [[] for _ in range(rows)]  # cache columns of row b's tokens, in order
+        self.columns = 0
+        self._pending: list[tuple[int, list[int]]] = [(0, []) for _ in range(rows)]  # (length before, new columns)
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.ids]
+
+    def _mask(self, among: list[torch.Tensor], k: int) -> torch.Tensor:
+        """[B, 1, k, L + k]: row b's new token i sees row b's valid slots and its new tokens j with among[b][i, j]."""
+        L = self.columns
+        allowed = torch.zeros(self.rows, k, L + k, dtype=torch.bool)
+        for b, mask in enumerate(among):
+            n = mask.shape[0]
+            if n and self.slots[b]:
+                allowed[b, :n, self.slots[b]] = True
+            allowed[b, :n, L:L + n] = mask
+            pad = torch.arange(n, k)
+            allowed[b, pad, L + pad] = True  # padding attends to itself only: finite values, never seen
+        allowed = allowed[:, None].to(self.device)
+        if self.model.config._attn_implementation == "sdpa":
+            return allowed
+        out = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        return out.masked_fill(~allowed, torch.finfo(self.dtype).min)
+
+    @torch.inference_mode()
+    def forward(self, tokens: list[list[int]], parents: list[list[int] | None] | None = None, *,
+                last: bool = False) -> list[torch.Tensor]:
+        """Append row b's tokens (a tree by `parents[b]`, a chain if None, [] for nothing) at positions
+        length_b + depth - 1; return per row float32 logits [k_b, V] (only the last token's, [1, V], if `last`)."""
+        if len(tokens) != self.rows:
+            raise ValueError(f"forward needs tokens for each of the {self.rows} rows")
+        sizes = [len(t) for t in tokens]
+        k = max(sizes, default=0)
+        if k == 0:
+            return [torch.empty(0, self.vocab_size) for _ in tokens]
+        if self.columns - max(self.lengths) >= self.compact_after:
+            self.compact()
+        x = torch.zeros(self.rows, k, dtype=torch.long)
+        positions = torch.zeros(self.rows, k, dtype=torch.long)
+        wanted = torch.zeros(self.rows, k, dtype=torch.bool)
+        among = []
+        for b, row in enumerate(tokens):
+            n = len(row)
+            par = chain(n) if parents is None or parents[b] is None else list(parents[b])
+            if len(par) != n:
+                raise ValueError("forward needs one parent per token")
+            among.append(ancestor_mask(par) if n else torch.zeros(0, 0, dtype=torch.bool))
+            if n:
+                x[b, :n] = torch.tensor(list(map(int, row)))
+                positions[b, :n] = torch.tensor(depths(par)) + len(self.ids[b]) - 1
+                wanted[b, n - 1 if last else 0:n] = True
+        out = self.model(input_ids=x.to(self.device), position_ids=positions.to(self.device),
+                         attention_mask=self._mask(among, k), past_key_values=self.cache, use_cache=True,
+                         logits_to_keep=wanted.to(self.device))
+        flat = out.logits.float().reshape(-1, out.logits.shape[-1])  # the wanted rows, row-major
+        per_row = list(flat.split(wanted.sum(1).tolist()))
+        for b, row in enumerate(tokens):
+            new = list(range(self.columns, self.columns + len(row)))
+            self._pending[b] = (len(self.ids[b]), new)
+            self.slots[b].extend(new)
+            self.ids[b].extend(map(int, row))
+        self.columns += k
+        self.forwards += 1
+        return per_row
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Reset to one row per prompt, run them, return the logits of each prompt's last token [B, V]."""
+        if not prompts or any(not p for p in prompts):
+            raise ValueError("prefill needs at least one token per row")
+        self.reset(len(prompts))
+        logits = self.forward(prompts, last=True)
+        self.forwards -= 1  # like Runner, the prefill is not counted
+        return torch.stack([row[-1] for row in logits])
+
+    def decode(self, tokens: list[int]) -> torch.Tensor:
+        """One new token per row on the causal path: logits [B, V]."""
+        return torch.stack([row[-1] for row in self.forward([[int(t)] for t in tokens])])
+
+    def keep(self, row: int, rows: list[int]) -> None:
+        """After a forward, keep only the new tokens `rows` (in order, a root-to-node path) of batch row `row`."""
+        base, new = self._pending[row]
+        self.slots[row] = self.slots[row][:base] + [new[r] for r in rows]
+        self.ids[row] = self.ids[row][:base] + [self.ids[row][base + r] for r in rows]
+        self._crop()
+
+    def rollback(self, row: int, length: int) -> None:
+        """Drop everything after the first `length` tokens of one row."""
+        self.slots[row] = self.slots[row][:length]
+        self.ids[row] = self.ids[row][:length]
+        self._crop()
+
+    def _crop(self) -> None:
+        """Cut cache columns that no row uses any more (the common case after a rollback)."""
+        used = max((max(s) + 1 for s in self.slots if s), default=0)
+        if used < self.columns:
+            self._apply(lambda t: t[..., :used, :])
+            self.columns = used
+
+    def _apply(self, fn) -> None:
+        for layer in self.cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys, layer.values = fn(layer.keys), fn(layer.values)
+
+    def compact(self) -> None:
+        """Move each row's valid slots to columns 0..length-1 (one gather per layer); holes disappear."""
+        width = max(self.lengths, default=0)
+        index = torch.zeros(self.rows, width, dtype=torch.long)  # shorter rows point their padding at column 0
+        for b, slots in enumerate(self.slots):
+            index[b, :len(slots)] = torch.tensor(slots, dtype=torch.long)
+        index = index.to(self.device)[:, None, :, None]
+        self._apply(lambda t: t.gather(2, index.expand(t.shape[0], t.shape[1], width, t.shape[3])))
+        self.slots = [list(range(len(s))) for s in self.slots]
+        self._pending = [(len(s), []) for s in self.slots]
+        self.columns = width
+
+    def select(self, rows: list[int]) -> None:
+        """Keep only these batch rows, in this order (finished rows stop costing)."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self._apply(lambda t: t.index_select(0, index))
+        self.ids = [self.ids[r] for r in rows]
+        self.slots = [self.slots[r] for r in rows]
+        self._pending = [self._pending[r] for r in rows]
+        self._crop()
+
+    def sync(self, contexts: list[list[int]]) -> torch.Tensor:
+        """Make row b hold exactly contexts[b] (reusing its common prefix); return each row's last logits [B, V]."""
+        if len(contexts) != self.rows:
+            self.reset(len(contexts))
+        suffixes = []
+        for b, context in enumerate(contexts):
+            common = 0
+            for a, c in zip(self.ids[b], context):
+                if a != c:
+                    break
+                common += 1
+            common = min(common, len(context) - 1)  # re-run at least the last token to get its logits
+            self.rollback(b, common)
+            suffixes.append(context[common:])
+        return torch.stack([row[-1] for row in self.forward(suffixes, last=True)])
