@@ -19,6 +19,7 @@ from ..api import get_lab
 from ..errors import LabError
 from ..trace import Trace
 from ..widgets.figures import acceptance_figure, draft_tree_figure, speculative_steps, token_stream_html
+from .drafters import DraftersTab
 
 EXAMPLES = [json.loads(line) for line in
             resources.files("lab.data").joinpath("prompts.jsonl").read_text().splitlines() if line.strip()]
@@ -178,7 +179,7 @@ class Arena:
             ("Draft tree", pn.Column(pn.Row(self.tree_method, self.tree_step, self.follow), self.tree,
                                      sizing_mode="stretch_width")),
             ("Acceptance", pn.Column(self.acceptance_method, self.acceptance, sizing_mode="stretch_width")),
-            ("Table", self.table), sizing_mode="stretch_width")
+            ("Table", self.table), ("Drafters", DraftersTab(self).view()), sizing_mode="stretch_width")
         main = pn.Column("### Tokens (green: accepted draft, blue: target after a draft, grey: target alone)",
                          self.streams, tabs, sizing_mode="stretch_width")
         layout = pn.Row(controls, main, sizing_mode="stretch_width")

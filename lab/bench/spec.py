@@ -1,0 +1,331 @@
+"""The speculative benchmark: every speculative method against greedy on the offline suite, per task category.
+
+    python -m lab bench spec [--per-category 10] [--max-new-tokens 128] [--methods pld,sps] [--model default]
+                             [--categories chat,code] [--temperature 0] [--opt sps.length=6]
+                             [--out results/spec_bench_cpu.json] [--no-plots] [--no-png]
+
+In Spec-Bench's spirit ("Unlocking Efficiency in Large Language Model Inference: A Comprehensive Survey of
+Speculative Decoding"): each prompt runs greedy and every method in the same engine, in an order that rotates
+from prompt to prompt, so that drifts of the machine's speed hit all methods alike. Per method x category:
+
+- tau, the mean accepted length (accepted draft tokens + 1 per verification step), and tokens per target forward;
+- per-position acceptance: the share of verification steps whose accepted path reaches depth i
+  (so tau = 1 + the sum over i);
+- speedup: the method's tokens per second over greedy's, on the same prompts (the Trace's wall time, which
+  includes the prefill);
+- exact match: the share of prompts whose tokens equal greedy's (at temperature 0; 100% for lossless methods);
+- alpha and the draft cost c, the two axes of "Decoding Speculative Decoding": alpha solves tau = (1 - alpha^(g+1))
+  / (1 - alpha) for the mean draft depth g, c is the time a step spends beyond one greedy forward, per draft token,
+  in greedy forwards.
+
+Writes the JSON (settings, every run, the summary), the plots (one HTML, a PNG each through headless Chromium)
+and prints a Markdown table last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import registry
+from ..errors import LabError
+from ..spec.tree import depths
+from ..trace import Trace
+from .suite import CATEGORIES, build_suite
+
+BASELINE = "greedy"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--no-first-run", "--hide-scrollbars", "--virtual-time-budget=4000"]
+
+
+def speculative_methods() -> list[str]:
+    """Every registered method of the speculative family."""
+    return sorted(n for n, m in registry.load_all().items() if m.family == "speculative")
+
+
+# -- one run ------------------------------------------------------------------------------------------------
+def step_shapes(trace: Trace) -> dict[str, list[int]]:
+    """Per verification step: accepted draft tokens, draft depth, draft size (nodes)."""
+    steps = [s for s in trace.steps if s.proposed]
+    return {"accepted": [len(s.accepted) for s in steps], "depth": [max(depths(s.parents)) for s in steps],
+            "size": [len(s.proposed) for s in steps]}
+
+
+def run_record(prompt: dict, method: str, trace: Trace | None, error: str | None = None) -> dict:
+    """What the benchmark keeps of one run (the trace itself is dropped)."""
+    row = {"id": prompt["id"], "category": prompt["category"], "method": method}
+    if error is not None:
+        return {**row, "error": error}
+    return {**row, "new_tokens": trace.new_tokens, "forwards": trace.forwards, "draft_forwards": trace.draft_forwards,
+            "wall_s": round(trace.wall_s, 5), "prefill_s": round(trace.prefill_s, 5), "stop": trace.stop,
+            "tokens": list(trace.tokens), **step_shapes(trace)}
+
+
+def run_bench(lab, prompts: list[dict], methods: list[str], *, max_new_tokens: int, temperature: float = 0.0,
+              seed: int = 0, options: dict[str, dict] | None = None, progress: bool = True,
+              warmup: bool = True) -> list[dict]:
+    """Run greedy and `methods` on every prompt (order rotating per prompt); one record per run.
+
+    A method that raises gets an `error` record for that prompt and the benchmark goes on.
+    """
+    options = options or {}
+    names = [BASELINE] + [m for m in methods if m != BASELINE]
+    for name in names:
+        registry.parse_options(registry.get(name), options.get(name, {}))  # fail early on a bad name or option
+    if warmup and prompts:
+        for name in names:  # first-call costs (a draft model's view, lazy imports) stay out of the timings
+            try:
+                lab.generate(name, prompts[0]["prompt"], chat=prompts[0]["chat"], max_new_tokens=4,
+                             temperature=temperature, seed=seed, **options.get(name, {}))
+            except Exception:
+                pass
+    runs = []
+    bar = tqdm(total=len(prompts) * len(names), desc="spec bench", disable=not progress)
+    for i, p in enumerate(prompts):
+        shift = i % len(names)
+        mine = {}
+        for name in names[shift:] + names[:shift]:
+            bar.set_postfix_str(f"{p['category']}: {name}")
+            try:
+                trace = lab.generate(name, p["prompt"], chat=p["chat"], max_new_tokens=max_new_tokens,
+                                     temperature=temperature, seed=seed + i, **options.get(name, {})).trace
+                mine[name] = run_record(p, name, trace)
+            except Exception as err:
+                mine[name] = run_record(p, name, None, f"{type(err).__name__}: {err}")
+            bar.update(1)
+        reference = mine[BASELINE].get("tokens")
+        for name in names:
+            row = mine[name]
+            if "error" not in row:
+                row["exact"] = None if temperature > 0 or reference is None else row["tokens"] == reference
+            runs.append(row)
+    bar.close()
+    return runs
+
+
+# -- metrics ------------------------------------------------------------------------------------------------
+def reach_curve(accepted: list[int]) -> list[float]:
+    """Share of verification steps whose accepted path reaches depth i, for i = 1 .. the longest accepted."""
+    if not accepted:
+        return []
+    return [sum(a >= i for a in accepted) / len(accepted) for i in range(1, max(accepted) + 1)]
+
+
+def expected_speedup(alpha: float, gamma: float, cost: float) -> float:
+    """Speedup of a gamma-token draft per step with i.i.d. acceptance alpha and draft cost c per token
+    ("Fast Inference from Transformers via Speculative Decoding", eq. for the walltime improvement)."""
+    tokens = gamma + 1 if alpha >= 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+    return tokens / (gamma * cost + 1)
+
+
+def solve_alpha(tau: float, gamma: float) -> float:
+    """The i.i.d. acceptance rate alpha whose expected accepted length with gamma drafts is tau."""
+    if gamma <= 0 or tau <= 1:
+        return 0.0
+    if tau >= gamma + 1:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if expected_speedup(mid, gamma, 0.0) < tau:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def group_metrics(rows: list[dict], greedy: dict[str, dict]) -> dict:
+    """Metrics of one method over some prompts; `greedy` maps prompt id -> greedy's record of that prompt."""
+    ok = [r for r in rows if "error" not in r]
+    out = {"prompts": len(ok), "errors": len(rows) - len(ok), "new_tokens": sum(r["new_tokens"] for r in ok),
+           "forwards": sum(r["forwards"] for r in ok)}
+    accepted = [a for r in ok for a in r["accepted"]]
+    depth = [d for r in ok for d in r["depth"]]
+    steps = len(accepted)
+    tau = sum(a + 1 for a in accepted) / steps if steps else None
+    gamma = sum(depth) / steps if steps else 0.0
+    out.update(steps=steps, tau=_r(tau), tokens_per_forward=_r(out["new_tokens"] / max(out["forwards"], 1)),
+               position_acceptance=[_r(x) for x in reach_curve(accepted)], gamma=_r(gamma),
+               tree_size=_r(sum(s for r in ok for s in r["size"]) / steps if steps else 0.0),
+               alpha=_r(solve_alpha(tau, gamma)) if tau else None)
+    pairs = [(r, greedy[r["id"]]) for r in ok if r["id"] in greedy and "error" not in greedy[r["id"]]]
+    speedup = cost = None
+    if pairs:
+        rate = lambda rs: sum(r["new_tokens"] for r in rs) / max(sum(r["wall_s"] for r in rs), 1e-9)
+        decoding = lambda rs: sum(r["wall_s"] - r["prefill_s"] for r in rs)  # Trace.wall_s includes the prefill
+        mine, base = [m for m, _ in pairs], [g for _, g in pairs]
+        speedup = rate(mine) / max(rate(base), 1e-12)
+        forward_s = decoding(base) / max(sum(g["forwards"] for g in base), 1)
+        drafted = sum(sum(m["depth"]) for m in mine)
+        if drafted and forward_s > 0:
+            overhead = decoding(mine) - sum(m["forwards"] for m in mine) * forward_s
+            cost = max(0.0, overhead) / (drafted * forward_s)
+    exact = [r["exact"] for r in ok if r.get("exact") is not None]
+    out.update(speedup=_r(speedup), draft_cost=_r(cost), exact_match=_r(sum(exact) / len(exact)) if exact else None)
+    return out
+
+
+def summarize(runs: list[dict]) -> dict:
+    """{method: {category: metrics, ..., "overall": metrics}} over the records of `run_bench`."""
+    greedy = {r["id"]: r for r in runs if r["method"] == BASELINE}
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    categories = list(dict.fromkeys(r["category"] for r in runs))
+    out = {}
+    for m in methods:
+        mine = [r for r in runs if r["method"] == m]
+        out[m] = {c: group_metrics([r for r in mine if r["category"] == c], greedy) for c in categories}
+        out[m]["overall"] = group_metrics(mine, greedy)
+    return out
+
+
+# -- report -------------------------------------------------------------------------------------------------
+def _cell(x, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def markdown_table(results: dict) -> str:
+    """Speedup per category, then overall speedup, tau, tokens/forward and exact match; fastest first."""
+    summary, categories = results["summary"], results["categories"]
+    lossless = results.get("lossless", {})
+    order = sorted(summary, key=lambda m: (m != BASELINE, -(summary[m]["overall"]["speedup"] or 0)))
+    head = ["method", "lossless", *categories, "overall", "tau", "tokens/forward", "exact"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    for m in order:
+        s = summary[m]
+        cells = [m, {True: "yes", False: "no"}.get(lossless.get(m), "?")]
+        for c in [*categories, "overall"]:
+            g = s.get(c, {})
+            cells.append("error" if g.get("errors") and not g.get("prompts") else _cell(g.get("speedup"), ".2f") + "x")
+        o = s["overall"]
+        cells += [_cell(o["tau"], ".2f"), _cell(o["tokens_per_forward"], ".2f"),
+                  "–" if o["exact_match"] is None else f"{100 * o['exact_match']:.0f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def html_to_png(html_path: Path, png_path: Path, width: int = 1000, height: int = 520) -> bool:
+    """Screenshot an HTML file with headless Chromium (Debian's /usr/bin/chromium); False if there is none."""
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        return False
+    png_path.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
+               f"--screenshot={png_path.resolve()}", html_path.resolve().as_uri()]
+        subprocess.run(cmd, capture_output=True, timeout=120)
+    return png_path.exists()
+
+
+def save_plots(results: dict, out: Path, png: bool = True) -> list[Path]:
+    """One HTML with every figure beside the JSON, and one PNG per figure."""
+    from ..widgets.analysis import bench_figures
+
+    figures = bench_figures(results)
+    html = out.with_suffix(".html")
+    parts = [fig.to_html(include_plotlyjs="cdn" if i == 0 else False, full_html=False)
+             for i, fig in enumerate(figures.values())]
+    html.write_text(f"<html><head><meta charset='utf-8'><title>{out.stem}</title></head><body>"
+                    + "".join(parts) + "</body></html>")
+    written = [html]
+    if png:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, fig in figures.items():
+                page = Path(tmp) / f"{name}.html"
+                width, height = int(fig.layout.width or 1000), int(fig.layout.height or 520)
+                page.write_text(fig.to_html(include_plotlyjs=True, full_html=True,
+                                            config={"displayModeBar": False, "staticPlot": True}))
+                target = out.with_name(f"{out.stem}_{name}.png")
+                if html_to_png(page, target, width, height):
+                    written.append(target)
+    return written
+
+
+def parse_method_opts(pairs: list[str]) -> dict[str, dict]:
+    """--opt method.key=value -> {method: {key: value}}."""
+    out: dict[str, dict] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        method, dot, key = name.partition(".")
+        if not (dot and key and equals):
+            raise LabError(f"--opt {pair!r}: use method.key=value, e.g. sps.length=6")
+        out.setdefault(method.strip(), {})[key.strip()] = value
+    return out
+
+
+def to_json(results: dict) -> str:
+    """The results as JSON: settings and summary indented, one line per run."""
+    head = json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=1)
+    runs = ",\n  ".join(json.dumps(r) for r in results["runs"])
+    return head[:-2] + f',\n "runs": [\n  {runs}\n ]\n}}\n'
+
+
+def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m lab bench spec")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--device")
+    ap.add_argument("--per-category", type=int, default=10)
+    ap.add_argument("--categories", default=",".join(CATEGORIES))
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--methods", default="", help="comma-separated; default: every speculative method")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--opt", action="append", default=[], metavar="METHOD.KEY=VALUE")
+    ap.add_argument("--out", default="results/spec_bench_cpu.json")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-png", action="store_true")
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] or speculative_methods()
+    for name in methods:
+        registry.get(name)  # unknown names fail before the model loads
+    options = parse_method_opts(args.opt)
+    for name, opts in options.items():
+        options[name] = registry.parse_options(registry.get(name), opts)
+    if args.max_new_tokens < 1:
+        raise LabError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if prompts is None:
+        prompts = build_suite(args.per_category, [c.strip() for c in args.categories.split(",") if c.strip()])
+    if lab is None:
+        from ..api import Lab
+        lab = Lab(args.model, device=args.device)
+    runs = run_bench(lab, prompts, methods, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                     seed=args.seed, options=options)
+    infos = registry.load_all()
+    base = [r for r in runs if r["method"] == BASELINE and "error" not in r]
+    forward_ms = 1000 * sum(r["wall_s"] - r["prefill_s"] for r in base) / max(sum(r["forwards"] for r in base), 1)
+    results = {"benchmark": "spec-bench", "model": getattr(lab, "name", args.model), "device": str(lab.target.device),
+               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "date": date.today().isoformat(),
+               "command": "python -m lab bench spec " + " ".join(argv or []),
+               "per_category": args.per_category, "max_new_tokens": args.max_new_tokens,
+               "temperature": args.temperature, "seed": args.seed, "options": options,
+               "greedy_forward_ms": round(forward_ms, 3),
+               "categories": list(dict.fromkeys(p["category"] for p in prompts)),
+               "methods": [BASELINE] + [m for m in methods if m != BASELINE],
+               "lossless": {m: infos[m].lossless for m in [BASELINE, *methods]},
+               "prompts": [{"id": p["id"], "category": p["category"], "source": p.get("source", "")} for p in prompts],
+               "summary": summarize(runs), "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs]}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(to_json(results))
+    written = [] if args.no_plots else save_plots(results, out, png=not args.no_png)
+    print(f"\nwrote {out}" + "".join(f", {p}" for p in written))
+    print(f"\n{len(prompts)} prompts x {args.max_new_tokens} new tokens, temperature {args.temperature}, "
+          f"greedy {forward_ms:.1f} ms per forward; speedup = tokens/s over greedy's\n")
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
