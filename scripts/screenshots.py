@@ -23,11 +23,12 @@ def main() -> None:
 
     DOCS.mkdir(exist_ok=True)
     trace = lab.generate("pld", PROMPT, chat=True, max_new_tokens=48).trace
+    tree_trace = lab.generate("specinfer", PROMPT, chat=True, max_new_tokens=24, expansion="3,2,1").trace
     with sync_playwright() as pw, tempfile.TemporaryDirectory() as tmp:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         page = browser.new_page(viewport={"width": 760, "height": 420})
         views = {"token_stream": f"<html><body style='margin:12px'>{token_stream_html(trace)}</body></html>",
-                 "draft_tree": draft_tree_figure(trace).to_html(include_plotlyjs=True, full_html=True),
+                 "draft_tree": draft_tree_figure(tree_trace).to_html(include_plotlyjs=True, full_html=True),
                  "acceptance": acceptance_figure(trace).update_layout(width=740).to_html(include_plotlyjs=True)}
         for name, html in views.items():
             path = Path(tmp) / f"{name}.html"

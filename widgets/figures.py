@@ -116,10 +116,11 @@ def draft_tree_figure(trace: Trace, index: int | None = None) -> go.Figure:
                                  line=dict(color=BONUS, dash="dot"), marker=dict(size=[0, 12], color=BONUS),
                                  text=["", _show(trace.token_text(step.bonus))], textposition="top center",
                                  name="bonus", hovertemplate="bonus %{text}<extra></extra>"))
-    height = min(900, 160 + 22 * len(step.parents and tree_layout(step.parents)[1]) // 2)
+    rows = max(ys) - min(ys) + 1  # one row per leaf: the height grows with the tree's width, not its size
     fig.update_layout(title=f"{trace.method} · step {index}: {len(step.proposed)} proposed, "
-                            f"{len(step.accepted)} accepted", height=max(260, height), showlegend=False,
-                      xaxis=dict(title="depth", dtick=1, zeroline=False), yaxis=dict(visible=False),
+                            f"{len(step.accepted)} accepted", height=int(min(900, max(260, 140 + 26 * rows))),
+                      showlegend=False, xaxis=dict(title="depth", dtick=1, zeroline=False),
+                      yaxis=dict(visible=False, range=[min(ys) - 0.8, max(ys) + 0.8]),  # room for the labels
                       margin=dict(l=20, r=20, t=50, b=30), plot_bgcolor="white")
     return fig
 
