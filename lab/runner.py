@@ -34,6 +34,11 @@ def decoder_layers(model: nn.Module) -> tuple[nn.Module, str]:
     raise ValueError(f"cannot find the {n} decoder layers of {type(model).__name__}")
 
 
+def decoder_body(model: nn.Module) -> nn.Module:
+    """The decoder without its LM head (`model.model` for most architectures); its output is final-normed."""
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+
+
 def layer_view(model: nn.Module, keep: list[int]) -> nn.Module:
     """A model that runs only the decoder layers `keep`, sharing every weight with `model`.
 
@@ -162,8 +167,7 @@ class Runner:
         return Forward(scores, states)
 
     def _body(self) -> nn.Module:
-        """The decoder without its LM head (`model.model` for most architectures)."""
-        return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+        return decoder_body(self.model)
 
     @torch.inference_mode()
     def head(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
@@ -329,10 +333,12 @@ class BatchRunner:
                 x[b, :n] = torch.tensor(list(map(int, row)))
                 positions[b, :n] = torch.tensor(depths(par)) + len(self.ids[b]) - 1
                 wanted[b, n - 1 if last else 0:n] = True
-        out = self.model(input_ids=x.to(self.device), position_ids=positions.to(self.device),
-                         attention_mask=self._mask(among, k), past_key_values=self.cache, use_cache=True,
-                         logits_to_keep=wanted.to(self.device))
-        flat = out.logits.float().reshape(-1, out.logits.shape[-1])  # the wanted rows, row-major
+        # the decoder, then the LM head on the wanted rows only (padding and unwanted rows skip the head)
+        out = decoder_body(self.model)(input_ids=x.to(self.device), position_ids=positions.to(self.device),
+                                       attention_mask=self._mask(among, k), past_key_values=self.cache,
+                                       use_cache=True)
+        hidden = out.last_hidden_state[wanted.to(self.device)]  # [N, H], row-major
+        flat = self.model.get_output_embeddings()(hidden).float()
         per_row = list(flat.split(wanted.sum(1).tolist()))
         for b, row in enumerate(tokens):
             new = list(range(self.columns, self.columns + len(row)))

@@ -183,3 +183,26 @@ def test_main_writes_json_and_html_and_prints_the_table_last(small_lab, tmp_path
     assert out.with_suffix(".html").exists()
     printed = capsys.readouterr().out.rstrip().splitlines()
     assert printed[-2].startswith("| greedy |") and printed[-1].startswith("| pld |")
+
+
+def test_a_run_split_by_method_merges_into_one_report(small_lab, tmp_path, capsys):
+    """Long GPU runs go in parts (one command under ten minutes each): each keeps its own greedy beside it."""
+    suite_file = tmp_path / "suite.jsonl"
+    suite_file.write_text("".join(json.dumps(p) + "\n" for p in prompts(2)))
+    parts = []
+    for method in ("pld", "jacobi"):
+        parts.append(tmp_path / f"{method}.json")
+        spec.main(["--methods", method, "--max-new-tokens", "6", "--suite", str(suite_file), "--out", str(parts[-1]),
+                   "--no-plots"], lab=small_lab)
+    merged = spec.main(["--merge", *map(str, parts), "--out", str(tmp_path / "all.json"), "--no-plots"])
+    alone = [json.loads(p.read_text()) for p in parts]
+    assert merged["methods"] == ["greedy", "pld", "jacobi"]
+    assert merged["summary"]["pld"] == alone[0]["summary"]["pld"]
+    assert merged["summary"]["jacobi"] == alone[1]["summary"]["jacobi"]  # against its own file's greedy
+    assert [r["method"] for r in merged["runs"]].count("greedy") == 2  # greedy's runs of the first file only
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| ")
+    other = json.loads(parts[1].read_text())
+    other["max_new_tokens"] = 7
+    parts[1].write_text(json.dumps(other))
+    with pytest.raises(LabError, match="share their prompts"):
+        spec.merge(list(map(str, parts)))

@@ -2,6 +2,8 @@
 
     python -m lab bench spec [--per-category 10] [--max-new-tokens 128] [--methods pld,sps] [--model default]
                              [--categories chat,code] [--temperature 0] [--opt sps.length=6]
+                             [--device cuda] [--dtype float32] [--suite FILE.jsonl | --write-suite FILE.jsonl]
+    python -m lab bench spec --merge A.json B.json ... --out results/spec_bench_gpu.json   # runs split by method
                              [--out results/spec_bench_cpu.json] [--no-plots] [--no-png]
 
 In Spec-Bench's spirit ("Unlocking Efficiency in Large Language Model Inference: A Comprehensive Survey of
@@ -271,10 +273,36 @@ def to_json(results: dict) -> str:
     return head[:-2] + f',\n "runs": [\n  {runs}\n ]\n}}\n'
 
 
+def merge(paths: list[str]) -> dict:
+    """Join benchmark files that ran different methods on the same prompts (a long run split into several).
+
+    Each method keeps the metrics of its own file, so its speedup is against the greedy run beside it."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    first = parts[0]
+    if any(p["prompts"] != first["prompts"] or p["max_new_tokens"] != first["max_new_tokens"] for p in parts):
+        raise LabError("--merge: the files must share their prompts and --max-new-tokens")
+    out = dict(first, command=" && ".join(p["command"] for p in parts), methods=[BASELINE], summary={}, runs=[],
+               lossless={})
+    for p in parts:
+        for m in p["methods"]:
+            if m in out["summary"]:
+                continue
+            if m != BASELINE:
+                out["methods"].append(m)
+            out["summary"][m] = p["summary"][m]
+            out["lossless"][m] = p["lossless"][m]
+            out["runs"] += [r for r in p["runs"] if r["method"] == m]
+    return out
+
+
 def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m lab bench spec")
     ap.add_argument("--model", default="default")
     ap.add_argument("--device")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, bf16 on GPU")
+    ap.add_argument("--suite", help="a JSONL of prompts ({id, prompt, chat, category}) instead of building the suite")
+    ap.add_argument("--write-suite", help="only build the suite and write it to this JSONL (for a machine without "
+                                          "the data packages)")
     ap.add_argument("--per-category", type=int, default=10)
     ap.add_argument("--categories", default=",".join(CATEGORIES))
     ap.add_argument("--max-new-tokens", type=int, default=128)
@@ -285,7 +313,11 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
     ap.add_argument("--out", default="results/spec_bench_cpu.json")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-png", action="store_true")
+    ap.add_argument("--merge", nargs="+", metavar="FILE", help="join files of runs split by method, then report")
     args = ap.parse_args(argv)
+    if args.merge:
+        results = merge(args.merge)
+        return report(results, Path(args.out), args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or speculative_methods()
     for name in methods:
         registry.get(name)  # unknown names fail before the model loads
@@ -294,11 +326,17 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
         options[name] = registry.parse_options(registry.get(name), opts)
     if args.max_new_tokens < 1:
         raise LabError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if prompts is None and args.suite:
+        prompts = [json.loads(line) for line in Path(args.suite).read_text().splitlines() if line.strip()]
     if prompts is None:
         prompts = build_suite(args.per_category, [c.strip() for c in args.categories.split(",") if c.strip()])
+    if args.write_suite:
+        Path(args.write_suite).write_text("".join(json.dumps(p) + "\n" for p in prompts))
+        print(f"wrote {len(prompts)} prompts to {args.write_suite}")
+        return {"prompts": prompts}
     if lab is None:
         from ..api import Lab
-        lab = Lab(args.model, device=args.device)
+        lab = Lab(args.model, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
     runs = run_bench(lab, prompts, methods, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                      seed=args.seed, options=options)
     infos = registry.load_all()
@@ -316,13 +354,18 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
                "lossless": {m: infos[m].lossless for m in [BASELINE, *methods]},
                "prompts": [{"id": p["id"], "category": p["category"], "source": p.get("source", "")} for p in prompts],
                "summary": summarize(runs), "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs]}
-    out = Path(args.out)
+    return report(results, Path(args.out), args)
+
+
+def report(results: dict, out: Path, args) -> dict:
+    """Write the JSON and the plots, print the table last."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(to_json(results))
     written = [] if args.no_plots else save_plots(results, out, png=not args.no_png)
     print(f"\nwrote {out}" + "".join(f", {p}" for p in written))
-    print(f"\n{len(prompts)} prompts x {args.max_new_tokens} new tokens, temperature {args.temperature}, "
-          f"greedy {forward_ms:.1f} ms per forward; speedup = tokens/s over greedy's\n")
+    print(f"\n{len(results['prompts'])} prompts x {results['max_new_tokens']} new tokens, temperature "
+          f"{results['temperature']}, greedy {results['greedy_forward_ms']:.1f} ms per forward on {results['device']}; "
+          f"speedup = tokens/s over greedy's\n")
     print(markdown_table(results))
     return results
 
