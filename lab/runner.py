@@ -64,8 +64,9 @@ def layer_view(model: nn.Module, keep: list[int]) -> nn.Module:
     return view
 
 
-class Runner:
-    """Prefill, tree forwards and cache compaction over one sequence (batch 1) of a causal LM."""
+class ModelRunner:
+    """What every runner knows of its model: the model (or a view through some of its layers), device, dtype,
+    vocabulary and depth, and how many forwards it ran."""
 
     def __init__(self, model: nn.Module, layers: list[int] | None = None):
         self.base = model
@@ -76,6 +77,13 @@ class Runner:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.num_layers = model.config.get_text_config().num_hidden_layers
         self.forwards = 0
+
+
+class Runner(ModelRunner):
+    """Prefill, tree forwards and cache compaction over one sequence (batch 1) of a causal LM."""
+
+    def __init__(self, model: nn.Module, layers: list[int] | None = None):
+        super().__init__(model, layers)
         self.reset()
 
     def view(self, layers: list[int]) -> "Runner":
@@ -245,7 +253,7 @@ class Runner:
         return self.forward(context[common:]).logits[-1]
 
 
-class BatchRunner:
+class BatchRunner(ModelRunner):
     """B sequences in one cache, each at its own length: batched speculative decoding (BASS, TETRIS).
 
     Every forward appends its new tokens to the same cache columns for all rows (a row with fewer tokens is
@@ -257,14 +265,8 @@ class BatchRunner:
     """
 
     def __init__(self, model: nn.Module, layers: list[int] | None = None, *, compact_after: int = 32):
-        self.base = model
-        self.layers = layers
-        self.model = layer_view(model, layers) if layers is not None else model
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        super().__init__(model, layers)
         self.compact_after = compact_after
-        self.forwards = 0
         self.reset(0)
 
     @classmethod

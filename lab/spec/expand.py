@@ -11,7 +11,20 @@ from __future__ import annotations
 import torch
 
 from ..runner import Runner
+from ..sampling import draw
 from .tree import Tree
+
+
+Draft = tuple[int, float, "torch.Tensor | None"]  # token, the draft's own probability of it, the q it was drawn from
+
+
+def draft_token(dec, logits: torch.Tensor) -> Draft:
+    """The draft's next token under the target's sampling rule: its argmax at T = 0, else a draw from its q
+    (dec.probs of the draft logits). Returns (token, the draft's own softmax probability of it, for the views;
+    q, or None at T = 0)."""
+    q = None if dec.greedy else dec.probs(logits)
+    token = int(logits.argmax()) if q is None else int(draw(q, dec.rng))
+    return token, float(logits.float().softmax(-1)[token]), q
 
 
 class TreeGrower:

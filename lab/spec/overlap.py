@@ -22,12 +22,11 @@ import torch
 
 from ..decoding import Decoding
 from ..runner import Runner
-from ..sampling import draw
 from ..trace import Step
+from .expand import Draft, draft_token
 from .tree import Tree
 from .verify import Verdict, verify_greedy, verify_stochastic
 
-Draft = tuple[int, float, "torch.Tensor | None"]  # token, the draft's own probability of it, the q it was drawn from
 Propose = Callable[[list[int], int], list[list[Draft]]]  # (context, most tokens) -> sequences drafted after context
 
 
@@ -72,23 +71,12 @@ def alongside(background: Callable, foreground: Callable, clock: float = 0.0):
     return box["value"], value, Overlap(box["span"], (start - clock, end - clock))
 
 
-def pick(dec: Decoding, logits: torch.Tensor) -> Draft:
-    """The draft's next token under the target's sampling rule: (token, its draft probability, q or None)."""
-    if dec.greedy:
-        token = int(logits.argmax())
-        q = None
-    else:
-        q = dec.probs(logits)
-        token = int(draw(q, dec.rng))
-    return token, float(logits.float().softmax(-1)[token]), q
-
-
 def draft_chain(dec: Decoding, runner: Runner, context: list[int], length: int) -> list[Draft]:
     """`length` tokens drafted one by one after `context` (the runner's cache follows the chain)."""
     logits = runner.sync(context)
     chain: list[Draft] = []
     for i in range(length):
-        chain.append(pick(dec, logits))
+        chain.append(draft_token(dec, logits))
         if i + 1 < length:
             logits = runner.decode(chain[-1][0])
     return chain

@@ -20,7 +20,7 @@ import torch
 from ..decoding import Decoding
 from ..errors import LabError
 from ..runner import Runner
-from ..sampling import draw
+from .expand import draft_token
 from .tree import Tree
 from .verify import Verdict
 
@@ -75,16 +75,11 @@ def draft_chain(dec: Decoding, step: Callable[[int], torch.Tensor], root: int, n
     tree = Tree()
     logits = step(root) if n > 0 else None
     for i in range(n):
-        q = dec.probs(logits)
-        index = int(logits.argmax()) if dec.greedy else int(draw(q, dec.rng))
-        belief = float(logits.float().softmax(-1)[index])  # the draft's own probability, for the views
-        if vocab is not None:
-            token = int(vocab[index])
-            if not dec.greedy:
-                q = torch.zeros(dec.target.vocab_size).index_copy_(0, vocab.cpu(), q.cpu())
-        else:
-            token = index
-        tree.add(token, i - 1, belief, None if dec.greedy else q)
+        index, belief, q = draft_token(dec, logits)
+        token = index if vocab is None else int(vocab[index])
+        if vocab is not None and q is not None:
+            q = torch.zeros(dec.target.vocab_size).index_copy_(0, vocab.cpu(), q.cpu())
+        tree.add(token, i - 1, belief, q)
         if i + 1 < n:
             logits = step(token)
     return tree

@@ -28,8 +28,8 @@ from ...decoding import Decoding
 from ...errors import LabError
 from ...registry import method
 from ...runner import Runner
-from ..expand import TreeGrower, sample_children
-from ..overlap import Draft, Pace, pick, pipeline
+from ..expand import TreeGrower, draft_token, sample_children
+from ..overlap import Draft, Pace, pipeline
 
 _CPU_COPIES: "weakref.WeakKeyDictionary[Runner, Runner]" = weakref.WeakKeyDictionary()
 
@@ -82,11 +82,11 @@ class MultiSequence:
         dec = self.dec
         budget = min(room, self.budget if self.budget > 0 else self.pace.fit(2, 16))
         grower = TreeGrower(self.runner, context)
-        first = pick(dec, grower.root_logits)
+        first = draft_token(dec, grower.root_logits)
         sequences, tails = [[first]], [grower.add(first[0], -1, first[1], first[2])]
         if budget > 1:
             grower.run(tails)
-            second = pick(dec, grower.logits[tails[0]])
+            second = draft_token(dec, grower.logits[tails[0]])
             probs = grower.root_logits.float().softmax(-1)
             others = extra_starts(probs, first[0], second[1], self.max_sequences - 1)
             if others and not dec.greedy:  # as many, drawn without replacement from what the first draw left
@@ -109,7 +109,7 @@ class MultiSequence:
                     break
                 grower.run([tails[i] for i in growing if tails[i] not in grower.logits])
                 for i in growing:
-                    token = pick(dec, grower.logits[tails[i]])
+                    token = draft_token(dec, grower.logits[tails[i]])
                     sequences[i].append(token)
                     tails[i] = grower.add(token[0], tails[i], token[1], token[2])
         grower.done()

@@ -30,7 +30,8 @@ from ...decoding import Decoding
 from ...errors import LabError
 from ...registry import method
 from ...trace import Step
-from ..overlap import Draft, pick
+from ..expand import draft_token
+from ..overlap import Draft
 from ..tree import Tree
 from ..verify import verify_greedy, verify_stochastic
 
@@ -70,7 +71,7 @@ class StepDrafter:
             while room > 0 and len(step) < self.step_tokens:
                 if last is not None:
                     logits = self.runner.decode(last)
-                step.append(pick(self.dec, logits))
+                step.append(draft_token(self.dec, logits))
                 last, room = step[-1][0], room - 1
                 if self.ends is not None and last in self.ends:
                     break

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ...decoding import Decoding
 from ...registry import method
 from ...runner import Runner
-from ...sampling import draw
+from ..expand import draft_token
 from ..loop import speculate
 from ..tree import Tree
 from ..verify import Verdict
@@ -41,12 +41,10 @@ class DraftModel:
             return tree
         logits = self.runner.sync(dec.context)
         for i in range(n):
-            q = None if dec.greedy else dec.probs(logits)  # what a drawn token was drawn from
-            token = int(logits.argmax()) if q is None else int(draw(q, dec.rng))
-            shown = logits.float().softmax(-1)  # the draft's own belief, for the views
-            tree.add(token, i - 1, float(shown[token]), q)
+            token, belief, q = draft_token(dec, logits)
+            tree.add(token, i - 1, belief, q)
             if i + 1 < n:
-                if self.confidence and float(shown.max()) < self.confidence:
+                if self.confidence and float(logits.float().softmax(-1).max()) < self.confidence:
                     break
                 logits = self.runner.decode(token)
         return tree
