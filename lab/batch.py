@@ -1,10 +1,10 @@
-"""Decode several prompts together: one BatchRunner for the batch, one Decoding and one Trace per prompt.
+"""Decode several prompts together: one backend holding B rows, one Decoding and one Trace per prompt.
 
-A batched method is a generator over a `BatchDecoding`, registered with `@batched(name)`: each round it
-yields {prompt index: Step} for the rows it advanced. `generate_batch` commits every row's Step with the
-single-prompt rules of `drive` (cut at EOS and at the budget), so each prompt gets an ordinary Trace and
-Result; a row that is done is dropped from the batch (`retire`) and stops costing. `batch_of_one` turns a
-batched method into a single-prompt one, so the registry's single-prompt tests run the batch code.
+A batched method is a generator over `Rows`, registered with `@batched(name)`: each round it yields
+{prompt index: Step} for the rows it advanced. `generate_batch` commits every row's Step with the single-prompt
+rules (`Decoding.commit`), so each prompt gets an ordinary Trace and Result; a row that is done leaves the
+backend (`retire`) and stops costing. A single prompt is a batch of one (`Rows.of_one`), so the one speculative
+loop serves both.
 """
 from __future__ import annotations
 
@@ -16,38 +16,49 @@ from typing import Callable, Iterator
 import torch
 
 from . import registry
-from .decoding import Decoding, drive
+from .backends import Backend
+from .decoding import Call, Decoding, drive
 from .errors import LabError
-from .runner import BatchRunner
-from .sampling import Sampling
+from .sampling import Sampling, generator
 from .trace import Step, Trace
 
 
-class BatchDecoding:
-    """The rows of a batch (one Decoding per prompt, sharing the sampling rule) and the target holding them.
+class Rows:
+    """The rows of a batch (one Decoding per prompt, sharing the sampling rule) and the backend holding them.
 
-    `live` lists, in the target's row order, the prompt index of every row still decoding.
+    `live` lists, in the backend's row order, the prompt index of every row still decoding.
     """
 
-    def __init__(self, rows: list[Decoding], target: BatchRunner, model=None):
+    def __init__(self, rows: list[Decoding], target: Backend, lab=None):
         self.rows = rows
         self.target = target
-        self.model = model  # the Lab (drafters build their draft runners from it)
+        self.lab = lab  # drafters build their draft backends from it
         self.live = list(range(len(rows)))
+
+    @classmethod
+    def of_one(cls, dec: Decoding) -> "Rows":
+        return cls([dec], dec.target, dec.lab)
+
+    @property
+    def single(self) -> bool:
+        return len(self.rows) == 1
 
     def live_rows(self) -> list[Decoding]:
         return [self.rows[i] for i in self.live]
 
     def prefill(self) -> torch.Tensor:
-        """Run every prompt in one forward; return the logits of each row's first new token [B, V]."""
+        """Run every prompt (one forward); return the logits of each row's first new token [B, V]."""
         start = time.perf_counter()
-        logits = self.target.prefill([dec.prompt for dec in self.live_rows()])
+        if self.single:
+            logits = self.target.prefill(self.rows[0].prompt)[None]
+        else:
+            logits = self.target.prefill_rows([dec.prompt for dec in self.live_rows()])
         for dec in self.live_rows():
             dec.prefill_s = time.perf_counter() - start
         return logits
 
     def retire(self) -> list[int]:
-        """Drop the rows that are done from the target; return the kept positions (in the old row order)."""
+        """Drop the rows that are done from the backend; return the kept positions (in the old row order)."""
         kept = [b for b, i in enumerate(self.live) if not self.rows[i].done]
         if len(kept) < len(self.live):
             if kept:
@@ -61,15 +72,14 @@ def batch_of_one(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def single(dec: Decoding, **options) -> Iterator[Step]:
-        batch = BatchDecoding([dec], BatchRunner.like(dec.target), dec.model)
-        for steps in fn(batch, **options):
+        for steps in fn(Rows.of_one(dec), **options):
             if 0 in steps:
                 yield steps[0]
 
     return single
 
 
-def run_batch(lab, batch: BatchDecoding, rounds: Iterator[dict[int, Step]], traces: list[Trace]) -> None:
+def run_batch(lab, batch: Rows, rounds: Iterator[dict[int, Step]], traces: list[Trace]) -> None:
     """Commit each round's Steps row by row with `drive`'s rules; a Step's wall time is its round's."""
     last = time.perf_counter()
     try:
@@ -96,8 +106,6 @@ def run_batch(lab, batch: BatchDecoding, rounds: Iterator[dict[int, Step]], trac
 
 def batched_method(method: str) -> Callable:
     """The batched implementation of a registered method, or a clear error listing those that have one."""
-    from .spec import batch_loop  # noqa: F401  (registers the batched sps and pld)
-
     registry.get(method)
     if method not in registry.BATCHED:
         raise LabError(f"method {method!r} has no batched implementation; batched methods: "
@@ -117,22 +125,20 @@ def generate_batch(lab, method: str, prompts: list, *, max_new_tokens: int = 128
     chats = list(chat) if isinstance(chat, (list, tuple)) else [chat] * len(prompts)
     if len(chats) != len(prompts):
         raise LabError(f"chat: give one flag or one per prompt ({len(prompts)}), not {len(chats)}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise LabError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    sampling = sampling or Sampling(temperature=float(temperature))
+    sampling = sampling or Sampling(temperature=temperature)
+    lab.check_budget(max_new_tokens)
     encoded = [lab.encode(p, c) for p, c in zip(prompts, chats)]
     for n, ids in enumerate(encoded):
-        if lab.context_length and len(ids) + max_new_tokens > lab.context_length:
-            raise LabError(f"prompt {n} ({len(ids)} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
-                           f"model's context of {lab.context_length}: shorten it or ask for fewer tokens")
+        lab.check_context(ids, max_new_tokens, f"prompt {n}")
     if rng is None:
-        rng = torch.Generator().manual_seed(seed if seed is not None else random.randrange(2**63))
+        rng = generator(lab.target.device, seed if seed is not None else random.randrange(2**63))
+    target, call = lab.target.fork(), Call(lab)
     rows, traces = [], []
     for prompt, ids in zip(prompts, encoded):
         trace = Trace(method, model=lab.name, options=dict(options), temperature=sampling.temperature,
                       prompt=ids, prompt_text=prompt if isinstance(prompt, str) else lab.decode(ids))
-        rows.append(Decoding(lab.target, ids, sampling, rng, max_new_tokens, lab.eos, lab.tokenizer, lab))
+        rows.append(Decoding(target, ids, sampling, rng, max_new_tokens, lab.eos, lab.tokenizer, call))
         traces.append(trace)
-    batch = BatchDecoding(rows, BatchRunner(lab.model), lab)
+    batch = Rows(rows, target, call)
     run_batch(lab, batch, fn(batch, **options), traces)
     return traces

@@ -117,7 +117,6 @@ def load(name: str = DEFAULT, device: str | None = None, dtype: torch.dtype | No
          trust_remote_code: bool = False):
     """Load (model, tokenizer) once per process: 'default', a hub id, a local folder or a .gguf file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import pkgutil
 from dataclasses import dataclass
 from typing import Callable
@@ -14,7 +15,7 @@ from typing import Callable
 from .errors import LabError
 
 FAMILIES = ("autoregressive", "speculative", "diffusion", "constrained", "search")
-METHOD_PACKAGES = ("lab.search", "lab.spec.drafters", "lab.spec.shapes", "lab.dllm.policies",
+METHOD_PACKAGES = ("lab.search", "lab.speculative.drafters", "lab.speculative.shapes", "lab.dllm.policies",
                    "lab.constrained")
 
 
@@ -95,23 +96,45 @@ def get(name: str) -> MethodInfo:
 
 
 def parse_options(info: MethodInfo, raw: dict) -> dict:
-    """Check option names against the method's signature and convert strings to the defaults' types."""
+    """Check option names against the method's signature; convert strings (the CLI's) to the defaults' types and
+    check the type of everything else (the API's), naming the option and what it accepts."""
     known = info.options
     out = {}
     for key, value in raw.items():
         if key not in known:
             hint = ", ".join(sorted(known)) or "none"
             raise LabError(f"method {info.name!r} has no option {key!r}; its options: {hint}")
-        default = known[key]
-        if isinstance(value, str) and default is not None and not isinstance(default, str):
-            try:
-                if isinstance(default, bool):
-                    if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                        raise ValueError(value)
-                    value = value.lower() in ("1", "true", "yes")
-                else:
-                    value = type(default)(value)
-            except ValueError:
-                raise LabError(f"option {key}={value!r} of {info.name!r} must be a {type(default).__name__}") from None
-        out[key] = value
+        out[key] = convert(info.name, key, value, known[key])
     return out
+
+
+KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def convert(method: str, key: str, value, default):
+    """`value` as the type of `default` (a string is parsed; anything else must already have that type)."""
+    kind = type(default)
+    if default is None or kind not in KINDS:
+        return value
+    bad = LabError(f"option {key}={value!r} of {method!r} must be {KINDS[kind]}")
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool:
+            if text not in ("1", "0", "true", "false", "yes", "no"):
+                raise bad
+            return text in ("1", "true", "yes")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise bad from None
+    if kind is bool and not isinstance(value, bool):
+        raise bad
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise bad
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise LabError(f"option {key}={value!r} of {method!r} must be a finite number")
+        value = float(value)
+    if kind is str and not isinstance(value, str):
+        raise bad
+    return value

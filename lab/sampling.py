@@ -85,6 +85,12 @@ class Sampling:
     eta: float = 0.0
 
     def __post_init__(self):
+        for name in ("temperature", "top_p", "min_p", "typical", "eta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise LabError(f"{name} must be a finite number, got {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise LabError(f"top_k must be an integer (0: off), got {self.top_k!r}")
         if not self.temperature >= 0.0:
             raise LabError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0 or not 0.0 < self.typical <= 1.0:
@@ -113,9 +119,15 @@ class Sampling:
 
 
 def draw(probs: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-    """One sample per row of a probability table [..., V], from one random stream."""
+    """One sample per row of a probability table [..., V], from one random stream, on the table's device
+    (no copy to the host when the stream lives on the same device)."""
     flat = probs.reshape(-1, probs.shape[-1]).float()
-    if flat.device.type != "cpu" and rng is not None and rng.device.type == "cpu":
-        flat = flat.cpu()
+    if rng is not None and rng.device != flat.device:
+        flat = flat.to(rng.device)
     out = torch.multinomial(flat, 1, generator=rng).squeeze(-1)
     return out.reshape(probs.shape[:-1]).to(probs.device)
+
+
+def generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """A random stream on `device`: draws stay there (one seed, one reproducible stream per call)."""
+    return torch.Generator(device=device).manual_seed(int(seed))

@@ -1,8 +1,9 @@
-"""The Trace every method emits: what was proposed, accepted and committed at each step, and when.
+"""The Trace every method emits: what was proposed, accepted and committed at each step, where, and when.
 
-Widgets, apps, benchmarks and tests read Traces and nothing else, so a new method gets its pictures and
-its numbers for free. Metrics follow the speculative-decoding literature: tokens per target forward and
-the mean accepted length tau (accepted draft tokens + 1 per verification step).
+Widgets, apps, benchmarks and tests read Traces and nothing else, so a new method gets its pictures and its
+numbers for free. A Step commits (position, token) pairs: left to right for autoregressive and speculative
+methods, in any order for a diffusion canvas. Metrics follow the speculative-decoding literature: tokens per
+target forward and the mean accepted length tau (accepted draft tokens + 1 per verification step).
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .tree import depths
+
+FORMAT_VERSION = 2  # 2: Steps carry positions (always), confidence and an optional canvas snapshot
 ORIGINS = ("plain", "draft", "bonus")  # a token chosen by the target alone / an accepted draft / the target's token after a draft
 
 
@@ -19,8 +23,10 @@ class Step:
 
     `proposed`/`parents`/`draft_probs` describe the draft tree (parent -1 is the root, the last committed
     token); `accepted` are indices into `proposed` along the accepted path; `bonus` is the token the
-    target chose after it. `committed` are the tokens this step added to the output, `origin` says
-    where each came from, and `positions` (diffusion models) where in the output each one went.
+    target chose after it. `committed` are the tokens this step added to the output, `origin` says where each
+    came from, `positions` where in the output each one went (0 is the first new token; the driver fills them
+    in for methods that append), `confidence` the method's confidence in each when it has one, and `canvas` an
+    optional snapshot of the whole output canvas after the step (-1 where nothing is committed yet).
     """
 
     committed: list[int] = field(default_factory=list)
@@ -31,6 +37,8 @@ class Step:
     accepted: list[int] = field(default_factory=list)
     bonus: int | None = None
     positions: list[int] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    canvas: list[int] | None = None
     forwards: int = 1
     draft_forwards: int = 0
     prefill: bool = False
@@ -92,10 +100,9 @@ class Trace:
     @property
     def acceptance_rate(self) -> float:
         """Accepted draft tokens over proposed tree depth, averaged over verification steps."""
-        steps = [s for s in self.spec_steps if s.proposed]
+        steps = self.spec_steps
         if not steps:
             return 0.0
-        from .spec.tree import depths
         return sum(len(s.accepted) / max(depths(s.parents)) for s in steps) / len(steps)
 
     @property
@@ -106,8 +113,24 @@ class Trace:
         return self.vocab.get(str(token), str(token))
 
     def origins(self) -> list[str]:
-        """The origin of every generated token, in order."""
-        return [o for s in self.steps for o in s.origin][: self.new_tokens]
+        """The origin of every generated token, in output order."""
+        by_position: dict[int, str] = {}
+        flat: list[str] = []
+        for step in self.steps:
+            flat.extend(step.origin)
+            for position, origin in zip(step.positions, step.origin):
+                by_position[position] = origin
+        if len(by_position) >= self.new_tokens:
+            return [by_position[i] for i in range(self.new_tokens)]
+        return flat[: self.new_tokens]  # a version-1 Trace: no positions, tokens were appended in order
+
+    def commit_order(self) -> list[int]:
+        """For each output position, the index of the step that committed it (when each token was decided)."""
+        out: dict[int, int] = {}
+        for n, step in enumerate(self.steps):
+            for position in step.positions:
+                out.setdefault(position, n)
+        return [out.get(i, -1) for i in range(self.new_tokens)]
 
     def metrics(self) -> dict:
         return {"new_tokens": self.new_tokens, "forwards": self.forwards,
@@ -117,10 +140,14 @@ class Trace:
 
     # -- JSON --------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"format": FORMAT_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Trace":
+        version = data.get("format", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(f"trace format {version!r} is newer than this lab reads ({FORMAT_VERSION}): "
+                             "upgrade decoding-lab")
         names = {f.name for f in fields(cls)}
         trace = cls(**{k: v for k, v in data.items() if k in names and k != "steps"})
         step_names = {f.name for f in fields(Step)}

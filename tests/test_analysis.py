@@ -9,8 +9,9 @@ import pytest
 from lab.bench import spec
 from lab.decoding import Decoding, drive
 from lab.sampling import Sampling
-from lab.spec.expand import TreeGrower, top_children
-from lab.spec.loop import speculate
+from lab.speculative.expand import TreeGrower, top_children
+from lab.speculative.drafter import Drafter
+from lab.speculative.loop import speculate
 from lab.trace import Step, Trace
 from lab.widgets import DraftTree, draft_tree_figure
 from lab.widgets.analysis import (acceptance_scaling_figure, bench_bar_figure, bench_points, best_speedup,
@@ -138,7 +139,7 @@ def test_drafters_tab_redraws_as_methods_finish():
 
 
 # -- a draft tree of hundreds of nodes ---------------------------------------------------------------------
-class WideTree:
+class WideTree(Drafter):
     """Test-only drafter: every node gets its draft's `breadth` likeliest children, `depth` levels deep."""
 
     def __init__(self, runner, breadth: int, depth: int):
@@ -158,7 +159,7 @@ class WideTree:
 def test_draft_tree_view_handles_hundreds_of_nodes():
     tl = tiny_lab("llama", vocab_size=96, seed=1)
     prompt = [5, 9, 13, 17, 21] * 3
-    dec = Decoding(tl.target, prompt, Sampling(temperature=0.0), None, 8, set(), model=tl)
+    dec = Decoding(tl.target.fork(), prompt, Sampling(temperature=0.0), None, 8, set(), lab=tl)
     trace = Trace("wide")
     for _ in drive(dec, speculate(dec, WideTree(tl.target.view([0]), 4, 4)), trace, lambda toks, i: f"{toks[i]} "):
         pass

@@ -1,4 +1,4 @@
-"""Batched decoding: BatchRunner equals Runner row by row; every batched method equals greedy row by row at
+"""Batched decoding: a backend of B rows equals one backend per row; every batched method equals greedy row by row at
 T = 0 (tiny models, the default model) and samples the target distribution at T > 0; finished rows leave."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from lab.api import Lab
 from lab.batch import batched_method
 from lab.errors import LabError
 from lab.models import tiny
-from lab.runner import BatchRunner, Runner
+from lab.backends.hf import HFBackend
 
 from .conftest import PROMPTS, hf_greedy, tiny_lab, use_draft
 from .test_distribution import PROMPT, T, VOCAB, chi_square_p, exact_two_token_distribution
@@ -28,16 +28,16 @@ def test_the_batched_methods():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_batch_runner_equals_runner_row_by_row(arch):
+def test_rows_equal_single_backends_row_by_row(arch):
     """Prefill of ragged prompts, trees, ragged keeps, holes and their compaction, dropped rows, sync."""
     model = tiny(arch, vocab_size=50, seed=2)
     prompts = [[3, 8, 1, 4, 9], [2, 7], [5, 5, 5, 1, 2, 3, 4, 6, 7]]
-    batch, singles = BatchRunner(model, compact_after=3), [Runner(model) for _ in prompts]
+    batch, singles = BatchRunner(model, compact_after=3), [HFBackend(model) for _ in prompts]
 
     def same(got, want):
         assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
 
-    logits = batch.prefill(prompts)
+    logits = batch.prefill_rows(prompts)
     for b, p in enumerate(prompts):
         same(logits[b], singles[b].prefill(p))
     rounds = [
@@ -47,26 +47,26 @@ def test_batch_runner_equals_runner_row_by_row(arch):
         ([[3, 4, 5, 6], [7], [8, 9, 10]], [[-1, 0, 1, 0], None, [-1, 0, 0]], [[0, 3], [0], [0, 2]]),
     ]
     for tokens, parents, keeps in rounds:
-        out = batch.forward(tokens, parents)
+        out = batch.forward_rows(tokens, parents)
         for b in range(3):
             if tokens[b]:
                 same(out[b], singles[b].forward(tokens[b], parents[b]).logits)
-                batch.keep(b, keeps[b])
+                batch.keep(keeps[b], row=b)
                 singles[b].keep(keeps[b])
-        assert batch.ids == [s.ids for s in singles]
+        assert [batch.tokens(b) for b in range(3)] == [s.ids for s in singles]
     assert batch.columns < 9 + 5 + 3 + 3 + 4  # the forwards appended 24 columns: holes were squeezed out
-    batch.compact()
-    assert batch.columns == max(len(s.ids) for s in singles) and batch.ids == [s.ids for s in singles]
+    batch._compact()
+    assert batch.columns == max(len(s.ids) for s in singles) and [batch.tokens(b) for b in range(3)] == [s.ids for s in singles]
     batch.select([2, 0])  # row 1 finished
     singles = [singles[2], singles[0]]
-    out = batch.forward([[1], [2, 3]])
+    out = batch.forward_rows([[1], [2, 3]])
     for b, toks in enumerate([[1], [2, 3]]):
         same(out[b], singles[b].forward(toks).logits)
     contexts = [singles[0].ids[:-2] + [9], singles[1].ids + [4]]
-    synced = batch.sync(contexts)
+    synced = batch.sync_rows(contexts)
     for b in range(2):
         same(synced[b], singles[b].sync(contexts[b]))
-    assert batch.ids == contexts
+    assert [batch.tokens(b) for b in range(2)] == contexts
 
 
 def ragged_prompts(seed: int) -> list[list[int]]:
@@ -136,7 +136,7 @@ def test_batch_equals_greedy_on_the_default_model(default_lab, default_three, na
 def test_batched_sampling_keeps_the_distribution(name):
     """A batch of two identical prompts at T > 0: both rows' two-token outcomes follow the target exactly."""
     tl = Lab(model_obj=tiny("llama", vocab_size=VOCAB, layers=2, hidden=32, seed=3, init_std=0.15))
-    use_draft(tl, Runner(tiny("llama", vocab_size=VOCAB, layers=1, hidden=32, seed=4, init_std=0.15)))
+    use_draft(tl, HFBackend(tiny("llama", vocab_size=VOCAB, layers=1, hidden=32, seed=4, init_std=0.15)))
     rng = torch.Generator().manual_seed(99)
     counts = torch.zeros(VOCAB * VOCAB)
     for _ in range(1500):

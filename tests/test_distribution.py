@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 from lab import registry
 from lab.models import tiny
 from lab.api import Lab
-from lab.runner import Runner
+from lab.backends.hf import HFBackend
 
 from .conftest import use_draft
 
@@ -59,7 +59,7 @@ def target_lab():
     model = tiny("llama", vocab_size=VOCAB, layers=2, hidden=32, seed=3, init_std=0.15)
     lab_ = Lab(model_obj=model)
     # a draft that disagrees with the target: another random model over the same vocabulary
-    use_draft(lab_, Runner(tiny("llama", vocab_size=VOCAB, layers=1, hidden=32, seed=4, init_std=0.15)))
+    use_draft(lab_, HFBackend(tiny("llama", vocab_size=VOCAB, layers=1, hidden=32, seed=4, init_std=0.15)))
     return lab_
 
 

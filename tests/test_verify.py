@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from scipy.stats import chisquare
 
-from lab.spec.tree import Tree
-from lab.spec.verify import verify_greedy, verify_stochastic
+from lab.tree import Tree
+from lab.speculative.verify import verify_greedy, verify_stochastic
 
 V = 6
 N = 20000
@@ -116,3 +116,75 @@ def test_tree_data():
     assert t.depths() == [1, 2, 1]
     assert t.paths() == [[a, b], [c]]
     assert t.with_root(9) == ([9, 10, 11, 12], [-1, 0, 1, 0])
+
+
+# -- the device verifiers against the reference walk --------------------------------------------------------
+def random_tree(g: torch.Generator, vocab: int, nodes: int, drawn: bool) -> Tree:
+    """A random tree (parents first), sometimes with repeated sibling tokens, drawn or fixed nodes."""
+    tree = Tree()
+    for i in range(nodes):
+        parent = int(torch.randint(-1, i, (), generator=g)) if i else -1
+        token = int(torch.randint(vocab, (), generator=g))
+        q = (torch.randn(vocab, generator=g) * 2).softmax(-1) if drawn and bool(torch.rand((), generator=g) < 0.7) \
+            else None
+        tree.add(token, parent, 1.0, q)
+    return tree
+
+
+def test_greedy_tree_is_the_reference_walk():
+    from lab.speculative.verify import greedy_tree
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        tree = random_tree(g, vocab=4, nodes=int(torch.randint(0, 12, (), generator=g)), drawn=False)
+        logits = torch.randn(len(tree) + 1, 4, generator=g)
+        for i in range(len(tree)):  # make acceptance likely: most nodes are their parent's argmax
+            if torch.rand((), generator=g) < 0.6:
+                logits[tree.parents[i] + 1, tree.tokens[i]] = 9.0
+        want, got = verify_greedy(tree, logits), greedy_tree(tree, logits)
+        assert (got.accepted, got.bonus) == (want.accepted, want.bonus), trial
+
+
+def test_rejection_tree_is_the_reference_walk_for_the_same_uniforms():
+    """Same uniforms per node: the same accepted path and the same distribution for the next token, whatever
+    the tree (chains, siblings, repeated siblings, fixed and drawn nodes, nodes without rows)."""
+    from lab.speculative.verify import rejection_tree, stochastic_walk
+
+    g = torch.Generator().manual_seed(1)
+    outcomes = set()
+    for trial in range(300):
+        tree = random_tree(g, vocab=5, nodes=int(torch.randint(0, 10, (), generator=g)), drawn=True)
+        probs = (torch.randn(len(tree) + 1, 5, generator=g) * 1.5).softmax(-1)
+        if len(tree) > 2 and trial % 5 == 0:  # the last nodes drafted while the target ran: no rows of their own
+            last = max(i for i, p in enumerate(tree.parents) if p < len(tree) - 2)
+            tree.scored = last + 1
+            probs = probs[: last + 2]
+        u = torch.rand(len(tree), generator=g)
+        path, final, recovered = stochastic_walk(tree, probs, lambda c: float(u[c]))
+        verdict, got_final = rejection_tree(tree, probs, g, uniforms=u)
+        assert verdict.accepted == path, trial
+        if final is None:
+            assert verdict.bonus is None
+        else:
+            assert torch.allclose(got_final, final, atol=1e-6) and verdict.recovered == recovered, trial
+        outcomes.add((len(path), final is None, recovered))
+    assert len(outcomes) >= 6  # the trials met accepted paths of several lengths, rejections and missing rows
+
+
+def test_rejection_tree_keeps_the_target_distribution():
+    """The device verifier, like the reference: first committed token ~ p for a 2-sibling tree of drawn drafts."""
+    from lab.speculative.verify import rejection_tree
+
+    p, q = dist(7), dist(8)
+    rng = torch.Generator().manual_seed(3)
+    counts = torch.zeros(V)
+    rejected = 0
+    for _ in range(N // 2):
+        tree = Tree()
+        for _ in range(2):
+            tree.add(int(torch.multinomial(q, 1, generator=rng)), -1, 1.0, q)
+        verdict, _ = rejection_tree(tree, torch.stack([p, p, p]), rng)
+        rejected += not verdict.accepted
+        counts[tree.tokens[verdict.accepted[0]] if verdict.accepted else verdict.bonus] += 1
+    assert rejected > N // 20  # rejections (and residual draws) really happened
+    assert_matches(counts, p)

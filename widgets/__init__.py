@@ -4,7 +4,13 @@ Every view takes a Trace and never calls a model. `figures` holds the pure Trace
 that both the ipywidgets here and the Panel apps use.
 """
 from .acceptance import Acceptance
-from .analysis import acceptance_scaling_figure, bench_figures, drafters_figure, position_acceptance_figure, speedup_contour_figure  # noqa: F401
+from .analysis import (  # noqa: F401
+           acceptance_scaling_figure,
+           bench_figures,
+           drafters_figure,
+           position_acceptance_figure,
+           speedup_contour_figure,
+)
 from .draft_tree import DraftTree
 from .figures import acceptance_figure, draft_tree_figure, token_stream_html
 from .token_stream import TokenStream

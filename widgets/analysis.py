@@ -17,7 +17,14 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from lab.bench.spec import BASELINE, expected_speedup, group_metrics, reach_curve, run_record, step_shapes
+from lab.metrics import (
+    BASELINE,
+    expected_speedup,
+    group_metrics,
+    reach_curve,
+    run_record,
+    step_shapes,
+)
 from lab.trace import Trace
 
 METRICS = {"speedup": "speedup over greedy", "tau": "mean accepted length tau",

@@ -4,9 +4,9 @@ from __future__ import annotations
 import html
 
 import plotly.graph_objects as go
+from lab.tree import depths
 from plotly.subplots import make_subplots
 
-from lab.spec.tree import depths
 from lab.trace import Trace
 
 COLOURS = {"plain": "#e8e8e8", "draft": "#9be29b", "bonus": "#9cc8f5"}

@@ -18,7 +18,12 @@ from .. import registry
 from ..api import get_lab
 from ..errors import LabError
 from ..trace import Trace
-from ..widgets.figures import acceptance_figure, draft_tree_figure, speculative_steps, token_stream_html
+from ..widgets.figures import (
+    acceptance_figure,
+    draft_tree_figure,
+    speculative_steps,
+    token_stream_html,
+)
 from .drafters import DraftersTab
 
 EXAMPLES = [json.loads(line) for line in

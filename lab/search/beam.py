@@ -28,7 +28,7 @@ def beam(dec, *, beams: int = 4, length_penalty: float = 1.0, early_stopping: bo
     runner, limit = dec.target, dec.max_new_tokens
     import time
     start = time.perf_counter()
-    logits = runner.prefill_rows(dec.prompt, beams)
+    logits = runner.prefill_rows([dec.prompt] * beams)
     dec.prefill_s = time.perf_counter() - start
     running = [[] for _ in range(beams)]
     running_scores = torch.full((beams,), NEG)

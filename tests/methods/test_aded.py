@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from lab.spec.drafters.aded import AdaptiveDrafter, TrigramModel
-from lab.spec.tree import Tree
-from lab.spec.verify import Verdict
+from lab.speculative.drafters.aded import AdaptiveDrafter, TrigramModel
+from lab.tree import Tree
+from lab.speculative.verify import Verdict
 
 from ..conftest import tiny_lab
 

@@ -5,7 +5,7 @@ import pytest
 
 from lab.api import Lab
 from lab.models import tiny
-from lab.spec.drafters.bass import DraftLength
+from lab.speculative.drafters.bass import DraftLength
 
 from ..conftest import hf_greedy, use_draft
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.spec.drafters.clasp import select_skipped
+from lab.speculative.drafters.clasp import select_skipped
 
 from ..conftest import hf_greedy, tiny_lab
 from .test_layer_skip import PROMPT, silence

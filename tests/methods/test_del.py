@@ -1,7 +1,7 @@
 """del picks the exit layer and draft length that maximise tokens per layer, from measured agreement."""
 from __future__ import annotations
 
-from lab.spec.drafters.del_exit import ExitTracker, tokens_per_layer
+from lab.speculative.drafters.del_exit import ExitTracker, tokens_per_layer
 
 from ..conftest import hf_greedy, tiny_lab
 from .test_layer_skip import PROMPT, silence

@@ -4,14 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.runner import Runner
-from lab.spec.drafters.duodecoding import cpu_copy, cpu_draft, extra_starts
+from lab.backends.hf import HFBackend
+from lab.speculative.drafters.duodecoding import cpu_draft, extra_starts
 
 from ..conftest import hf_greedy, tiny_lab, use_draft
 from .test_pearl import PROMPTS, assert_overlapped, drafts, slow_target
 
 
-class WrongFirstGuess(Runner):
+class WrongFirstGuess(HFBackend):
     """The target's own model, except that right after a context its two best logits are swapped: every
     proposal's first guess is wrong and its runner-up right, and the draft is right after that. A second
     sequence pays off with such a draft; a single chain never does."""
@@ -68,7 +68,7 @@ def test_the_draft_is_on_the_cpu_and_a_copy_is_independent():
     tl = tiny_lab("llama", vocab_size=96, seed=1)
     view = tl.target.view([0])
     assert cpu_draft(view) is view  # already on the CPU: no copy
-    copy = cpu_copy(view)
+    copy = view.on("cpu", torch.float32)
     assert copy.device.type == "cpu" and copy.dtype == torch.float32
     mine = {p.data_ptr() for p in copy.model.parameters()}
     assert not mine & {p.data_ptr() for p in tl.model.parameters()}  # its own weights

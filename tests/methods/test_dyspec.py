@@ -9,20 +9,20 @@ import torch
 
 from lab.decoding import Decoding
 from lab.models import tiny
-from lab.runner import Runner
+from lab.backends.hf import HFBackend
 from lab.sampling import Sampling
-from lab.spec.best_first import BestFirstDrafter
+from lab.speculative.best_first import BestFirstDrafter
 
 PROMPT = [3, 9, 4, 1, 7, 2, 9, 4]
 VOCAB = 24
 
 
 def setup(temperature: float, seed: int = 0):
-    target = Runner(tiny("llama", vocab_size=VOCAB, seed=1))
+    target = HFBackend(tiny("llama", vocab_size=VOCAB, seed=1))
     draft_model = tiny("llama", vocab_size=VOCAB, layers=1, hidden=32, seed=4 + seed, init_std=0.25)
     dec = Decoding(target, PROMPT, Sampling(temperature=temperature), torch.Generator().manual_seed(seed),
                    max_new_tokens=32, eos=set())
-    return dec, Runner(draft_model), draft_model
+    return dec, HFBackend(draft_model), draft_model
 
 
 def next_probs(model, ids: list[int]) -> torch.Tensor:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lab.models import tiny
-from lab.runner import Runner
-from lab.spec.drafters.fuzzy_sd import divergence_of, fuzzy_verify
-from lab.spec.tree import Tree
+from lab.backends.hf import HFBackend
+from lab.speculative.drafters.fuzzy_sd import FuzzyVerifier, divergence_of
+from lab.tree import Tree
 
 from ..conftest import hf_greedy, tiny_lab, use_draft
 
@@ -19,7 +19,7 @@ PROMPTS = [[(seed * 7 + i * 3) % 50 + 1 for i in range(12)] * 2 for seed in rang
 @pytest.fixture(scope="module")
 def poor_draft_lab():
     tl = tiny_lab("llama", vocab_size=96, seed=1)
-    use_draft(tl, Runner(tiny("llama", vocab_size=96, layers=1, seed=7, init_std=0.3)))
+    use_draft(tl, HFBackend(tiny("llama", vocab_size=96, layers=1, seed=7, init_std=0.3)))
     return tl
 
 
@@ -56,11 +56,15 @@ def test_only_positions_under_the_threshold_are_accepted_for_sure():
     class Greedy:
         greedy = True
 
+    class Drafted:  # what the draft's logits were at each node (fuzzy-sd's Remembering)
+        rows = list(draft)
+
     divs = divergence_of("js", target[:2].softmax(-1), draft.softmax(-1))
     assert float(divs[0]) < 0.01 < 0.3 < float(divs[1])
-    verdict, _, fuzzy = fuzzy_verify(Greedy(), tree, target, draft, threshold=0.1, kind="js")
-    assert fuzzy == [0] and verdict.accepted == [0] and verdict.bonus == 0  # node 1 rejected: the target's 0
-    verdict, _, _ = fuzzy_verify(Greedy(), tree, target, draft, threshold=0.0, kind="js")
+    verdict = FuzzyVerifier(Drafted(), threshold=0.1, kind="js").verify(Greedy(), tree, target)
+    assert verdict.info["fuzzy_accepted"] == [0] and verdict.accepted == [0]
+    assert verdict.bonus == 0  # node 1 rejected: the target's 0
+    verdict = FuzzyVerifier(Drafted(), threshold=0.0, kind="js").verify(Greedy(), tree, target)
     assert verdict.accepted == [] and verdict.bonus == 0  # exact: node 0 is not the target's argmax
 
 

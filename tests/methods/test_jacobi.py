@@ -6,11 +6,11 @@ import torch
 
 from lab.decoding import Decoding, drive
 from lab.sampling import Sampling
-from lab.spec.drafters.jacobi import argmax_guess
-from lab.spec.jacobi_window import JacobiWindow
-from lab.spec.loop import speculate
-from lab.spec.tree import Tree
-from lab.spec.verify import Verdict
+from lab.speculative.drafters.jacobi import argmax_guess
+from lab.speculative.jacobi_window import JacobiWindow
+from lab.speculative.loop import speculate
+from lab.tree import Tree
+from lab.speculative.verify import Verdict
 from lab.trace import Trace
 
 from ..conftest import hf_greedy, tiny_lab

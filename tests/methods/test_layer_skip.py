@@ -5,8 +5,8 @@ import torch
 
 from lab.decoding import Decoding
 from lab.sampling import Sampling
-from lab.spec.drafters.layer_skip import EarlyExit
-from lab.spec.self_draft import exit_layer
+from lab.speculative.drafters.layer_skip import EarlyExit
+from lab.speculative.self_draft import exit_layer
 
 from ..conftest import hf_greedy, tiny_lab
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lab.spec.drafters.lookahead import NgramPool, candidate_tree, combined_inputs
+from lab.speculative.drafters.lookahead import NgramPool, candidate_tree, combined_inputs
 
 from ..conftest import hf_greedy, tiny_lab
 from ..test_distribution import chi_square_p

@@ -5,8 +5,9 @@ import torch
 
 from lab.api import Lab
 from lab.models import tiny
-from lab.runner import Runner
-from lab.spec.drafters.lookahead_reasoning import judge_score, step_ends, verify_steps
+from lab.backends.hf import HFBackend
+from lab.speculative.drafters.lookahead_reasoning import StepJudge, judge_score, step_ends
+from lab.tree import Tree
 
 from ..conftest import hf_greedy, tiny_lab, use_draft
 
@@ -19,6 +20,16 @@ class Greedy:
 
 def steps_of(tokens_per_step):
     return [[(t, 1.0, None) for t in step] for step in tokens_per_step]
+
+
+def verify_steps(dec, steps, logits, judge):
+    """The step judge on drafted steps: committed draft tokens, their count, the bonus, the per-step records."""
+    class Drafted:
+        drafted = steps
+
+    flat = [t for step in steps for t, _, _ in step]
+    verdict = StepJudge(Drafted(), judge).verify(dec, Tree.from_chain(flat), logits)
+    return [flat[i] for i in verdict.accepted], len(verdict.accepted), verdict.bonus, verdict.info["steps"]
 
 
 def test_a_step_equal_to_the_targets_is_kept_and_a_different_one_is_not():
@@ -57,7 +68,7 @@ def test_a_draft_that_is_the_target_has_every_step_kept_exactly():
 
 def test_judge_one_is_greedy_and_judge_zero_keeps_the_drafts_steps():
     tl = tiny_lab("llama", vocab_size=96, seed=1)
-    use_draft(tl, Runner(tiny("llama", vocab_size=96, layers=1, seed=7)))
+    use_draft(tl, HFBackend(tiny("llama", vocab_size=96, layers=1, seed=7)))
     want = hf_greedy(tl.model, PROMPT, 24)
     strict = tl.generate("lookahead-reasoning", PROMPT, max_new_tokens=24, judge=1.0).trace
     assert strict.tokens == want
@@ -86,7 +97,7 @@ def test_steps_end_at_delimiters():
     assert step_ends(tokenizer, "\n.") == {i for i in range(96) if i % 5 == 0 or i % 7 == 0}
     model = tiny("llama", vocab_size=96, seed=1)
     tl = Lab(model_obj=model, tokenizer=tokenizer)
-    use_draft(tl, Runner(tiny("llama", vocab_size=96, layers=1, seed=7)))
+    use_draft(tl, HFBackend(tiny("llama", vocab_size=96, layers=1, seed=7)))
     ends = step_ends(tokenizer, "\n.!?")
     trace = tl.generate("lookahead-reasoning", PROMPT, max_new_tokens=40, judge=0.0, step_tokens=6).trace
     for step in trace.spec_steps:

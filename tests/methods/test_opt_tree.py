@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from lab.decoding import Decoding
-from lab.runner import Runner
+from lab.backends.hf import HFBackend
 from lab.sampling import Sampling
-from lab.spec.draft_trees import path_probs
-from lab.spec.drafters.opt_tree import OptimalTree
+from lab.speculative.draft_trees import path_probs
+from lab.speculative.drafters.opt_tree import OptimalTree
 
 from ..conftest import tiny_lab
 
@@ -42,7 +42,7 @@ def tree_paths(tree) -> list[tuple]:
 
 def test_the_tree_is_the_global_top_n_by_path_probability():
     tl = tiny_lab("llama", vocab_size=V, seed=3, init_std=0.3)
-    draft = Runner(tiny_lab("llama", vocab_size=V, layers=1, seed=4, init_std=0.3).model)
+    draft = HFBackend(tiny_lab("llama", vocab_size=V, layers=1, seed=4, init_std=0.3).model)
     for temperature, nodes in [(0.0, 6), (0.0, 11), (0.8, 9)]:
         dec = decoding(tl, temperature)
         tree = OptimalTree(draft, nodes=nodes, max_depth=3, min_gain=0.0).propose(dec, 4)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from lab.models import tiny
-from lab.runner import Runner
+from lab.backends.hf import HFBackend
 
 from ..conftest import hf_greedy, tiny_lab, use_draft
 
@@ -15,7 +15,7 @@ PROMPTS = [[(seed * 7 + i * 3) % 50 + 1 for i in range(12)] * 2 for seed in rang
 
 def drafts(tl, arch):
     """A perfect draft (the target's own layers) and a poor one (another random model)."""
-    return [tl.target.view(list(range(tl.target.num_layers))), Runner(tiny(arch, vocab_size=96, layers=1, seed=7))]
+    return [tl.target.view(list(range(tl.target.num_layers))), HFBackend(tiny(arch, vocab_size=96, layers=1, seed=7))]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -32,7 +32,7 @@ def slow_target(method_draft=None, pause=0.05):
     """A tiny target whose forwards take `pause` seconds (sleeping releases the GIL, as torch ops do), a draft
     with its own weights, and a log of when each target forward and each draft forward ran."""
     tl = tiny_lab("llama", vocab_size=96, seed=1)
-    draft = method_draft or Runner(tiny("llama", vocab_size=96, layers=1, seed=7))
+    draft = method_draft or HFBackend(tiny("llama", vocab_size=96, layers=1, seed=7))
     log = {"target": [], "draft": []}
 
     def target_starts(*_):

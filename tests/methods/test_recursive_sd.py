@@ -6,12 +6,12 @@ import torch
 from scipy.stats import chisquare
 
 from lab.decoding import Decoding
-from lab.runner import Runner
+from lab.backends.hf import HFBackend
 from lab.sampling import Sampling
-from lab.spec.draft_trees import ShapeDrafter, branching_shape
-from lab.spec.expand import sample_children
-from lab.spec.tree import Tree
-from lab.spec.verify import verify_stochastic
+from lab.speculative.draft_trees import ShapeDrafter, branching_shape
+from lab.speculative.expand import sample_children
+from lab.tree import Tree
+from lab.speculative.verify import verify_stochastic
 
 from ..conftest import tiny_lab
 
@@ -64,7 +64,7 @@ def draft_probs(runner: Runner, tokens: list[int], sampling: Sampling) -> torch.
 
 def test_siblings_are_distinct_and_carry_q_without_their_elder_siblings():
     tl = tiny_lab("llama", vocab_size=8, seed=3, init_std=0.15)
-    draft, sampling = Runner(tl.model), Sampling(0.8)
+    draft, sampling = HFBackend(tl.model), Sampling(0.8)
     drafter = ShapeDrafter(draft, branching_shape([4, 2]), replacement=False)
     for seed in range(30):
         dec = Decoding(tl.target, PROMPT, sampling, torch.Generator().manual_seed(seed), 10, set(), model=tl)

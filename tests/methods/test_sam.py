@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from lab.spec.drafters.sam import SuffixMatchDrafter
-from lab.spec.suffix_automaton import Match, SuffixAutomaton
+from lab.speculative.drafters.sam import SuffixMatchDrafter
+from lab.speculative.suffix_automaton import Match, SuffixAutomaton
 
 from ..conftest import hf_greedy, tiny_lab
 

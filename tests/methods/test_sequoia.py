@@ -10,8 +10,8 @@ import torch
 
 from lab.decoding import Decoding
 from lab.sampling import Sampling
-from lab.spec.drafters.sequoia import RankAcceptance, SequoiaTree
-from lab.spec.shapes.sequoia import (LatencyProfile, acceptance_by_rank, best_trees, choose_budget,
+from lab.speculative.drafters.sequoia import RankAcceptance, SequoiaTree
+from lab.speculative.shapes.sequoia import (LatencyProfile, acceptance_by_rank, best_trees, choose_budget,
                                      expected_accepted)
 
 from ..conftest import tiny_lab

@@ -8,9 +8,9 @@ from lab.api import Lab
 from lab.decoding import Decoding
 from lab.models import tiny
 from lab.sampling import Sampling
-from lab.spec.drafters.sjd import sampled_guess
-from lab.spec.jacobi_window import JacobiWindow
-from lab.spec.verify import Verdict
+from lab.speculative.drafters.sjd import sampled_guess
+from lab.speculative.jacobi_window import JacobiWindow
+from lab.speculative.verify import Verdict
 
 from ..conftest import tiny_lab
 from ..test_distribution import chi_square_p

@@ -9,10 +9,10 @@ import torch
 
 from lab.decoding import Decoding
 from lab.models import tiny
-from lab.runner import Runner
+from lab.backends.hf import HFBackend
 from lab.sampling import Sampling
-from lab.spec.drafters.pld import lookup
-from lab.spec.drafters.specbranch import BranchDrafter
+from lab.speculative.drafters.pld import lookup
+from lab.speculative.drafters.specbranch import BranchDrafter
 
 from ..conftest import hf_greedy
 
@@ -30,7 +30,7 @@ def next_probs(model, ids: list[int]) -> torch.Tensor:
 
 
 def decoding(context, temperature=0.0, seed=0) -> Decoding:
-    return Decoding(Runner(tiny("llama", vocab_size=VOCAB, seed=1)), context, Sampling(temperature=temperature),
+    return Decoding(HFBackend(tiny("llama", vocab_size=VOCAB, seed=1)), context, Sampling(temperature=temperature),
                     torch.Generator().manual_seed(seed), max_new_tokens=64, eos=set())
 
 
@@ -70,7 +70,7 @@ def test_branches_exactly_where_the_hybrid_signal_drops():
         for context in contexts(model, seed):
             for confidence in (0.0, 0.3, 0.5, 0.7, 0.9):
                 dec = decoding(context)
-                drafter = BranchDrafter(Runner(model), max_length=8, confidence=confidence, branches=2, tail=2)
+                drafter = BranchDrafter(HFBackend(model), max_length=8, confidence=confidence, branches=2, tail=2)
                 tree = drafter.propose(dec, context[-1])
                 node, chain = branch_point(tree)
                 for i in range(len(chain)):  # every chain position was sure: confident, n-gram agreeing
@@ -107,7 +107,7 @@ def test_sampled_branches_are_distinct_and_carry_their_q():
     for seed in range(4):
         context = CONTEXTS[seed % 3]
         dec = decoding(context, temperature=0.8, seed=seed)
-        tree = BranchDrafter(Runner(model), confidence=0.5, branches=3, tail=1).propose(dec, context[-1])
+        tree = BranchDrafter(HFBackend(model), confidence=0.5, branches=3, tail=1).propose(dec, context[-1])
         node, chain = branch_point(tree)
         kids = tree.children(node)
         assert len({tree.tokens[c] for c in kids}) == len(kids) >= 3

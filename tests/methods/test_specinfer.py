@@ -6,9 +6,9 @@ import torch
 from scipy.stats import chisquare
 
 from lab.decoding import Decoding
-from lab.runner import Runner
+from lab.backends.hf import HFBackend
 from lab.sampling import Sampling
-from lab.spec.draft_trees import ShapeDrafter, branching_shape, parse_branching
+from lab.speculative.draft_trees import ShapeDrafter, branching_shape, parse_branching
 
 from ..conftest import tiny_lab, use_draft
 
@@ -66,7 +66,7 @@ def test_children_are_the_draft_top_k_at_temperature_0():
 
 def test_children_are_iid_draws_from_q_and_repeats_are_not_expanded():
     tl = tiny_lab("llama", vocab_size=8, seed=3, init_std=0.15)
-    draft = Runner(tl.model)
+    draft = HFBackend(tl.model)
     sampling = Sampling(0.8)
     q = sampling.probs(draft_logits(draft, PROMPT + [3]))
     drafter = ShapeDrafter(draft, branching_shape([3, 1]), replacement=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lab.spec.loop as loop
+import lab.speculative.loop as loop
 from lab.api import Lab
 from lab.models import tiny
-from lab.runner import Runner
-from lab.spec.drafters.specmemo import MemoryModel
+from lab.backends.hf import HFBackend
+from lab.speculative.drafters.specmemo import MemoryModel
 
 from ..conftest import use_draft
 
@@ -18,7 +18,7 @@ PROMPT = [5, 1, 9, 3, 5, 1, 9, 3, 7]
 def make_lab(vocab: int = 512) -> Lab:
     lab_ = Lab(model_obj=tiny("llama", vocab_size=vocab, seed=2))
     # a draft with its own shape (1 layer, other head counts), so that its KV is modelled separately
-    draft = Runner(tiny("qwen2", vocab_size=vocab, layers=1, hidden=48, heads=6, seed=3))
+    draft = HFBackend(tiny("qwen2", vocab_size=vocab, layers=1, hidden=48, heads=6, seed=3))
     use_draft(lab_, draft)
     return lab_
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lab.spec.drafters.specpv import PartialKV, partial_view
+from lab.speculative.drafters.specpv import PartialKV, partial_view
 
 from ..conftest import hf_greedy, tiny_lab
 from .test_layer_skip import started

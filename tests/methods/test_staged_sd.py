@@ -10,10 +10,10 @@ from scipy.stats import chisquare
 
 from lab.decoding import Decoding
 from lab.models import tiny
-from lab.runner import Runner
+from lab.backends.hf import HFBackend
 from lab.sampling import Sampling
-from lab.spec.drafters.sps import DraftModel
-from lab.spec.drafters.staged_sd import StagedDrafter
+from lab.speculative.drafters.sps import DraftModel
+from lab.speculative.drafters.staged_sd import StagedDrafter
 
 from ..conftest import hf_greedy
 
@@ -27,7 +27,7 @@ def repetitive_draft(vocab: int, seed: int):
 
 
 def decoding(context: list[int], temperature: float = 0.0, seed: int = 0) -> Decoding:
-    target = Runner(tiny("llama", vocab_size=8, seed=1))  # not used by the drafters
+    target = HFBackend(tiny("llama", vocab_size=8, seed=1))  # not used by the drafters
     return Decoding(target, context, Sampling(temperature=temperature), torch.Generator().manual_seed(seed),
                     max_new_tokens=64, eos=set())
 
@@ -39,7 +39,7 @@ def test_inner_stage_drafts_the_same_tokens_with_fewer_draft_forwards():
         prompt = [(seed * 11 + 5 * i) % 64 for i in range(6)]
         for context in (prompt, prompt + hf_greedy(model, prompt, 30)):  # fresh text, then repetitive text
             dec = decoding(context)
-            plain, staged = Runner(model), Runner(model)  # fresh caches: the context is prefilled, not counted
+            plain, staged = HFBackend(model), HFBackend(model)  # fresh caches: the context is prefilled, not counted
             want = DraftModel(plain, length=8, adaptive=False).propose(dec, context[-1]).tokens
             got, _ = StagedDrafter(staged, length=8).chain(dec, 8)
             assert got == want, seed
@@ -53,7 +53,7 @@ def test_tree_siblings_are_the_drafts_next_best_tokens():
     model = repetitive_draft(32, 0)
     context = [1, 5, 9, 2, 5, 9]
     dec = decoding(context)
-    runner = Runner(model)
+    runner = HFBackend(model)
     tree = StagedDrafter(runner, length=5, width=3).propose(dec, context[-1])
     main = [c for c in tree.children(-1)][:1]
     while tree.children(main[-1]):
@@ -73,7 +73,7 @@ def test_sampled_chain_follows_the_drafts_distribution_through_the_guess_check()
     model = tiny("llama", vocab_size=vocab, layers=1, hidden=32, seed=6, init_std=0.15)
     context = [1, 2, 3, 1, 2, 3, 1]  # the lookup guesses 2 then 3 ...
     dec = decoding(context, temperature=0.8, seed=5)
-    drafter = StagedDrafter(Runner(model), length=2)
+    drafter = StagedDrafter(HFBackend(model), length=2)
     counts = torch.zeros(vocab * vocab)
     carried = {}
     for _ in range(runs):

@@ -8,7 +8,7 @@ import pytest
 
 from lab.api import Lab
 from lab.models import tiny
-from lab.spec.drafters.tetris import expected_accepted, select_tokens
+from lab.speculative.drafters.tetris import expected_accepted, select_tokens
 
 from ..conftest import hf_greedy, use_draft
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from lab.spec.drafters.token_recycling import TokenRecycler, static_template
-from lab.spec.loop import score
+from lab.speculative.drafters.token_recycling import TokenRecycler, static_template
+from lab.speculative.drafter import Drafter
+from lab.speculative.loop import EXACT, score_one
 
 from ..conftest import tiny_lab
 
@@ -61,7 +62,7 @@ def test_every_scored_row_is_recycled_from_the_target_top_k():
         greedy, target = True, tl.target
     dec = Dec(prompt + [14])
     tree = recycler.propose(dec, 14)
-    verdict, forward = score(dec, 14, tree)
+    verdict, forward = score_one(dec, Drafter(), EXACT, 14, tree)
     logits = forward.logits
     recycler.accepted(dec, tree, verdict, logits)
     rows = [14] + tree.tokens

@@ -5,8 +5,8 @@ import torch
 
 from lab.api import Lab
 from lab.models import tiny
-from lab.spec.drafters.vocabtrim import TrimmedHead, expected_counts
-from lab.spec.self_draft import draft_chain
+from lab.speculative.drafters.vocabtrim import TrimmedHead, expected_counts
+from lab.speculative.self_draft import draft_chain
 
 from ..conftest import hf_greedy, tiny_lab
 from ..test_distribution import PROMPT as PROMPT8, T, chi_square_p, empirical, exact_two_token_distribution

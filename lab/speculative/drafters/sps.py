@@ -1,0 +1,96 @@
+"""Speculative sampling with a draft model, in chains of adaptive length.
+
+Papers: "Fast Inference from Transformers via Speculative Decoding" (Leviathan et al., 2023) and
+"Accelerating Large Language Model Decoding with Speculative Sampling" (Chen et al., 2023).
+A small draft model proposes a chain; the target scores it in one forward and keeps the accepted
+prefix plus one token of its own. The chain length adapts: it grows by 2 after a fully accepted chain
+and shrinks by 1 otherwise, and drafting stops early when the draft's top probability falls below
+`confidence` (the schedule of transformers' assisted generation). With no draft model at hand the
+draft is the target's own first `layers:N` layers (shared weights, own cache).
+"""
+from __future__ import annotations
+
+from ...backends import Backend
+from ...decoding import Decoding
+from ...registry import batched, method
+from ...tree import Tree
+from ..chains import ChainDrafter
+from ..drafter import Drafter
+from ..expand import draft_token
+from ..loop import speculate, speculate_rows
+from ..verify import Verdict
+
+
+class DraftModel(Drafter):
+    """Chains drawn from a draft model's own distribution (the same sampling rule as the target)."""
+
+    def __init__(self, runner: Backend, length: int = 4, adaptive: bool = True, confidence: float = 0.0,
+                 max_length: int = 16):
+        self.runner = runner
+        self.length = length
+        self.adaptive = adaptive
+        self.confidence = confidence
+        self.max_length = max_length
+
+    @property
+    def forwards(self) -> int:
+        return self.runner.forwards
+
+    def propose(self, dec: Decoding, root: int) -> Tree:
+        n = min(self.length, dec.remaining)
+        tree = Tree()
+        if n <= 0:
+            return tree
+        logits = self.runner.sync(dec.context)
+        for i in range(n):
+            token, belief, q = draft_token(dec, logits)
+            tree.add(token, i - 1, belief, q)
+            if i + 1 < n:
+                if self.confidence and float(logits.float().softmax(-1).max()) < self.confidence:
+                    break
+                logits = self.runner.decode(token)
+        return tree
+
+    def accepted(self, dec: Decoding, tree: Tree, verdict: Verdict, logits=None, taps=None) -> None:
+        if self.adaptive:
+            if len(verdict.accepted) == len(tree):
+                self.length = min(self.length + 2, self.max_length)
+            else:
+                self.length = max(1, self.length - 1)
+
+
+@method("sps", family="speculative", lossless=True, training_free=True,
+        paper="Fast Inference from Transformers via Speculative Decoding")
+def sps(dec, *, draft: str = "layers:16", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
+    """Draft-model speculative sampling with adaptive chain length (draft: 'layers:N' or a model)."""
+    drafter = DraftModel(dec.lab.draft(draft), length, adaptive, confidence)
+    yield from speculate(dec, drafter)
+
+
+class SpsRows(ChainDrafter):
+    """Batched `sps`: each row keeps its own adaptive chain length (sps's schedule, one DraftModel per row)."""
+
+    def __init__(self, runner: Backend, length: int, adaptive: bool, confidence: float):
+        super().__init__(runner)
+        self.length, self.adaptive, self.confidence = length, adaptive, confidence
+        self.schedules: list[DraftModel] | None = None
+
+    def propose_rows(self, rows, roots: list[int]) -> list[Tree]:
+        if self.schedules is None:
+            self.schedules = [DraftModel(None, self.length, self.adaptive, self.confidence) for _ in roots]
+        return self.draft(rows, [s.length for s in self.schedules], self.confidence)[0]
+
+    def accepted_rows(self, rows, trees: list[Tree], verdicts: list[Verdict], logits) -> None:
+        for schedule, dec, tree, verdict in zip(self.schedules, rows.live_rows(), trees, verdicts):
+            if tree:
+                schedule.accepted(dec, tree, verdict)
+
+    def select(self, kept: list[int]) -> None:
+        super().select(kept)
+        self.schedules = [self.schedules[b] for b in kept] if self.schedules else None
+
+
+@batched("sps")
+def sps_batch(rows, *, draft: str = "layers:16", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
+    """Batched draft-model speculative sampling; every row adapts its own chain length."""
+    yield from speculate_rows(rows, SpsRows(rows.lab.draft(draft), length, adaptive, confidence))

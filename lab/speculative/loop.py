@@ -1,0 +1,152 @@
+"""The one speculative loop: propose a tree per row, score all rows in one forward, verify, commit a path.
+
+Every speculative method runs here, one prompt (a batch of one) or B prompts at once: a drafter (drafter.py)
+says what is new about its proposals, a verifier says what is accepted (exact by default: greedy at T = 0,
+multi-round rejection sampling at T > 0; fuzzy-sd and lookahead-reasoning plug in lossy ones), the backend
+keeps each row's accepted path. Per step the host reads back one small tensor per row: what was accepted.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+import torch
+
+from ..batch import Rows
+from ..decoding import Decoding
+from ..trace import Step
+from ..tree import Tree
+from .drafter import Drafter
+from .verify import Verdict, greedy_tree, rejection_tree
+
+
+class Verifier:
+    """Decides which path of a tree the target accepts, and the token after it."""
+
+    lossless = True
+
+    def verify(self, dec: Decoding, tree: Tree, logits: torch.Tensor) -> Verdict:
+        raise NotImplementedError
+
+
+class Exact(Verifier):
+    """Token identity with greedy decoding at T = 0; exactly the target's distribution at T > 0."""
+
+    def verify(self, dec: Decoding, tree: Tree, logits: torch.Tensor) -> Verdict:
+        if dec.greedy:
+            return greedy_tree(tree, logits)
+        return rejection_tree(tree, dec.probs(logits), dec.rng)[0]
+
+
+EXACT = Exact()
+
+
+def speculate(dec: Decoding, drafter: Drafter, verifier: Verifier = EXACT) -> Iterator[Step]:
+    """Prefill, then propose -> score -> commit until the output is done (one prompt)."""
+    for steps in speculate_rows(Rows.of_one(dec), drafter, verifier):
+        if 0 in steps:
+            yield steps[0]
+
+
+def speculate_rows(rows: Rows, drafter: Drafter, verifier: Verifier = EXACT) -> Iterator[dict[int, Step]]:
+    """Prefill all rows, then propose -> score -> commit for every live row until all are done."""
+    logits = rows.prefill()
+    roots = [dec.choose(logits[b]) for b, dec in enumerate(rows.live_rows())]
+    yield {i: Step(committed=[r], origin=["plain"], forwards=0, prefill=True) for i, r in zip(rows.live, roots)}
+    while True:
+        kept = rows.retire()
+        if not kept:
+            return
+        if len(kept) < len(roots):
+            roots = [roots[b] for b in kept]
+            drafter.select(kept)
+        before = drafter.forwards
+        trees = drafter.propose_rows(rows, roots)
+        if rows.single:
+            dec, tree = rows.rows[0], trees[0]
+            verdict, out = score_one(dec, drafter, verifier, roots[0], tree)
+            verdicts = [verdict]
+            if len(tree) or drafter.learns_from_plain_steps:
+                drafter.accepted(dec, tree, verdict, out.logits, out.taps)
+        else:
+            verdicts, logits = score_rows(rows, verifier, roots, trees)
+            drafter.accepted_rows(rows, trees, verdicts, logits)
+        spent = drafter.forwards - before
+        steps = {}
+        for b, (i, tree, verdict) in enumerate(zip(rows.live, trees, verdicts)):
+            committed, origin = verdict.committed(tree)
+            roots[b] = committed[-1]
+            info = {**dict(drafter.info), **drafter.row_info(b), **verdict.info}
+            if not rows.single:
+                info["batch"] = len(kept)
+            if not len(tree):  # nothing proposed: a plain autoregressive step
+                steps[i] = Step(committed=committed, origin=["plain"], draft_forwards=spent, info=info)
+                continue
+            steps[i] = Step(committed=committed, origin=origin, proposed=list(tree.tokens), parents=list(tree.parents),
+                            draft_probs=[round(p, 4) for p in tree.draft_probs], accepted=list(verdict.accepted),
+                            bonus=verdict.bonus, draft_forwards=spent,
+                            info={"recovered": verdict.recovered, **info})
+        yield steps
+
+
+def score_one(dec: Decoding, drafter: Drafter, verifier: Verifier, root: int, tree: Tree):
+    """One target forward over the root and the tree (and what the drafter's layout adds, and what it drafts
+    alongside); verify; keep the accepted path in the cache."""
+    layout = drafter.layout(dec, root, tree)
+    if layout is None:
+        tokens, parents = tree.with_root(root)
+        forward = lambda: dec.target.forward(tokens, parents, taps=drafter.taps)  # noqa: E731
+    else:
+        tokens, among, positions = layout
+        forward = lambda: dec.target.forward(tokens, among=among, positions=positions, taps=drafter.taps)  # noqa: E731
+    job = drafter.alongside(dec, root, tree)
+    out, overlap = (forward(), None) if job is None else beside(job, forward)
+    rows = 1 + tree.rows
+    verdict = verifier.verify(dec, tree, out.logits[:rows])
+    if overlap is not None:
+        verdict.info["overlap"] = overlap
+    dec.target.keep([0] + [i + 1 for i in verdict.accepted if i < tree.rows])
+    return verdict, out
+
+
+def score_rows(rows: Rows, verifier: Verifier, roots: list[int], trees: list[Tree]):
+    """One target forward over every row's root and tree; verify each row; keep each row's accepted path."""
+    tokens, parents = zip(*(tree.with_root(root) for tree, root in zip(trees, roots)))
+    logits = rows.target.forward_rows(list(tokens), list(parents))
+    verdicts = []
+    for b, (dec, tree) in enumerate(zip(rows.live_rows(), trees)):
+        verdict = verifier.verify(dec, tree, logits[b])
+        rows.target.keep([0] + [i + 1 for i in verdict.accepted], row=b)
+        verdicts.append(verdict)
+    return verdicts, logits
+
+
+def beside(background, foreground) -> tuple[object, dict]:
+    """Run `background` in a thread while `foreground` runs here (torch releases the GIL inside its ops); return
+    the foreground's value and when each ran (seconds from the start, and how long they overlapped)."""
+    box: dict = {}
+    origin = time.perf_counter()
+
+    def work():
+        start = time.perf_counter()
+        try:
+            background()
+        except BaseException as err:  # re-raised in the caller's thread
+            box["error"] = err
+        box["span"] = (start - origin, time.perf_counter() - origin)
+
+    thread = threading.Thread(target=work, name="draft", daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    try:
+        value = foreground()
+    finally:
+        end = time.perf_counter()
+        thread.join()
+    if "error" in box:
+        raise box["error"]
+    draft, target = box["span"], (start - origin, end - origin)
+    overlap = max(0.0, min(draft[1], target[1]) - max(draft[0], target[0]))
+    return value, {"draft_s": [round(t, 6) for t in draft], "target_s": [round(t, 6) for t in target],
+                   "overlap_s": round(overlap, 6)}
