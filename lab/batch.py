@@ -29,15 +29,16 @@ class Rows:
     `live` lists, in the backend's row order, the prompt index of every row still decoding.
     """
 
-    def __init__(self, rows: list[Decoding], target: Backend, lab=None):
+    def __init__(self, rows: list[Decoding], target: Backend, lab=None, batched: bool = True):
         self.rows = rows
         self.target = target
         self.lab = lab  # drafters build their draft backends from it
+        self.batched = batched  # a batched method runs it (its Steps say the batch size)
         self.live = list(range(len(rows)))
 
     @classmethod
-    def of_one(cls, dec: Decoding) -> "Rows":
-        return cls([dec], dec.target, dec.lab)
+    def of_one(cls, dec: Decoding, batched: bool = False) -> "Rows":
+        return cls([dec], dec.target, dec.lab, batched)
 
     @property
     def single(self) -> bool:
@@ -72,7 +73,7 @@ def batch_of_one(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def single(dec: Decoding, **options) -> Iterator[Step]:
-        for steps in fn(Rows.of_one(dec), **options):
+        for steps in fn(Rows.of_one(dec, batched=True), **options):
             if 0 in steps:
                 yield steps[0]
 

@@ -32,7 +32,7 @@ def test_rows_equal_single_backends_row_by_row(arch):
     """Prefill of ragged prompts, trees, ragged keeps, holes and their compaction, dropped rows, sync."""
     model = tiny(arch, vocab_size=50, seed=2)
     prompts = [[3, 8, 1, 4, 9], [2, 7], [5, 5, 5, 1, 2, 3, 4, 6, 7]]
-    batch, singles = BatchRunner(model, compact_after=3), [HFBackend(model) for _ in prompts]
+    batch, singles = HFBackend(model, compact_after=3), [HFBackend(model) for _ in prompts]
 
     def same(got, want):
         assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()

@@ -13,7 +13,6 @@ from .conftest import tiny_lab
 ORDER = [3, 0, 2, 1]  # within each block of four positions, commit in this order
 
 
-@method("toy-canvas", family="diffusion", lossless=True, paper="(a test of the Trace, not a method)")
 def toy_canvas(dec, *, block: int = 4):
     """Test only: greedy's tokens, committed four positions at a time in a scrambled order."""
     want = [int(t) for t in dec.lab.generate("greedy", dec.prompt, max_new_tokens=dec.max_new_tokens).tokens]
@@ -27,6 +26,7 @@ def toy_canvas(dec, *, block: int = 4):
 
 @pytest.fixture(autouse=True)
 def registered():
+    method("toy-canvas", family="diffusion", lossless=True, paper="(a test of the Trace, not a method)")(toy_canvas)
     yield
     registry.METHODS.pop("toy-canvas", None)
 

@@ -82,7 +82,7 @@ def test_options_and_file_values(tmp_path):
     (["--method", "greedy", "--prompt", "hi", "--temperature", "-0.5"], "temperature"),
     (["--method", "greedy", "--prompt", "hi", "--model", "./no/such/model"], "unknown model"),
     (["--method", "sps", "--prompt", "hi", "--opt", "nonsense=1"], "no option"),
-    (["--method", "sps", "--prompt", "hi", "--opt", "length=many"], "must be a int"),
+    (["--method", "sps", "--prompt", "hi", "--opt", "length=many"], "must be an integer"),
     (["--method", "greedy"], "exactly one of"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message):

@@ -5,7 +5,7 @@ import importlib
 
 from ..errors import LabError
 
-BENCHMARKS = {"greedy-vs-hf": "lab.bench.greedy_vs_hf", "spec": "lab.bench.spec"}
+BENCHMARKS = {"greedy-vs-hf": "lab.bench.greedy_vs_hf", "spec": "lab.bench.spec", "engine": "lab.bench.engine"}
 
 
 def main(argv: list[str]) -> None:

@@ -78,7 +78,7 @@ def speculate_rows(rows: Rows, drafter: Drafter, verifier: Verifier = EXACT) -> 
             committed, origin = verdict.committed(tree)
             roots[b] = committed[-1]
             info = {**dict(drafter.info), **drafter.row_info(b), **verdict.info}
-            if not rows.single:
+            if rows.batched:
                 info["batch"] = len(kept)
             if not len(tree):  # nothing proposed: a plain autoregressive step
                 steps[i] = Step(committed=committed, origin=["plain"], draft_forwards=spent, info=info)

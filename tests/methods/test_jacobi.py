@@ -21,7 +21,7 @@ PROMPT = [1, 2, 3, 4] * 3
 def run(lab_, drafter, prompt, max_new_tokens) -> Trace:
     """Drive `speculate` with a given drafter at temperature 0 (as lab.generate would)."""
     dec = Decoding(lab_.target, prompt, Sampling(0.0), torch.Generator().manual_seed(0), max_new_tokens,
-                   lab_.eos, model=lab_)
+                   lab_.eos, lab=lab_)
     trace = Trace("jacobi")
     for _ in drive(dec, speculate(dec, drafter), trace, lambda tokens, i: ""):
         pass
@@ -30,7 +30,7 @@ def run(lab_, drafter, prompt, max_new_tokens) -> Trace:
 
 def test_refresh_takes_the_outputs_after_the_committed_prefix():
     lab_ = tiny_lab("llama", vocab_size=16)
-    dec = Decoding(lab_.target, PROMPT, Sampling(0.0), None, 32, set(), model=lab_)
+    dec = Decoding(lab_.target, PROMPT, Sampling(0.0), None, 32, set(), lab=lab_)
     window = JacobiWindow(5, argmax_guess)
     tree = window.propose(dec, root=1)
     assert len(tree) == 5 and tree.parents == [-1, 0, 1, 2, 3]
@@ -45,7 +45,7 @@ def test_refresh_takes_the_outputs_after_the_committed_prefix():
 
 def test_window_never_goes_past_the_budget():
     lab_ = tiny_lab("llama", vocab_size=16)
-    dec = Decoding(lab_.target, PROMPT, Sampling(0.0), None, 3, set(), model=lab_)
+    dec = Decoding(lab_.target, PROMPT, Sampling(0.0), None, 3, set(), lab=lab_)
     assert len(JacobiWindow(8, argmax_guess).propose(dec, root=1)) == 3
 
 

@@ -18,7 +18,7 @@ PROMPT = [1, 2, 3, 1, 2, 3, 1, 2]
 
 def decoding(lab_, temperature=0.0) -> Decoding:
     dec = Decoding(lab_.target, PROMPT, Sampling(temperature), torch.Generator().manual_seed(0), 20, set(),
-                   model=lab_)
+                   lab=lab_)
     dec.tokens = [4]
     return dec
 

@@ -67,7 +67,7 @@ def test_siblings_are_distinct_and_carry_q_without_their_elder_siblings():
     draft, sampling = HFBackend(tl.model), Sampling(0.8)
     drafter = ShapeDrafter(draft, branching_shape([4, 2]), replacement=False)
     for seed in range(30):
-        dec = Decoding(tl.target, PROMPT, sampling, torch.Generator().manual_seed(seed), 10, set(), model=tl)
+        dec = Decoding(tl.target, PROMPT, sampling, torch.Generator().manual_seed(seed), 10, set(), lab=tl)
         dec.tokens = [3]
         tree = drafter.propose(dec, 3)
         assert len(tree) == 4 + 8

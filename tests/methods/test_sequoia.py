@@ -94,7 +94,7 @@ def test_the_drafter_fills_the_dp_shape_with_the_draft_top_tokens():
     tl = tiny_lab("llama", vocab_size=96, seed=1)
     draft = tl.target.view([0])
     prompt = [(i * 3) % 50 + 1 for i in range(12)] * 2
-    dec = Decoding(tl.target, prompt, Sampling(0.0), torch.Generator().manual_seed(0), 20, set(), model=tl)
+    dec = Decoding(tl.target, prompt, Sampling(0.0), torch.Generator().manual_seed(0), 20, set(), lab=tl)
     dec.tokens = [7]
     drafter = SequoiaTree(draft, budget=10, max_nodes=10, max_depth=4, width=4)
     tree = drafter.propose(dec, 7)

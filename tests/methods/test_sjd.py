@@ -39,7 +39,7 @@ def exact_three_token_distribution(model, prompt, temperature) -> torch.Tensor:
 def test_guesses_are_draws_that_remember_their_distribution():
     lab_ = tiny_lab("llama", vocab_size=16)
     rng = torch.Generator().manual_seed(0)
-    dec = Decoding(lab_.target, PROMPT, Sampling(temperature=T), rng, 32, set(), model=lab_)
+    dec = Decoding(lab_.target, PROMPT, Sampling(temperature=T), rng, 32, set(), lab=lab_)
     window = JacobiWindow(4, sampled_guess)
     tree = window.propose(dec, root=1)
     assert tree.q == [None] * 4  # nothing predicted yet: fixed candidates

@@ -17,7 +17,7 @@ PROMPT = [5, 1, 4, 2, 7, 5, 1, 4]  # fits the 8-token vocabulary too
 
 def decoding(lab_, temperature=0.0, seed=0, remaining=16, root=3) -> Decoding:
     dec = Decoding(lab_.target, PROMPT, Sampling(temperature), torch.Generator().manual_seed(seed),
-                   remaining + 1, set(), model=lab_)
+                   remaining + 1, set(), lab=lab_)
     dec.tokens = [root]  # the root is committed: the drafter drafts after it
     return dec
 

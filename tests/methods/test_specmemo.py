@@ -23,7 +23,7 @@ def make_lab(vocab: int = 512) -> Lab:
     return lab_
 
 
-def cache_bytes(runner: Runner) -> int:
+def cache_bytes(runner: HFBackend) -> int:
     return sum(layer.keys.nbytes + layer.values.nbytes for layer in runner.cache.layers
                if getattr(layer, "keys", None) is not None)
 
@@ -56,28 +56,27 @@ def test_no_memory_for_speculation_means_plain_decoding():
 def test_estimate_matches_the_tensors_sizes(monkeypatch, temperature):
     """Measure each step's allocations (cache growth, logits, probabilities, the nodes' q) and compare."""
     lab_ = make_lab()
-    target, draft = lab_.target, lab_.draft("layers:16")
     parts = ("target_kv", "target_logits", "target_probs", "draft_kv", "draft_logits", "draft_q")
     measured: list[dict] = []
     pending = dict.fromkeys(parts, 0)
 
-    def watch(runner, kv, logits, tree_only):
-        forward = runner.forward
+    real_forward = HFBackend.forward
 
-        def wrapped(tokens, parents=None, **kw):
-            before = cache_bytes(runner)
-            out = forward(tokens, parents, **kw)
-            if not tree_only or kw.get("among") is not None:  # not the draft catching up with the context
-                pending[kv] += cache_bytes(runner) - before
-                pending[logits] += out.logits.nbytes
-            return out
-        monkeypatch.setattr(runner, "forward", wrapped)
+    def forward(runner, tokens, parents=None, **kw):  # every call forks its backends: watch them all
+        draft = runner.weights is not lab_.model
+        kv, logits = ("draft_kv", "draft_logits") if draft else ("target_kv", "target_logits")
+        before = cache_bytes(runner)
+        out = real_forward(runner, tokens, parents, **kw)
+        if not draft or kw.get("among") is not None:  # not the draft catching up with the context
+            pending[kv] += cache_bytes(runner) - before
+            pending[logits] += out.logits.nbytes
+        return out
 
-    real_score, real_verify = loop.score, loop.verify_stochastic
+    real_score, real_verify = loop.score_one, loop.rejection_tree
 
-    def score(dec, root, tree, *args):
+    def score(dec, drafter, verifier, root, tree):
         pending["draft_q"] = sum(q.nbytes for q in tree.q if q is not None)
-        out = real_score(dec, root, tree, *args)
+        out = real_score(dec, drafter, verifier, root, tree)
         measured.append(dict(pending))
         pending.update(dict.fromkeys(parts, 0))
         return out
@@ -86,10 +85,9 @@ def test_estimate_matches_the_tensors_sizes(monkeypatch, temperature):
         pending["target_probs"] = probs.nbytes
         return real_verify(tree, probs, rng)
 
-    monkeypatch.setattr(loop, "score", score)
-    monkeypatch.setattr(loop, "verify_stochastic", verify)
-    watch(target, "target_kv", "target_logits", tree_only=False)
-    watch(draft, "draft_kv", "draft_logits", tree_only=True)
+    monkeypatch.setattr(loop, "score_one", score)
+    monkeypatch.setattr(loop, "rejection_tree", verify)
+    monkeypatch.setattr(HFBackend, "forward", forward)
     trace = lab_.generate("specmemo", PROMPT, max_new_tokens=10, memory_mb=0.15, temperature=temperature,
                           seed=0).trace
     steps = [s for s in trace.steps if s.proposed]
