@@ -78,6 +78,10 @@ class Lab:
         else:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise LabError("empty prompt: give some text (or token ids)")
+            try:
+                prompt.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LabError("the prompt is not valid text (it holds a lone surrogate): fix its encoding") from None
             if self.tokenizer is None:
                 raise LabError("this model has no tokenizer: pass the prompt as token ids")
             if chat and not getattr(self.tokenizer, "chat_template", None):
@@ -144,16 +148,17 @@ class Lab:
     # -- running -----------------------------------------------------------------------------------
     def stream(self, method: str, prompt: str | list[int], *, max_new_tokens: int = 128, temperature: float = 0.0,
                seed: int | None = None, rng: torch.Generator | None = None, chat: bool = False,
-               cancel: Callable[[], bool] | None = None, trace: Trace | None = None,
+               special: bool = False, cancel: Callable[[], bool] | None = None, trace: Trace | None = None,
                sampling: Sampling | None = None, **opts) -> Iterator[Step]:
-        """Yield each committed Step; the Trace (pass your own to watch it fill) is complete at the end."""
+        """Yield each committed Step; the Trace (pass your own to watch it fill) is complete at the end.
+        `special=True` lets text that spells special tokens (`<|im_end|>` ...) be those tokens."""
         info = registry.get(method)
         options = registry.parse_options(info, opts)
         self.check_budget(max_new_tokens)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise LabError(f"seed must be an integer >= 0, got {seed!r}")
         sampling = sampling or Sampling(temperature=temperature)
-        ids = self.encode(prompt, chat)
+        ids = self.encode(prompt, chat, special)
         self.check_context(ids, max_new_tokens)
         target = self.target.fork()  # this call's own cache: calls never share one
         if rng is None:
@@ -207,9 +212,12 @@ class Lab:
                 raise LabError(f"draft {spec!r}: the target has {self.target.num_layers} layers")
             return self.target.view(list(range(n)))
         model, tokenizer = models.load(spec, str(self.target.device), self.target.dtype)
-        if self.tokenizer is not None and (tokenizer is None or tokenizer.get_vocab() != self.tokenizer.get_vocab()):
-            raise LabError(f"draft {spec!r} has another tokenizer than the target (or none): speculative "
-                           "decoding needs the same vocabulary")
+        if self.tokenizer is not None and tokenizer is None:
+            raise LabError(f"draft {spec!r} has no tokenizer: give a model folder with its tokenizer files "
+                           "(speculative decoding needs the target's vocabulary)")
+        if self.tokenizer is not None and tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise LabError(f"draft {spec!r} has another tokenizer than the target: speculative decoding needs "
+                           "the same vocabulary")
         return backend_for(model)
 
 

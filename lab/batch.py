@@ -116,7 +116,7 @@ def batched_method(method: str) -> Callable:
 
 def generate_batch(lab, method: str, prompts: list, *, max_new_tokens: int = 128, temperature: float = 0.0,
                    seed: int | None = None, rng: torch.Generator | None = None, chat: bool | list[bool] = False,
-                   sampling: Sampling | None = None, **opts) -> list[Trace]:
+                   special: bool = False, sampling: Sampling | None = None, **opts) -> list[Trace]:
     """Run a batched method on several prompts at once; one Trace per prompt, in order. `chat` may be one
     flag or one per prompt."""
     fn = batched_method(method)
@@ -128,7 +128,7 @@ def generate_batch(lab, method: str, prompts: list, *, max_new_tokens: int = 128
         raise LabError(f"chat: give one flag or one per prompt ({len(prompts)}), not {len(chats)}")
     sampling = sampling or Sampling(temperature=temperature)
     lab.check_budget(max_new_tokens)
-    encoded = [lab.encode(p, c) for p, c in zip(prompts, chats)]
+    encoded = [lab.encode(p, c, special) for p, c in zip(prompts, chats)]
     for n, ids in enumerate(encoded):
         lab.check_context(ids, max_new_tokens, f"prompt {n}")
     if rng is None:

@@ -137,4 +137,6 @@ def convert(method: str, key: str, value, default):
         value = float(value)
     if kind is str and not isinstance(value, str):
         raise bad
+    if kind in (int, float) and value < 0:  # every count, length, budget and threshold of the lab is >= 0
+        raise LabError(f"option {key}={value!r} of {method!r} must be >= 0")
     return value

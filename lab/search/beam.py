@@ -9,6 +9,8 @@ Networks" (Sutskever et al., 2014) for beam search in neural decoding; the lengt
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from ..errors import LabError
@@ -26,18 +28,18 @@ def beam(dec, *, beams: int = 4, length_penalty: float = 1.0, early_stopping: bo
     eos = sorted(dec.eos)
     keep = max(2, 1 + len(eos)) * beams
     runner, limit = dec.target, dec.max_new_tokens
-    import time
     start = time.perf_counter()
     logits = runner.prefill_rows([dec.prompt] * beams)
     dec.prefill_s = time.perf_counter() - start
+    device = logits.device
     running = [[] for _ in range(beams)]
-    running_scores = torch.full((beams,), NEG)
+    running_scores = torch.full((beams,), NEG, device=device)
     running_scores[0] = 0.0
     done_seqs: list[list[int]] = [[] for _ in range(beams)]
-    done_scores = torch.full((beams,), NEG)
-    done_flags = torch.zeros(beams, dtype=torch.bool)
+    done_scores = torch.full((beams,), NEG, device=device)
+    done_flags = torch.zeros(beams, dtype=torch.bool, device=device)
     improvable, length, forwards = True, 0, 0
-    top_mask = torch.arange(keep) < beams
+    top_mask = torch.arange(keep, device=device) < beams
     while True:
         logp = torch.log_softmax(logits, -1)
         if not dec.greedy:
@@ -50,8 +52,8 @@ def beam(dec, *, beams: int = 4, length_penalty: float = 1.0, early_stopping: bo
             top_scores = flat[top_idx]
         vocab = logits.shape[-1]
         origin, tokens = top_idx // vocab, top_idx % vocab
-        candidates = [running[int(b)] + [int(t)] for b, t in zip(origin, tokens)]
-        ends = torch.tensor([int(t) in dec.eos or length + 1 >= limit for t in tokens])
+        candidates = [running[b] + [t] for b, t in zip(origin.tolist(), tokens.tolist())]
+        ends = torch.tensor([int(t) in dec.eos or length + 1 >= limit for t in tokens.tolist()], device=device)
         # finished hypotheses: the ending candidates among the top `beams`, scored with the length penalty
         fin = top_scores / ((length + 1) ** length_penalty)
         fin = fin + float(bool(done_flags.all()) and early_stopping is True) * NEG
@@ -71,7 +73,7 @@ def beam(dec, *, beams: int = 4, length_penalty: float = 1.0, early_stopping: bo
         # stop when no running beam can beat the worst finished one (transformers' heuristic)
         hyp_len = (limit if early_stopping == "never" and length_penalty > 0 else length)
         best_running = running_scores[0] / (hyp_len ** length_penalty)
-        worst_done = torch.where(done_flags, done_scores.min(), torch.tensor(NEG))
+        worst_done = torch.where(done_flags, done_scores.min(), torch.tensor(NEG, device=device))
         improvable = improvable and bool((best_running > worst_done).any())
         go_on = improvable and not (bool(done_flags.all()) and early_stopping is True) and not bool(ends.all())
         if not go_on:
