@@ -76,7 +76,7 @@ def cmd_methods(args) -> None:
 def cmd_generate(args) -> None:
     import torch
 
-    from . import registry
+    from . import models, registry
     from .api import Lab
     from .sampling import Sampling
 
@@ -92,6 +92,7 @@ def cmd_generate(args) -> None:
         from .batch import batched_method
 
         batched_method(args.method)  # a clear error before anything runs
+    models.check_device(args.device)
     lab = Lab(args.model, device=args.device)
     for row in rows:  # every prompt is tokenized and checked before anything runs
         ids = lab.encode(row["prompt"], row["chat"])
