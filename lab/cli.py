@@ -17,33 +17,59 @@ class Parser(argparse.ArgumentParser):
         raise LabError(f"{self.prog}: {message}")
 
 
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents, or a LabError saying what is wrong with `path`."""
+    if path.is_dir():
+        raise LabError(f"{what}: {path} is a folder, not a file")
+    if not path.is_file():
+        raise LabError(f"{what}: no such file {path}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise LabError(f"{what}: {path} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise LabError(f"{what}: cannot read {path} ({err.strerror})") from None
+
+
 def read_prompts(args) -> list[dict]:
     """Prompts from --prompt or a JSONL file of {"id", "prompt", "chat"}; all checked before any run."""
     if (args.prompt is None) == (args.prompts is None):
         raise LabError("give exactly one of --prompt TEXT or --prompts FILE.jsonl")
     if args.prompt is not None:
-        rows = [{"id": "0", "prompt": args.prompt, "chat": args.chat}]
-    else:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise LabError(f"--prompts {path}: no such file")
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise LabError(f"{path}:{n}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise LabError(f'{path}:{n}: each line needs {{"id", "prompt": "...", "chat": bool}}')
-            rows.append({"id": row.get("id", str(n)), "prompt": row["prompt"], "chat": bool(row.get("chat", args.chat))})
-        if not rows:
-            raise LabError(f"--prompts {path}: the file has no prompts")
-    for row in rows:
-        if not row["prompt"].strip():
-            raise LabError(f"prompt {row['id']!r} is empty: give some text")
+        return [check_prompt({"id": "0", "prompt": args.prompt, "chat": args.chat}, "--prompt")]
+    path, rows = Path(args.prompts), []
+    for n, line in enumerate(read_text(path, "--prompts").split("\n"), 1):  # not splitlines: U+2028 is JSON text
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LabError(f"{path}:{n}: not JSON ({err.msg})") from None
+        except RecursionError:
+            raise LabError(f"{path}:{n}: not JSON (nested too deeply)") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise LabError(f'{path}:{n}: each line needs {{"id", "prompt": "...", "chat": bool}}')
+        row = check_prompt({"id": row.get("id", str(n)), "prompt": row["prompt"], "chat": row.get("chat", args.chat)},
+                           f"{path}:{n}")
+        rows.append(row)
+    if not rows:
+        raise LabError(f"--prompts: {path} has no prompts")
     return rows
+
+
+def check_prompt(row: dict, where: str) -> dict:
+    """One prompt's row, checked: an id (string or integer), text, and a chat flag that is a real boolean."""
+    if isinstance(row["id"], bool) or not isinstance(row["id"], (str, int)):
+        raise LabError(f'{where}: "id" must be a string or an integer, not {json.dumps(row["id"])[:40]}')
+    if not isinstance(row["chat"], bool):
+        raise LabError(f'{where}: "chat" must be true or false, not {json.dumps(row["chat"])[:40]}')
+    if not row["prompt"].strip():
+        raise LabError(f"prompt {row['id']!r} is empty: give some text")
+    try:
+        row["prompt"].encode("utf-8")
+    except UnicodeEncodeError:
+        raise LabError(f"{where}: the prompt is not valid Unicode text (it holds a lone surrogate)") from None
+    return row
 
 
 def parse_opts(pairs: list[str]) -> dict:
@@ -53,10 +79,7 @@ def parse_opts(pairs: list[str]) -> dict:
             raise LabError(f"--opt {pair!r}: use key=value (a value @path reads a file)")
         key, value = pair.split("=", 1)
         if value.startswith("@"):
-            path = Path(value[1:])
-            if not path.is_file():
-                raise LabError(f"--opt {key}: no such file {path}")
-            value = path.read_text()
+            value = read_text(Path(value[1:]), f"--opt {key.strip()!r}")
         opts[key.strip()] = value
     return opts
 
@@ -176,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build().parse_args(argv)
         args.run(args)
     except LabError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         return 130

@@ -36,6 +36,23 @@ def write_prompts(path, rows) -> str:
     return str(path)
 
 
+# -- --prompts and @path files -------------------------------------------------------------------------------
+def test_prompts_naming_a_folder(tmp_path, no_model, capsys):
+    refused(capsys, ["generate", "--method", "greedy", "--prompts", tmp_path], "is a folder, not a file")
+
+
+def test_files_that_are_not_utf8(tmp_path, no_model, capsys):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes('{"id": "a", "prompt": "café"}\n'.encode("latin-1"))
+    refused(capsys, ["generate", "--method", "greedy", "--prompts", latin1], "not UTF-8")
+    refused(capsys, ["generate", "--method", "pld", "--prompt", "hi", "--opt", f"length=@{latin1}"], "not UTF-8")
+
+
+def test_chat_must_be_a_boolean(tmp_path, no_model, capsys):
+    path = write_prompts(tmp_path / "p.jsonl", [{"id": "a", "prompt": "hi", "chat": "false"}])
+    refused(capsys, ["generate", "--method", "greedy", "--prompts", path], '"chat" must be true or false')
+
+
 # -- devices ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device, message", [
     ("banana", "unknown device"),
