@@ -5,8 +5,12 @@ Bad input ends with one line on stderr naming the fix, exit code 2, and nothing 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import LabError
@@ -37,7 +41,7 @@ def read_prompts(args) -> list[dict]:
         raise LabError("give exactly one of --prompt TEXT or --prompts FILE.jsonl")
     if args.prompt is not None:
         return [check_prompt({"id": "0", "prompt": args.prompt, "chat": args.chat}, "--prompt")]
-    path, rows = Path(args.prompts), []
+    path, rows, lines = Path(args.prompts), [], {}
     for n, line in enumerate(read_text(path, "--prompts").split("\n"), 1):  # not splitlines: U+2028 is JSON text
         if not line.strip():
             continue
@@ -51,6 +55,10 @@ def read_prompts(args) -> list[dict]:
             raise LabError(f'{path}:{n}: each line needs {{"id", "prompt": "...", "chat": bool}}')
         row = check_prompt({"id": row.get("id", str(n)), "prompt": row["prompt"], "chat": row.get("chat", args.chat)},
                            f"{path}:{n}")
+        key = str(row["id"])
+        if key in lines:
+            raise LabError(f"{path}:{n}: id {key!r} is also on line {lines[key]}: give every prompt its own id")
+        lines[key] = n
         rows.append(row)
     if not rows:
         raise LabError(f"--prompts: {path} has no prompts")
@@ -70,6 +78,25 @@ def check_prompt(row: dict, where: str) -> dict:
     except UnicodeEncodeError:
         raise LabError(f"{where}: the prompt is not valid Unicode text (it holds a lone surrogate)") from None
     return row
+
+
+def trace_file(row_id, method: str) -> str:
+    """A Trace's file name from a prompt id: a readable slug plus a hash of the id, so it stays in its folder
+    and two ids never share a file."""
+    text = str(row_id)
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:40] or "prompt"
+    return f"{slug}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}.{method}.json"
+
+
+def check_trace_dir(path: Path) -> None:
+    """Refuse a --trace-dir that is a file, lies under one, or cannot be written, before any work."""
+    existing = next(p for p in [path.absolute(), *path.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise LabError(f"--trace-dir {path}: {existing} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing))  # a real write (root, read-only disks), left as it was found
+    except OSError as err:
+        raise LabError(f"--trace-dir {path}: {existing} is not writable ({err.strerror})") from None
 
 
 def parse_opts(pairs: list[str]) -> dict:
@@ -115,6 +142,8 @@ def cmd_generate(args) -> None:
         from .batch import batched_method
 
         batched_method(args.method)  # a clear error before anything runs
+    if args.trace_dir:
+        check_trace_dir(Path(args.trace_dir))
     models.check_device(args.device)
     lab = Lab(args.model, device=args.device)
     for row in rows:  # every prompt is tokenized and checked before anything runs
@@ -122,6 +151,8 @@ def cmd_generate(args) -> None:
         if lab.context_length and len(ids) + args.max_new_tokens > lab.context_length:
             raise LabError(f"prompt {row['id']!r} ({len(ids)} tokens) plus --max-new-tokens exceeds the context "
                            f"of {lab.context_length}")
+    if args.trace_dir:
+        Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     groups = [rows[i:i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
     for group in groups:
@@ -139,8 +170,7 @@ def cmd_generate(args) -> None:
 def emit(args, row: dict, t) -> None:
     """Write one prompt's output: a JSON line (--json) or a short text block, and its Trace (--trace-dir)."""
     if args.trace_dir:
-        Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
-        t.to_json(Path(args.trace_dir) / f"{row['id']}.{args.method}.json")
+        t.to_json(Path(args.trace_dir) / trace_file(row["id"], args.method))
     out = {"id": row["id"], "method": args.method, "tokens": t.tokens, "text": t.text,
            "new_tokens": t.new_tokens, "forwards": t.forwards,
            "tokens_per_forward": round(t.tokens_per_forward, 4), "wall_s": round(t.wall_s, 4)}

@@ -1,7 +1,9 @@
-"""Bad input to the CLI, in one process: one line on stderr, exit 2, nothing on stdout and no model loaded."""
+"""Bad input to the CLI, in one process: one line on stderr, exit 2, nothing on stdout and no model loaded; Trace
+files named safely from any prompt id."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -66,3 +68,43 @@ def test_load_checks_the_device_first():
     with pytest.raises(LabError, match="unknown device"):
         models.load("default", device="banana")
     assert models.check_device("cpu") == "cpu" and models.check_device(None) == models.default_device()
+
+
+# -- --trace-dir -----------------------------------------------------------------------------------------------
+def test_trace_dir_that_is_a_file(tmp_path, no_model, capsys):
+    path = write_prompts(tmp_path / "p.jsonl", [{"id": "a", "prompt": "hi"}])
+    for trace_dir in (tmp_path / "p.jsonl", tmp_path / "p.jsonl" / "traces"):
+        refused(capsys, ["generate", "--method", "greedy", "--prompts", path, "--trace-dir", trace_dir],
+                "is a file, not a folder")
+
+
+def test_trace_dir_not_writable(tmp_path, no_model, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    where = "/proc" if os.geteuid() == 0 else locked  # root writes anywhere but in /proc
+    refused(capsys, ["generate", "--method", "greedy", "--prompt", "hi", "--trace-dir", f"{where}/traces"],
+            "is not writable")
+
+
+@pytest.mark.parametrize("ids", [["a", "b", "a"], [3, "3"]])
+def test_duplicate_ids_are_refused_before_any_work(ids, tmp_path, no_model, capsys):
+    path = write_prompts(tmp_path / "p.jsonl", [{"id": i, "prompt": "hi"} for i in ids])
+    refused(capsys, ["generate", "--method", "greedy", "--prompts", path, "--trace-dir", tmp_path / "t"],
+            "also on line")
+    assert not (tmp_path / "t").exists()
+
+
+def test_trace_files_stay_in_their_folder(tmp_path, capsys):
+    """Ids that look like paths name files inside --trace-dir, one file each, and every prompt runs."""
+    outside = tmp_path / "outside"
+    ids = ["../../escape", str(outside), "a/b", "a\\b", "..", "", "same slug?", "same slug!", 7]
+    path = write_prompts(tmp_path / "p.jsonl", [{"id": i, "prompt": "Say hi."} for i in ids])
+    traces = tmp_path / "deep" / "traces"
+    code, out, err = run(capsys, "generate", "--method", "greedy", "--prompts", path, "--max-new-tokens", 2,
+                         "--json", "--trace-dir", traces)
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ids
+    files = sorted(traces.iterdir())
+    assert len(files) == len(ids) and all(f.is_file() and f.name.endswith(".greedy.json") for f in files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "p.jsonl"]  # no ../../escape, no outside
+    assert cli.trace_file("a/b", "greedy") != cli.trace_file("a-b", "greedy")
