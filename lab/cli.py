@@ -190,7 +190,7 @@ def cmd_bench(args) -> None:
 def cmd_serve(args) -> None:
     from .apps.serve import serve
 
-    serve(port=args.port, show=False)
+    serve(port=args.port, address=args.address, allow_websocket_origin=args.allow_websocket_origin)
 
 
 def build() -> Parser:
@@ -218,8 +218,11 @@ def build() -> Parser:
     b = sub.add_parser("bench", help="run the offline benchmark suite (see lab/bench)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(run=cmd_bench)
-    s = sub.add_parser("serve", help="serve the Panel dashboard")
-    s.add_argument("--port", type=int, default=5006)
+    s = sub.add_parser("serve", help="serve the Panel dashboard (on this machine only, unless told otherwise)")
+    s.add_argument("--port", type=int, default=5006, help="0: any free port")
+    s.add_argument("--address", default="localhost", help="listen here (0.0.0.0: every interface)")
+    s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST:PORT",
+                   help="also answer pages opened as http://HOST:PORT (other machines; repeatable)")
     s.set_defaults(run=cmd_serve)
     return p
 

@@ -1,9 +1,10 @@
 """Bad input to the CLI, in one process: one line on stderr, exit 2, nothing on stdout and no model loaded; Trace
-files named safely from any prompt id."""
+files named safely from any prompt id; serve's port and settings checked before the model loads."""
 from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 import torch
@@ -108,3 +109,33 @@ def test_trace_files_stay_in_their_folder(tmp_path, capsys):
     assert len(files) == len(ids) and all(f.is_file() and f.name.endswith(".greedy.json") for f in files)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "p.jsonl"]  # no ../../escape, no outside
     assert cli.trace_file("a/b", "greedy") != cli.trace_file("a-b", "greedy")
+
+
+# -- serve ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--port", "99999"], "use 1 to 65535"),
+    (["--port", "-1"], "use 1 to 65535"),
+    (["--allow-websocket-origin", "a:b:c"], "--allow-websocket-origin"),
+    (["--address", "256.0.0.1"], "cannot listen on 256.0.0.1"),
+])
+def test_serve_bad_settings(args, message, no_model, capsys):
+    refused(capsys, ["serve", "--port", "0", *args], message)
+
+
+def test_serve_busy_port(no_model, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        refused(capsys, ["serve", "--port", s.getsockname()[1]], "is in use")
+
+
+def test_serve_port_0_prints_the_port_it_got(monkeypatch, capsys):
+    import panel
+
+    served = {}
+    monkeypatch.setattr("lab.api.get_lab", lambda name: None)  # no model needed here
+    monkeypatch.setattr(panel, "serve", lambda app, **kwargs: served.update(kwargs))
+    code, out, err = run(capsys, "serve", "--port", 0)
+    assert code == 0, err
+    assert served["port"] > 0 and out == f"decoding-lab arena on http://localhost:{served['port']}\n"
+    assert served["address"] == "localhost"
