@@ -190,7 +190,9 @@ def cmd_bench(args) -> None:
 def cmd_serve(args) -> None:
     from .apps.serve import serve
 
-    serve(port=args.port, address=args.address, allow_websocket_origin=args.allow_websocket_origin)
+    models = args.model or ["default"]
+    serve(port=args.port, address=args.address, allow_websocket_origin=args.allow_websocket_origin,
+          model=models[0], models=models[1:], allow_any_model=args.allow_any_model, max_models=args.max_models)
 
 
 def build() -> Parser:
@@ -223,6 +225,10 @@ def build() -> Parser:
     s.add_argument("--address", default="localhost", help="listen here (0.0.0.0: every interface)")
     s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST:PORT",
                    help="also answer pages opened as http://HOST:PORT (other machines; repeatable)")
+    s.add_argument("--model", action="append", help="a model visitors may run; the first is loaded at start (repeatable)")
+    s.add_argument("--allow-any-model", action="store_true",
+                   help="let visitors load any hub id or local folder (default: only 'default' and --model)")
+    s.add_argument("--max-models", type=int, default=2, help="how many loaded models to keep")
     s.set_defaults(run=cmd_serve)
     return p
 

@@ -115,6 +115,7 @@ def test_trace_files_stay_in_their_folder(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--port", "99999"], "use 1 to 65535"),
     (["--port", "-1"], "use 1 to 65535"),
+    (["--max-models", "0"], "--max-models"),
     (["--allow-websocket-origin", "a:b:c"], "--allow-websocket-origin"),
     (["--address", "256.0.0.1"], "cannot listen on 256.0.0.1"),
 ])
@@ -133,7 +134,7 @@ def test_serve_port_0_prints_the_port_it_got(monkeypatch, capsys):
     import panel
 
     served = {}
-    monkeypatch.setattr("lab.api.get_lab", lambda name: None)  # no model needed here
+    monkeypatch.setattr("lab.apps.labs.Labs.get", lambda self, name: None)  # no model needed here
     monkeypatch.setattr(panel, "serve", lambda app, **kwargs: served.update(kwargs))
     code, out, err = run(capsys, "serve", "--port", 0)
     assert code == 0, err

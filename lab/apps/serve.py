@@ -52,26 +52,27 @@ class KnownHosts(AuthProvider):
 
 
 def server(port: int = 5006, model: str = "default", address: str = "localhost",
-           allow_websocket_origin: list[str] = (), threaded: bool = False, show: bool = False, announce: bool = False,
-           **kwargs):
+           allow_websocket_origin: list[str] = (), models: list[str] = (), allow_any_model: bool = False,
+           max_models: int = 2, threaded: bool = False, show: bool = False, announce: bool = False, **kwargs):
     """Serve the arena (on a thread with `threaded`, else block). Bad settings and a busy port raise a LabError
     before the model loads; `announce` prints the address with the port really got (port 0: any free one)."""
     import panel as pn
 
-    from ..api import get_lab
     from .arena import create_app
+    from .labs import Labs
 
     port = bind_port(address, port)
+    labs = Labs([model, *models], allow_any=allow_any_model, size=max_models)
     try:
         hosts = create_hosts_allowlist([f"localhost:{port}", f"127.0.0.1:{port}", *allow_websocket_origin], port)
     except ValueError as err:
         raise LabError(f"--allow-websocket-origin: {err}; use HOST:PORT") from None
-    get_lab(model)  # convert / load once, before anyone waits on it in the browser
+    labs.get(model)  # convert / load once, before anyone waits on it in the browser
     if announce:
         print(f"decoding-lab arena on http://{address}:{port}", flush=True)
 
     def app():  # one fresh arena per browser session
-        return create_app(model)
+        return create_app(model, labs)
 
     return pn.serve(app, port=port, address=address, show=show, threaded=threaded, verbose=False,
                     title="decoding-lab arena", websocket_origin=hosts, auth_provider=KnownHosts(hosts), **kwargs)
