@@ -5,8 +5,12 @@ Bad input ends with one line on stderr naming the fix, exit code 2, and nothing 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import LabError
@@ -17,33 +21,82 @@ class Parser(argparse.ArgumentParser):
         raise LabError(f"{self.prog}: {message}")
 
 
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents, or a LabError saying what is wrong with `path`."""
+    if path.is_dir():
+        raise LabError(f"{what}: {path} is a folder, not a file")
+    if not path.is_file():
+        raise LabError(f"{what}: no such file {path}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise LabError(f"{what}: {path} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise LabError(f"{what}: cannot read {path} ({err.strerror})") from None
+
+
 def read_prompts(args) -> list[dict]:
     """Prompts from --prompt or a JSONL file of {"id", "prompt", "chat"}; all checked before any run."""
     if (args.prompt is None) == (args.prompts is None):
         raise LabError("give exactly one of --prompt TEXT or --prompts FILE.jsonl")
     if args.prompt is not None:
-        rows = [{"id": "0", "prompt": args.prompt, "chat": args.chat}]
-    else:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise LabError(f"--prompts {path}: no such file")
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise LabError(f"{path}:{n}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise LabError(f'{path}:{n}: each line needs {{"id", "prompt": "...", "chat": bool}}')
-            rows.append({"id": row.get("id", str(n)), "prompt": row["prompt"], "chat": bool(row.get("chat", args.chat))})
-        if not rows:
-            raise LabError(f"--prompts {path}: the file has no prompts")
-    for row in rows:
-        if not row["prompt"].strip():
-            raise LabError(f"prompt {row['id']!r} is empty: give some text")
+        return [check_prompt({"id": "0", "prompt": args.prompt, "chat": args.chat}, "--prompt")]
+    path, rows, lines = Path(args.prompts), [], {}
+    for n, line in enumerate(read_text(path, "--prompts").split("\n"), 1):  # not splitlines: U+2028 is JSON text
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LabError(f"{path}:{n}: not JSON ({err.msg})") from None
+        except RecursionError:
+            raise LabError(f"{path}:{n}: not JSON (nested too deeply)") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise LabError(f'{path}:{n}: each line needs {{"id", "prompt": "...", "chat": bool}}')
+        row = check_prompt({"id": row.get("id", str(n)), "prompt": row["prompt"], "chat": row.get("chat", args.chat)},
+                           f"{path}:{n}")
+        key = str(row["id"])
+        if key in lines:
+            raise LabError(f"{path}:{n}: id {key!r} is also on line {lines[key]}: give every prompt its own id")
+        lines[key] = n
+        rows.append(row)
+    if not rows:
+        raise LabError(f"--prompts: {path} has no prompts")
     return rows
+
+
+def check_prompt(row: dict, where: str) -> dict:
+    """One prompt's row, checked: an id (string or integer), text, and a chat flag that is a real boolean."""
+    if isinstance(row["id"], bool) or not isinstance(row["id"], (str, int)):
+        raise LabError(f'{where}: "id" must be a string or an integer, not {json.dumps(row["id"])[:40]}')
+    if not isinstance(row["chat"], bool):
+        raise LabError(f'{where}: "chat" must be true or false, not {json.dumps(row["chat"])[:40]}')
+    if not row["prompt"].strip():
+        raise LabError(f"prompt {row['id']!r} is empty: give some text")
+    try:
+        row["prompt"].encode("utf-8")
+    except UnicodeEncodeError:
+        raise LabError(f"{where}: the prompt is not valid Unicode text (it holds a lone surrogate)") from None
+    return row
+
+
+def trace_file(row_id, method: str) -> str:
+    """A Trace's file name from a prompt id: a readable slug plus a hash of the id, so it stays in its folder
+    and two ids never share a file."""
+    text = str(row_id)
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:40] or "prompt"
+    return f"{slug}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}.{method}.json"
+
+
+def check_trace_dir(path: Path) -> None:
+    """Refuse a --trace-dir that is a file, lies under one, or cannot be written, before any work."""
+    existing = next(p for p in [path.absolute(), *path.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise LabError(f"--trace-dir {path}: {existing} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing))  # a real write (root, read-only disks), left as it was found
+    except OSError as err:
+        raise LabError(f"--trace-dir {path}: {existing} is not writable ({err.strerror})") from None
 
 
 def parse_opts(pairs: list[str]) -> dict:
@@ -53,10 +106,7 @@ def parse_opts(pairs: list[str]) -> dict:
             raise LabError(f"--opt {pair!r}: use key=value (a value @path reads a file)")
         key, value = pair.split("=", 1)
         if value.startswith("@"):
-            path = Path(value[1:])
-            if not path.is_file():
-                raise LabError(f"--opt {key}: no such file {path}")
-            value = path.read_text()
+            value = read_text(Path(value[1:]), f"--opt {key.strip()!r}")
         opts[key.strip()] = value
     return opts
 
@@ -76,7 +126,7 @@ def cmd_methods(args) -> None:
 def cmd_generate(args) -> None:
     import torch
 
-    from . import registry
+    from . import models, registry
     from .api import Lab
     from .sampling import Sampling
 
@@ -92,12 +142,17 @@ def cmd_generate(args) -> None:
         from .batch import batched_method
 
         batched_method(args.method)  # a clear error before anything runs
+    if args.trace_dir:
+        check_trace_dir(Path(args.trace_dir))
+    models.check_device(args.device)
     lab = Lab(args.model, device=args.device)
     for row in rows:  # every prompt is tokenized and checked before anything runs
         ids = lab.encode(row["prompt"], row["chat"])
         if lab.context_length and len(ids) + args.max_new_tokens > lab.context_length:
             raise LabError(f"prompt {row['id']!r} ({len(ids)} tokens) plus --max-new-tokens exceeds the context "
                            f"of {lab.context_length}")
+    if args.trace_dir:
+        Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     groups = [rows[i:i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
     for group in groups:
@@ -115,8 +170,7 @@ def cmd_generate(args) -> None:
 def emit(args, row: dict, t) -> None:
     """Write one prompt's output: a JSON line (--json) or a short text block, and its Trace (--trace-dir)."""
     if args.trace_dir:
-        Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
-        t.to_json(Path(args.trace_dir) / f"{row['id']}.{args.method}.json")
+        t.to_json(Path(args.trace_dir) / trace_file(row["id"], args.method))
     out = {"id": row["id"], "method": args.method, "tokens": t.tokens, "text": t.text,
            "new_tokens": t.new_tokens, "forwards": t.forwards,
            "tokens_per_forward": round(t.tokens_per_forward, 4), "wall_s": round(t.wall_s, 4)}
@@ -136,7 +190,9 @@ def cmd_bench(args) -> None:
 def cmd_serve(args) -> None:
     from .apps.serve import serve
 
-    serve(port=args.port, show=False)
+    models = args.model or ["default"]
+    serve(port=args.port, address=args.address, allow_websocket_origin=args.allow_websocket_origin,
+          model=models[0], models=models[1:], allow_any_model=args.allow_any_model, max_models=args.max_models)
 
 
 def build() -> Parser:
@@ -164,8 +220,15 @@ def build() -> Parser:
     b = sub.add_parser("bench", help="run the offline benchmark suite (see lab/bench)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(run=cmd_bench)
-    s = sub.add_parser("serve", help="serve the Panel dashboard")
-    s.add_argument("--port", type=int, default=5006)
+    s = sub.add_parser("serve", help="serve the Panel dashboard (on this machine only, unless told otherwise)")
+    s.add_argument("--port", type=int, default=5006, help="0: any free port")
+    s.add_argument("--address", default="localhost", help="listen here (0.0.0.0: every interface)")
+    s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST:PORT",
+                   help="also answer pages opened as http://HOST:PORT (other machines; repeatable)")
+    s.add_argument("--model", action="append", help="a model visitors may run; the first is loaded at start (repeatable)")
+    s.add_argument("--allow-any-model", action="store_true",
+                   help="let visitors load any hub id or local folder (default: only 'default' and --model)")
+    s.add_argument("--max-models", type=int, default=2, help="how many loaded models to keep")
     s.set_defaults(run=cmd_serve)
     return p
 
@@ -175,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build().parse_args(argv)
         args.run(args)
     except LabError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         return 130

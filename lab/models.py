@@ -30,6 +30,25 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str | None) -> str:
+    """`device` if this machine has it (cpu, cuda, cuda:N, mps), else a LabError naming the fix; None: the default."""
+    if device is None:
+        return default_device()
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise LabError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise LabError(f"device {device!r}: this machine has no CUDA GPU (or torch was built without CUDA); use cpu")
+    if d.type == "cuda" and (d.index or 0) >= torch.cuda.device_count():
+        raise LabError(f"device {device!r}: this machine has only {torch.cuda.device_count()} GPU(s), from cuda:0")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise LabError(f"device {device!r}: MPS is not available on this machine; use cpu")
+    if d.type not in ("cpu", "cuda", "mps"):
+        raise LabError(f"device {device!r} is not supported: use cpu, cuda or cuda:N")
+    return str(device)
+
+
 def default_dtype(device: str) -> torch.dtype:
     """fp32 on the CPU (exact comparisons with transformers), bf16 on a GPU."""
     return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
@@ -120,7 +139,7 @@ def load(name: str = DEFAULT, device: str | None = None, dtype: torch.dtype | No
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    device = device or default_device()
+    device = check_device(device)
     dtype = dtype or default_dtype(device)
     source, extra = resolve(name)
     if source == name and not hub_reachable():

@@ -18,6 +18,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(url: str) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail("the arena did not start")
+
+
 @pytest.fixture(scope="module")
 def app_url(default_lab):
     from lab.apps.serve import server
@@ -25,15 +36,7 @@ def app_url(default_lab):
     port = free_port()
     thread = server(port=port, threaded=True, show=False)
     url = f"http://localhost:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        pytest.fail("the arena did not start")
+    wait_until_up(url)
     yield url
     thread.stop()
 

@@ -6,6 +6,7 @@ thread redraws what changed, so every view updates while the steps arrive, not o
 """
 from __future__ import annotations
 
+import html
 import json
 import threading
 import traceback
@@ -15,7 +16,6 @@ import pandas as pd
 import panel as pn
 
 from .. import registry
-from ..api import get_lab
 from ..errors import LabError
 from ..trace import Trace
 from ..widgets.figures import (
@@ -25,6 +25,7 @@ from ..widgets.figures import (
     token_stream_html,
 )
 from .drafters import DraftersTab
+from .labs import Labs
 
 EXAMPLES = [json.loads(line) for line in
             resources.files("lab.data").joinpath("prompts.jsonl").read_text().splitlines() if line.strip()]
@@ -32,11 +33,13 @@ DEFAULT_METHODS = ["greedy", "pld", "sps"]
 
 
 class Arena:
-    """One browser session's arena."""
+    """One browser session's arena; its models come from `labs` (shared by the server's sessions)."""
 
-    def __init__(self, model: str = "default"):
+    def __init__(self, model: str = "default", labs: Labs | None = None):
+        self.labs = labs or Labs([model])
         names = sorted(registry.load_all())
-        self.model = pn.widgets.TextInput(name="Model: default, a hub id or a local folder", value=model)
+        served = ", ".join(self.labs.allowed) + (", a hub id or a local folder" if self.labs.allow_any else "")
+        self.model = pn.widgets.TextInput(name=f"Model: {served}", value=model)
         self.methods = pn.widgets.MultiChoice(name="Methods", options=names,
                                               value=[m for m in DEFAULT_METHODS if m in names])
         self.example = pn.widgets.Select(name="Example prompt", options=[e["id"] for e in EXAMPLES],
@@ -49,7 +52,7 @@ class Arena:
         self.seed = pn.widgets.IntInput(name="Seed", value=0)
         self.run_button = pn.widgets.Button(name="Run", button_type="primary")
         self.cancel_button = pn.widgets.Button(name="Cancel", button_type="warning", disabled=True)
-        self.status = pn.pane.Markdown("Ready.", css_classes=["arena-status"])
+        self.status = pn.pane.HTML("Ready.", css_classes=["arena-status"])  # plain text, escaped
         self.streams = pn.Row(sizing_mode="stretch_width")
         self.tree_method = pn.widgets.Select(name="Method", options=[])
         self.tree_step = pn.widgets.IntSlider(name="Step", start=0, end=1, value=0, disabled=True)
@@ -59,7 +62,8 @@ class Arena:
         self.acceptance = pn.pane.Plotly(acceptance_figure(Trace("none")), sizing_mode="stretch_width")
         self.table = pn.pane.DataFrame(pd.DataFrame(), index=False, sizing_mode="stretch_width")
 
-        self.traces: dict[str, Trace] = {}
+        self.traces: dict[str, Trace] = {}  # what is shown: a run's Traces once its model loaded
+        self._shown: dict[str, Trace] | None = None
         self.error = ""
         self.message = "Ready."
         self.busy = False
@@ -82,36 +86,35 @@ class Arena:
     def start(self, event=None) -> None:
         if self.busy:
             return
-        methods = list(self.methods.value)
+        methods = [m for m in self.methods.value if m in self.methods.options]  # a browser can send anything
         if not methods:
             self.message = "Choose at least one method."
             self.error = "no method"
             return self.refresh()
-        self.traces = {m: Trace(m) for m in methods}
-        self._drawn = {}
-        self.streams.objects = [pn.pane.HTML(token_stream_html(t), sizing_mode="stretch_width",
-                                             css_classes=["token-stream-pane"]) for t in self.traces.values()]
-        self.tree_method.options = methods
-        self.acceptance_method.options = methods
         self.error, self.busy = "", True
         self._cancel.clear()
-        settings = dict(model=self.model.value.strip(), prompt=self.prompt.value, chat=self.chat.value,
-                        max_new_tokens=int(self.max_tokens.value), temperature=float(self.temperature.value),
-                        seed=int(self.seed.value))
         self.message = "Loading the model ..."
-        self._worker = threading.Thread(target=self._work, args=(methods, settings), daemon=True)
+        self._worker = threading.Thread(target=self._work, args=({m: Trace(m) for m in methods}, self.settings()),
+                                        daemon=True)
         self._worker.start()
         self.refresh()
 
-    def _work(self, methods: list[str], s: dict) -> None:
+    def settings(self) -> dict:
+        """The run's settings, clamped to the sliders' ends (a browser can send any value)."""
+        return dict(model=self.model.value.strip(), prompt=self.prompt.value, chat=self.chat.value,
+                    max_new_tokens=min(int(self.max_tokens.value), self.max_tokens.end),
+                    temperature=min(float(self.temperature.value), self.temperature.end), seed=int(self.seed.value))
+
+    def _work(self, traces: dict[str, Trace], s: dict) -> None:
         try:
-            lab = get_lab(s["model"]).fork()  # shared weights, caches of our own
-            for method in methods:
+            lab = self.labs.get(s["model"]).fork()  # shared weights, caches of our own
+            self.traces = traces  # shown from now on: a model that fails to load keeps the last result
+            for method, trace in traces.items():
                 if self._cancel.is_set():
                     break
-                self.message = f"Running **{method}** ..."
+                self.message = f"Running {method} ..."
                 for _ in lab.stream(method, s["prompt"], chat=s["chat"], max_new_tokens=s["max_new_tokens"],
-                                    temperature=s["temperature"], seed=s["seed"], trace=self.traces[method],
+                                    temperature=s["temperature"], seed=s["seed"], trace=trace,
                                     cancel=self._cancel.is_set):
                     pass
             self.message = "Cancelled." if self._cancel.is_set() else "Done."
@@ -130,9 +133,15 @@ class Arena:
         """Redraw whatever changed since the last call."""
         self.run_button.disabled = self.busy
         self.cancel_button.disabled = not self.busy
-        self.status.object = self.message
+        self.status.object = html.escape(self.message)  # error text quotes the model field: never markup
+        traces = self.traces
+        if traces is not self._shown:  # a run started on a loaded model: one pane per method
+            self._shown, self._drawn = traces, {}
+            self.streams.objects = [pn.pane.HTML(token_stream_html(t), sizing_mode="stretch_width",
+                                                 css_classes=["token-stream-pane"]) for t in traces.values()]
+            self.tree_method.options, self.acceptance_method.options = list(traces), list(traces)
         changed = False
-        for pane, (method, trace) in zip(self.streams.objects, list(self.traces.items())):
+        for pane, (method, trace) in zip(self.streams.objects, list(traces.items())):
             n = len(trace.steps)
             if self._drawn.get(method) != (n, trace.stop):
                 self._drawn[method] = (n, trace.stop)
@@ -192,6 +201,6 @@ class Arena:
         return layout
 
 
-def create_app(model: str = "default") -> pn.viewable.Viewable:
+def create_app(model: str = "default", labs: Labs | None = None) -> pn.viewable.Viewable:
     """A fresh arena for one browser session."""
-    return Arena(model).view()
+    return Arena(model, labs).view()

@@ -7,13 +7,13 @@ the race goes on.
 """
 from __future__ import annotations
 
+import html
 import threading
 import traceback
 
 import pandas as pd
 import panel as pn
 
-from ..api import get_lab
 from ..bench.spec import BASELINE, speculative_methods
 from ..errors import LabError
 from ..trace import Trace
@@ -29,8 +29,8 @@ class DraftersTab:
                                               options=speculative_methods(), value=[])
         self.start_button = pn.widgets.Button(name="Start the drafters", button_type="primary")
         self.stop_button = pn.widgets.Button(name="Stop the drafters", button_type="warning", disabled=True)
-        self.status = pn.pane.Markdown("Runs greedy, then every speculative method, on the arena's prompt.",
-                                       css_classes=["drafters-status"])
+        self.status = pn.pane.HTML("Runs greedy, then every speculative method, on the arena's prompt.",
+                                   css_classes=["drafters-status"])  # plain text, escaped
         self.chart = pn.pane.Plotly(drafters_figure({}), sizing_mode="stretch_width")
         self.table = pn.pane.DataFrame(pd.DataFrame(), index=False, sizing_mode="stretch_width")
 
@@ -48,30 +48,27 @@ class DraftersTab:
     def start(self, event=None) -> None:
         if self.busy:
             return
-        methods = list(self.methods.value) or list(self.methods.options)
+        methods = [m for m in self.methods.value if m in self.methods.options] or list(self.methods.options)
         if not methods:
             self.message = "No speculative method is registered."
             return self.refresh()
-        a = self.arena
-        settings = dict(model=a.model.value.strip(), prompt=a.prompt.value, chat=a.chat.value,
-                        max_new_tokens=int(a.max_tokens.value), temperature=float(a.temperature.value),
-                        seed=int(a.seed.value))
-        self.greedy, self.traces, self.errors = Trace(BASELINE), {m: Trace(m) for m in methods}, {}
-        self.busy, self._drawn = True, None
+        self.busy = True
         self._cancel.clear()
         self.message = "Loading the model ..."
-        threading.Thread(target=self._work, args=(methods, settings), daemon=True).start()
+        threading.Thread(target=self._work, args=(methods, self.arena.settings()), daemon=True).start()
         self.refresh()
 
     def _run(self, lab, name: str, trace: Trace, s: dict) -> None:
-        self.message, self.current = f"Running **{name}** ...", name
+        self.message, self.current = f"Running {name} ...", name
         for _ in lab.stream(name, s["prompt"], chat=s["chat"], max_new_tokens=s["max_new_tokens"],
                             temperature=s["temperature"], seed=s["seed"], trace=trace, cancel=self._cancel.is_set):
             pass
 
     def _work(self, methods: list[str], s: dict) -> None:
         try:
-            lab = get_lab(s["model"]).fork()
+            lab = self.arena.labs.get(s["model"]).fork()
+            self.greedy, self.traces, self.errors = Trace(BASELINE), {m: Trace(m) for m in methods}, {}  # shown now
+            self._drawn = None
             self._run(lab, BASELINE, self.greedy, s)
             for name in methods:
                 if self._cancel.is_set():
@@ -95,7 +92,7 @@ class DraftersTab:
         """Redraw the chart and the table when a run finished or failed since the last call."""
         self.start_button.disabled = self.busy
         self.stop_button.disabled = not self.busy
-        self.status.object = self.message
+        self.status.object = html.escape(self.message)
         traces = dict(self.traces)
         state = (self.greedy.stop if self.greedy else None, tuple((n, t.stop) for n, t in traces.items()),
                  tuple(self.errors))
