@@ -124,11 +124,9 @@ def cmd_methods(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    import torch
-
     from . import models, registry
     from .api import Lab
-    from .sampling import Sampling
+    from .sampling import Sampling, generator
 
     rows = read_prompts(args)
     info = registry.get(args.method)
@@ -147,22 +145,22 @@ def cmd_generate(args) -> None:
     models.check_device(args.device)
     lab = Lab(args.model, device=args.device)
     for row in rows:  # every prompt is tokenized and checked before anything runs
-        ids = lab.encode(row["prompt"], row["chat"])
-        if lab.context_length and len(ids) + args.max_new_tokens > lab.context_length:
-            raise LabError(f"prompt {row['id']!r} ({len(ids)} tokens) plus --max-new-tokens exceeds the context "
-                           f"of {lab.context_length}")
+        lab.check_context(lab.encode(row["prompt"], row["chat"], args.special_tokens), args.max_new_tokens,
+                          f"prompt {row['id']!r}")
     if args.trace_dir:
         Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
-    rng = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    rng = generator(lab.target.device, args.seed) if args.seed is not None else None  # one stream for the call
     groups = [rows[i:i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
     for group in groups:
         if args.batch_size > 1:  # decoded together; still one line per prompt, in input order
             results = lab.generate_batch(args.method, [row["prompt"] for row in group],
                                          chat=[row["chat"] for row in group], max_new_tokens=args.max_new_tokens,
-                                         temperature=args.temperature, rng=rng, seed=None, **opts)
+                                         temperature=args.temperature, rng=rng, seed=None,
+                                         special=args.special_tokens, **opts)
         else:
             results = [lab.generate(args.method, row["prompt"], chat=row["chat"], max_new_tokens=args.max_new_tokens,
-                                    temperature=args.temperature, rng=rng, seed=None, **opts) for row in group]
+                                    temperature=args.temperature, rng=rng, seed=None, special=args.special_tokens,
+                                    **opts) for row in group]
         for row, result in zip(group, results):
             emit(args, row, result.trace)
 
@@ -207,6 +205,8 @@ def build() -> Parser:
     g.add_argument("--prompt")
     g.add_argument("--prompts", help="JSONL file of {id, prompt, chat}")
     g.add_argument("--chat", action="store_true", help="wrap --prompt in the chat template")
+    g.add_argument("--special-tokens", action="store_true",
+                   help="let prompt text that spells special tokens (<|im_end|> ...) be those tokens")
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--seed", type=int)
