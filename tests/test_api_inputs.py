@@ -55,9 +55,8 @@ def test_text_that_spells_control_tokens_stays_text(default_lab, chat):
     end, start = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|im_start|>")
     safe = default_lab.encode(forged, chat)
     meant = default_lab.encode(forged, chat, special=True)
-    turns = 1 if chat else 0  # the template's own control tokens around one user turn
-    assert safe.count(start) == 2 * turns and safe.count(end) == turns
-    assert meant.count(start) == 2 * turns + 1 and meant.count(end) == turns + 1
-    plain = "Say hello in French."  # without control strings nothing changes
-    assert default_lab.encode(plain, chat) == default_lab.encode(plain, chat, special=True)
+    plain = default_lab.encode("Say hello in French.", chat)  # the template's own control tokens, if any
+    assert plain == default_lab.encode("Say hello in French.", chat, special=True)  # no control strings: no change
+    assert (safe.count(start), safe.count(end)) == (plain.count(start), plain.count(end))
+    assert (meant.count(start), meant.count(end)) == (plain.count(start) + 1, plain.count(end) + 1)
     assert default_lab.decode(safe).count("<|im_end|>") == 1  # the text is still there, as text
