@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import torch
 
 from . import models, registry
-from .backends import Backend, backend_for
+from .backends import KINDS, Backend, backend_for
 from .decoding import Call, Decoding, drive
 from .errors import LabError
 from .sampling import Sampling, generator
@@ -44,7 +44,7 @@ class Lab:
     """One model (target) and its tokenizer, ready to run any method."""
 
     def __init__(self, model: str = models.DEFAULT, device: str | None = None, dtype: torch.dtype | None = None,
-                 *, model_obj=None, tokenizer=None, trust_remote_code: bool = False):
+                 *, model_obj=None, tokenizer=None, trust_remote_code: bool = False, backend: str = "auto"):
         if model_obj is None:
             model_obj, tokenizer = models.load(model, device, dtype, trust_remote_code)
             self.name = model
@@ -52,7 +52,13 @@ class Lab:
             self.name = getattr(model_obj, "name_or_path", "") or type(model_obj).__name__
         self.model = model_obj
         self.tokenizer = tokenizer
-        self.target: Backend = backend_for(model_obj)
+        if backend not in KINDS:
+            raise LabError(f"unknown backend {backend!r}: use {', '.join(KINDS)}")
+        self.backend = backend
+        try:
+            self.target: Backend = backend_for(model_obj, backend)
+        except ValueError as err:
+            raise LabError(str(err)) from None
         eos = model_obj.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
         self.context_length = getattr(model_obj.config.get_text_config(), "max_position_embeddings", None)
@@ -61,7 +67,7 @@ class Lab:
 
     def fork(self) -> "Lab":
         """Another Lab on the same weights with its own caches and drafts."""
-        twin = Lab(self.name, model_obj=self.model, tokenizer=self.tokenizer)
+        twin = Lab(self.name, model_obj=self.model, tokenizer=self.tokenizer, backend=self.backend)
         twin.name = self.name
         return twin
 

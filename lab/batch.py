@@ -133,7 +133,7 @@ def generate_batch(lab, method: str, prompts: list, *, max_new_tokens: int = 128
         lab.check_context(ids, max_new_tokens, f"prompt {n}")
     if rng is None:
         rng = generator(lab.target.device, seed if seed is not None else random.randrange(2**63))
-    target, call = lab.target.fork(), Call(lab)
+    target, call = lab.target.for_rows(), Call(lab)
     rows, traces = [], []
     for prompt, ids in zip(prompts, encoded):
         trace = Trace(method, model=lab.name, options=dict(options), temperature=sampling.temperature,

@@ -21,11 +21,15 @@ from lab.models import tiny
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--backend", default="auto", help="auto, hf or fast")
     args = ap.parse_args()
     bad = []
     for arch in ("llama", "gpt2"):
         model = tiny(arch, vocab_size=96, layers=2, seed=1).to(args.device)
-        tl = Lab(model_obj=model)
+        if args.backend == "fast" and arch == "gpt2":
+            continue  # the fast backend runs the Llama family only
+        tl = Lab(model_obj=model, backend=args.backend)
+        print(f"{arch}: {type(tl.target).__name__}")
         prompt = [(i * 3) % 50 + 1 for i in range(12)] * 2
         x = torch.tensor([prompt], device=args.device)
         want = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=20, do_sample=False)[0, 24:].tolist()
@@ -45,7 +49,7 @@ def main() -> int:
             batch = tl.generate_batch("bass", [prompt, prompt[:10]], max_new_tokens=12, draft="layers:1")
             if batch[0].tokens != want[:12]:
                 bad.append(f"{arch}/bass batch differs")
-    out = tl.target.fork()
+    out = tl.target.fork()  # the last model's backend
     out.prefill([1, 2, 3])
     taps = out.forward([4, 5], taps=("hidden", "attentions", "heads", "mlp")).taps
     print("taps:", {k: tuple(v[0].shape) for k, v in taps.items()})

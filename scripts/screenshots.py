@@ -10,8 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import lab
 from lab.widgets import acceptance_figure, draft_tree_figure, token_stream_html
+
+import lab
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]

@@ -5,17 +5,25 @@ from __future__ import annotations
 import math
 
 import pytest
+from lab.widgets import DraftTree, draft_tree_figure
+from lab.widgets.analysis import (
+    acceptance_scaling_figure,
+    bench_bar_figure,
+    bench_points,
+    best_speedup,
+    drafters_figure,
+    position_acceptance_figure,
+    speedup_contour_figure,
+    trace_points,
+)
 
 from lab.bench import spec
 from lab.decoding import Decoding, drive
 from lab.sampling import Sampling
-from lab.speculative.expand import TreeGrower, top_children
 from lab.speculative.drafter import Drafter
+from lab.speculative.expand import TreeGrower, top_children
 from lab.speculative.loop import speculate
 from lab.trace import Step, Trace
-from lab.widgets import DraftTree, draft_tree_figure
-from lab.widgets.analysis import (acceptance_scaling_figure, bench_bar_figure, bench_points, best_speedup,
-                                  drafters_figure, position_acceptance_figure, speedup_contour_figure, trace_points)
 
 from .conftest import tiny_lab
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.models import tiny
 from lab.backends.hf import HFBackend
 from lab.backends.layers import layer_view
+from lab.models import tiny
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 
@@ -127,7 +127,7 @@ def test_visible_hides_part_of_the_cache():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_taps_match_a_recomputation_by_hand(arch):
     """Attention weights per head, per-head outputs and MLP outputs, checked against the model's own modules."""
-    from lab.backends.layers import attention_of, layer_list, mlp_of, output_projection
+    from lab.backends.layers import attention_of, layer_list, output_projection
 
     model = tiny(arch, vocab_size=50, layers=2, seed=9)
     runner = HFBackend(model)

@@ -9,13 +9,19 @@ import torch
 
 from lab import registry
 from lab.api import Lab
+from lab.backends.hf import HFBackend
 from lab.batch import batched_method
 from lab.errors import LabError
 from lab.models import tiny
-from lab.backends.hf import HFBackend
 
 from .conftest import PROMPTS, hf_greedy, tiny_lab, use_draft
-from .test_distribution import PROMPT, T, VOCAB, chi_square_p, exact_two_token_distribution
+from .test_distribution import (
+    PROMPT,
+    VOCAB,
+    T,
+    chi_square_p,
+    exact_two_token_distribution,
+)
 
 batched_method("sps")  # loads every batched implementation
 BATCHED = sorted(registry.BATCHED)

@@ -96,6 +96,7 @@ def test_bad_input_is_one_line_exit_2(args, message):
 def test_draft_with_another_tokenizer_is_refused(tmp_path):
     """A draft whose vocabulary differs from the target's cannot verify: a one-line error."""
     from transformers import AutoTokenizer
+
     from lab.models import tiny
 
     tiny("llama", vocab_size=300).save_pretrained(tmp_path)

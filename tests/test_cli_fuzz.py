@@ -6,8 +6,6 @@ import json
 import random
 import string
 
-import pytest
-
 from lab import cli, models
 
 GOOD_ROWS = [{"id": "../a", "prompt": "Hi.", "chat": True}, {"id": 3, "prompt": "def f():\n"}, {"prompt": "x y z"}]

@@ -10,9 +10,9 @@ import torch
 from scipy.stats import chisquare
 
 from lab import registry
-from lab.models import tiny
 from lab.api import Lab
 from lab.backends.hf import HFBackend
+from lab.models import tiny
 
 from .conftest import use_draft
 

@@ -6,7 +6,14 @@ import pytest
 import lab
 from lab import registry
 
-from .conftest import IDENTITY_PROMPTS, IDENTITY_TOKENS, PROMPTS, hf_greedy, tiny_lab, use_draft
+from .conftest import (
+    IDENTITY_PROMPTS,
+    IDENTITY_TOKENS,
+    PROMPTS,
+    hf_greedy,
+    tiny_lab,
+    use_draft,
+)
 
 LOSSLESS = sorted(name for name, m in registry.load_all().items() if m.lossless)
 LIGHTER = {"layer-skip": {"exit_fraction": 0.25}, "lookahead": {"window": 3, "candidates": 3}}

@@ -28,8 +28,13 @@ def test_bad_sampling_settings(bad):
 
 def test_sample_warpers_match_transformers():
     """Our warpers give the same distribution as transformers' logits processors."""
-    from transformers.generation.logits_process import (MinPLogitsWarper, TemperatureLogitsWarper,
-                                                        TopKLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper)
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
     torch.manual_seed(0)
     logits = torch.randn(3, 50) * 3
     cases = [(Sampling(0.7, top_k=5), [TemperatureLogitsWarper(0.7), TopKLogitsWarper(5)]),

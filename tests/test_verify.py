@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from scipy.stats import chisquare
 
-from lab.tree import Tree
 from lab.speculative.verify import verify_greedy, verify_stochastic
+from lab.tree import Tree
 
 V = 6
 N = 20000

@@ -5,9 +5,16 @@ import subprocess
 import sys
 
 import pytest
+from lab.widgets import (
+    Acceptance,
+    DraftTree,
+    TokenStream,
+    acceptance_figure,
+    draft_tree_figure,
+    token_stream_html,
+)
 
 from lab.trace import Step, Trace
-from lab.widgets import Acceptance, DraftTree, TokenStream, acceptance_figure, draft_tree_figure, token_stream_html
 
 from .conftest import ROOT
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import html
 
 import plotly.graph_objects as go
-from lab.tree import depths
 from plotly.subplots import make_subplots
 
 from lab.trace import Trace
+from lab.tree import depths
 
 COLOURS = {"plain": "#e8e8e8", "draft": "#9be29b", "bonus": "#9cc8f5"}
 LEGEND = {"plain": "target alone", "draft": "accepted draft", "bonus": "target after a draft"}

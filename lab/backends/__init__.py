@@ -1,20 +1,28 @@
 """Backends: the only code that calls a model (see base.py for the protocol).
 
 `hf.HFBackend` serves any transformers causal LM on the CPU or a GPU and is the reference every other backend is
-tested against. `backend_for(model)` picks the backend for a loaded model.
+tested against; `fast.FastBackend` runs Llama-family models over a static cache with CUDA graphs.
+`backend_for(model)` picks the backend for a loaded model.
 """
 from __future__ import annotations
 
 from .base import TAPS, Backend, Description, Forward
 
+KINDS = ("auto", "hf", "fast")
+
 
 def backend_for(model, kind: str = "auto") -> Backend:
-    """The backend that runs `model`: 'hf' (the reference; also what 'auto' picks today)."""
-    if kind not in ("auto", "hf"):
-        raise ValueError(f"unknown backend {kind!r}: use 'auto' or 'hf'")
+    """The backend that runs `model`: 'hf' (the reference), 'fast' (Llama family), or 'auto': fast on a GPU
+    when the model is supported, else hf."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown backend {kind!r}: use {', '.join(KINDS)}")
+    from .fast import FastBackend, supports
     from .hf import HFBackend
 
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if kind == "fast" or (kind == "auto" and on_gpu and supports(model) is None):
+        return FastBackend(model)
     return HFBackend(model)
 
 
-__all__ = ["TAPS", "Backend", "Description", "Forward", "backend_for"]
+__all__ = ["KINDS", "TAPS", "Backend", "Description", "Forward", "backend_for"]

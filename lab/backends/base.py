@@ -179,6 +179,11 @@ class Backend(ABC):
     def select(self, rows: list[int]) -> None:
         """Keep only these rows, in this order (finished rows stop costing)."""
 
+    def for_rows(self) -> "Backend":
+        """A backend on the same weights that holds several rows (batches, beams): a fork, unless this backend
+        holds one row only."""
+        return self.fork()
+
     # -- new backends on the same weights ------------------------------------------------------------
     @abstractmethod
     def fork(self) -> "Backend":

@@ -5,7 +5,8 @@ import importlib
 
 from ..errors import LabError
 
-BENCHMARKS = {"greedy-vs-hf": "lab.bench.greedy_vs_hf", "spec": "lab.bench.spec", "engine": "lab.bench.engine"}
+BENCHMARKS = {"greedy-vs-hf": "lab.bench.greedy_vs_hf", "spec": "lab.bench.spec", "engine": "lab.bench.engine",
+              "gpu": "lab.bench.gpu"}
 
 
 def main(argv: list[str]) -> None:

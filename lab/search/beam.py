@@ -27,7 +27,7 @@ def beam(dec, *, beams: int = 4, length_penalty: float = 1.0, early_stopping: bo
         raise LabError("beams must be >= 1")
     eos = sorted(dec.eos)
     keep = max(2, 1 + len(eos)) * beams
-    runner, limit = dec.target, dec.max_new_tokens
+    runner, limit = dec.target.for_rows(), dec.max_new_tokens
     start = time.perf_counter()
     logits = runner.prefill_rows([dec.prompt] * beams)
     dec.prefill_s = time.perf_counter() - start

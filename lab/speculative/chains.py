@@ -15,7 +15,7 @@ class ChainDrafter(Drafter):
     """Chains from a draft model run in its own backend of B rows: one batched draft forward per depth."""
 
     def __init__(self, runner: Backend):
-        self.runner = runner
+        self.runner = runner.for_rows()
 
     @property
     def forwards(self) -> int:

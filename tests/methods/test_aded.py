@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from lab.speculative.drafters.aded import AdaptiveDrafter, TrigramModel
-from lab.tree import Tree
 from lab.speculative.verify import Verdict
+from lab.tree import Tree
 
 from ..conftest import tiny_lab
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from lab.backends.hf import HFBackend
 from lab.decoding import Decoding
 from lab.models import tiny
-from lab.backends.hf import HFBackend
 from lab.sampling import Sampling
 from lab.speculative.best_first import BestFirstDrafter
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from lab.models import tiny
 from lab.backends.hf import HFBackend
+from lab.models import tiny
 from lab.speculative.drafters.fuzzy_sd import FuzzyVerifier, divergence_of
 from lab.tree import Tree
 

@@ -9,7 +9,6 @@ from lab.sampling import Sampling
 from lab.speculative.drafters.jacobi import argmax_guess
 from lab.speculative.jacobi_window import JacobiWindow
 from lab.speculative.loop import speculate
-from lab.tree import Tree
 from lab.speculative.verify import Verdict
 from lab.trace import Trace
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from lab.speculative.drafters.lookahead import NgramPool, candidate_tree, combined_inputs
+from lab.speculative.drafters.lookahead import (
+    NgramPool,
+    candidate_tree,
+    combined_inputs,
+)
 
 from ..conftest import hf_greedy, tiny_lab
 from ..test_distribution import chi_square_p
-from .test_sjd import PROMPT as DIST_PROMPT, T, exact_three_token_distribution, sampling_lab
+from .test_sjd import PROMPT as DIST_PROMPT
+from .test_sjd import T, exact_three_token_distribution, sampling_lab
 
 PROMPT = [1, 2, 3, 4] * 3
 

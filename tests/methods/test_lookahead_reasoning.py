@@ -4,9 +4,13 @@ from __future__ import annotations
 import torch
 
 from lab.api import Lab
-from lab.models import tiny
 from lab.backends.hf import HFBackend
-from lab.speculative.drafters.lookahead_reasoning import StepJudge, judge_score, step_ends
+from lab.models import tiny
+from lab.speculative.drafters.lookahead_reasoning import (
+    StepJudge,
+    judge_score,
+    step_ends,
+)
 from lab.tree import Tree
 
 from ..conftest import hf_greedy, tiny_lab, use_draft

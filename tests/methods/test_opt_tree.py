@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lab.decoding import Decoding
 from lab.backends.hf import HFBackend
+from lab.decoding import Decoding
 from lab.sampling import Sampling
 from lab.speculative.draft_trees import path_probs
 from lab.speculative.drafters.opt_tree import OptimalTree
@@ -23,7 +23,7 @@ def decoding(lab_, temperature=0.0) -> Decoding:
     return dec
 
 
-def all_path_probs(runner: Runner, context: list[int], depth: int, sampling: Sampling) -> dict[tuple, float]:
+def all_path_probs(runner: HFBackend, context: list[int], depth: int, sampling: Sampling) -> dict[tuple, float]:
     """Cumulative draft probability of every token path up to `depth`, by plain forwards of the draft."""
     out, level = {}, {(): 1.0}
     for _ in range(depth):

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from lab.models import tiny
 from lab.backends.hf import HFBackend
+from lab.models import tiny
 
 from ..conftest import hf_greedy, tiny_lab, use_draft
 

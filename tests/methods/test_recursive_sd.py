@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from scipy.stats import chisquare
 
-from lab.decoding import Decoding
 from lab.backends.hf import HFBackend
+from lab.decoding import Decoding
 from lab.sampling import Sampling
 from lab.speculative.draft_trees import ShapeDrafter, branching_shape
 from lab.speculative.expand import sample_children
-from lab.tree import Tree
 from lab.speculative.verify import verify_stochastic
+from lab.tree import Tree
 
 from ..conftest import tiny_lab
 
@@ -57,7 +57,7 @@ def test_verifying_against_the_unconditioned_q_would_not():
     assert pvalue(first_token_counts(P_SKEWED, Q_SKEWED, conditional=False), P_SKEWED) < 1e-3
 
 
-def draft_probs(runner: Runner, tokens: list[int], sampling: Sampling) -> torch.Tensor:
+def draft_probs(runner: HFBackend, tokens: list[int], sampling: Sampling) -> torch.Tensor:
     with torch.no_grad():
         return sampling.probs(runner.model(torch.tensor([tokens])).logits[0, -1].float())
 

@@ -11,8 +11,13 @@ import torch
 from lab.decoding import Decoding
 from lab.sampling import Sampling
 from lab.speculative.drafters.sequoia import RankAcceptance, SequoiaTree
-from lab.speculative.shapes.sequoia import (LatencyProfile, acceptance_by_rank, best_trees, choose_budget,
-                                     expected_accepted)
+from lab.speculative.shapes.sequoia import (
+    LatencyProfile,
+    acceptance_by_rank,
+    best_trees,
+    choose_budget,
+    expected_accepted,
+)
 
 from ..conftest import tiny_lab
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from scipy.stats import chisquare
 
-from lab.decoding import Decoding
 from lab.backends.hf import HFBackend
+from lab.decoding import Decoding
 from lab.sampling import Sampling
 from lab.speculative.draft_trees import ShapeDrafter, branching_shape, parse_branching
 
@@ -22,7 +22,7 @@ def decoding(lab_, temperature=0.0, seed=0, remaining=16, root=3) -> Decoding:
     return dec
 
 
-def draft_logits(runner: Runner, tokens: list[int]) -> torch.Tensor:
+def draft_logits(runner: HFBackend, tokens: list[int]) -> torch.Tensor:
     """The draft's next-token logits after `tokens`, by a plain forward (no cache, no tree mask)."""
     with torch.no_grad():
         return runner.model(torch.tensor([tokens])).logits[0, -1].float()

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import lab.speculative.loop as loop
 from lab.api import Lab
-from lab.models import tiny
 from lab.backends.hf import HFBackend
+from lab.models import tiny
 from lab.speculative.drafters.specmemo import MemoryModel
 
 from ..conftest import use_draft

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from scipy.stats import chisquare
 
+from lab.backends.hf import HFBackend
 from lab.decoding import Decoding
 from lab.models import tiny
-from lab.backends.hf import HFBackend
 from lab.sampling import Sampling
 from lab.speculative.drafters.sps import DraftModel
 from lab.speculative.drafters.staged_sd import StagedDrafter

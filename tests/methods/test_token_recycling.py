@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from lab.speculative.drafters.token_recycling import TokenRecycler, static_template
 from lab.speculative.drafter import Drafter
+from lab.speculative.drafters.token_recycling import TokenRecycler, static_template
 from lab.speculative.loop import EXACT, score_one
 
 from ..conftest import tiny_lab

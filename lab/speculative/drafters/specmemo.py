@@ -21,7 +21,6 @@ weights, not the context's KV cache). 1 MB here is 2**20 bytes.
 """
 from __future__ import annotations
 
-
 from ...backends import Backend
 from ...decoding import Decoding
 from ...registry import method

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 NEG = -np.inf
 
 

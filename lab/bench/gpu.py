@@ -1,0 +1,223 @@
+"""The GPU bench: the fast backend against the HF backend and transformers' own paths, side by side in one process.
+
+    python -m lab bench gpu [--models default,random:smollm2,random:llama-1b] [--tokens 128] [--prompts 4]
+                            [--compiled] [--spec] [--fp32-check] [--out results/gpu-<date>.json]
+
+- ar: greedy tokens/s of `lab-fast`, `lab-hf`, `transformers-eager` (generate) and, with --compiled,
+  `transformers-static-compiled` (generate with a static cache, auto-compiled; timed after a warm-up call on the
+  same prompt, its best case), on each model, against the HBM roofline (weight bytes over the copy bandwidth
+  measured here). `random:NAME` builds a model of that architecture's shape with random weights (speed does not
+  depend on weight values); `default` is the embedded SmolLM2 (or give a GGUF / folder path).
+- agreement: whether lab-fast's greedy tokens equal lab-hf's (bf16: rounding may flip near-ties; --fp32-check also
+  compares them in float32, where they must be equal).
+- tree_verify: the time of a 64-token verification forward over one of a 1-token step on the fast backend.
+- spec (with --spec, on trained models): every training-free speculative method on the fast backend against the
+  fast backend's own greedy (the spec bench's runner).
+Writes JSON with the command and prints a table last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from .. import registry
+from ..errors import LabError
+from ..metrics import BASELINE, summarize
+
+SHAPES = {  # architecture shapes for random-weight speed runs (the public configs of these models)
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, head_dim=64, vocab_size=49152, rope_theta=100000.0,
+                    max_position_embeddings=8192, tie_word_embeddings=True, rms_norm_eps=1e-5),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=64, vocab_size=128256, rope_theta=500000.0,
+                     max_position_embeddings=8192, tie_word_embeddings=True, rms_norm_eps=1e-5),
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, vocab_size=128256, rope_theta=500000.0,
+                     max_position_embeddings=8192, tie_word_embeddings=False, rms_norm_eps=1e-5),
+}
+
+
+def sync() -> None:
+    torch.cuda.synchronize()
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy bandwidth in bytes/s (bytes read plus written), median of 10 copies of 2 GiB."""
+    a = torch.empty(2**30, dtype=torch.bfloat16, device="cuda").normal_()
+    b = torch.empty_like(a)
+    times = []
+    for _ in range(12):
+        sync()
+        start = time.perf_counter()
+        b.copy_(a)
+        sync()
+        times.append(time.perf_counter() - start)
+    return 2 * a.numel() * a.element_size() / statistics.median(times[2:])
+
+
+def load(name: str, dtype: torch.dtype):
+    """(model, tokenizer or None, short name) for 'default', a path, or 'random:SHAPE'."""
+    if name.startswith("random:"):
+        from transformers import AutoModelForCausalLM, LlamaConfig
+
+        shape = name.split(":", 1)[1]
+        if shape not in SHAPES:
+            raise LabError(f"unknown shape {shape!r}: use {', '.join(SHAPES)}")
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            model = AutoModelForCausalLM.from_config(LlamaConfig(**SHAPES[shape]), dtype=dtype).eval()
+        model.generation_config.eos_token_id = None
+        return model, None, shape
+    from .. import models
+
+    model, tokenizer = models.load(name, "cuda", dtype)
+    return model, tokenizer, "smollm2" if name == "default" or "smollm2" in name.lower() else Path(name).stem
+
+
+def prompts_for(lab, n: int) -> list[list[int]]:
+    """Chat and copy-heavy prompts (real models), or random prompts of varied lengths (random models)."""
+    if lab.tokenizer is None:
+        g = torch.Generator().manual_seed(0)
+        lengths = (23, 57, 131, 301, 77, 199)[:n]
+        return [torch.randint(10, lab.target.vocab_size, (length,), generator=g).tolist() for length in lengths]
+    from .engine import prompts as mix
+
+    return [lab.encode(r["prompt"], r["chat"]) for r in mix(n)]
+
+
+def timed(fn) -> tuple[list[int], float]:
+    sync()
+    start = time.perf_counter()
+    tokens = fn()
+    sync()
+    return tokens, time.perf_counter() - start
+
+
+def autoregressive(model, tokenizer, short: str, n: int, tokens: int, compiled: bool, roofline: float) -> tuple:
+    from ..api import Lab
+
+    fast = Lab(model_obj=model, tokenizer=tokenizer, backend="fast")
+    hf = Lab(model_obj=model, tokenizer=tokenizer, backend="hf")
+    prompts = prompts_for(hf, n)
+    eos = None if tokenizer is None else model.generation_config.eos_token_id
+
+    def generate(ids, **extra):
+        x = torch.tensor([ids], device="cuda")
+        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=tokens, do_sample=False,
+                             eos_token_id=eos, pad_token_id=eos, **extra)
+        return out[0, len(ids):].tolist()
+
+    engines = {"lab-fast": lambda ids: fast.generate("greedy", ids, max_new_tokens=tokens).tokens,
+               "lab-hf": lambda ids: hf.generate("greedy", ids, max_new_tokens=tokens).tokens,
+               "transformers-eager": generate}
+    if compiled:
+        engines["transformers-static-compiled"] = lambda ids: generate(ids, cache_implementation="static")
+    rates: dict[str, list[float]] = {e: [] for e in engines}
+    outputs: dict[str, list] = {e: [] for e in engines}
+    for i, ids in enumerate(prompts):
+        for name, fn in engines.items():
+            fn(ids)  # warm-up on this very prompt: graphs, kernels, the compiled path's compile
+            got, seconds = timed(lambda: fn(ids))
+            rates[name].append(len(got) / seconds)
+            outputs[name].append(got)
+        print(f"  {short} prompt {i}: " + ", ".join(f"{e} {rates[e][-1]:.0f}" for e in engines), flush=True)
+    rows = [{"model": short, "engine": e, "tok_s": round(statistics.median(r), 1), "roofline_tok_s": round(roofline, 1)}
+            for e, r in rates.items()]
+    same = [a == b for a, b in zip(outputs["lab-fast"], outputs["lab-hf"])]
+    first = [next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), None)
+             for a, b in zip(outputs["lab-fast"], outputs["lab-hf"])]
+    return rows, {"model": short, "identical": sum(same), "prompts": len(same), "first_divergence": first}, fast
+
+
+def tree_verify(lab, short: str) -> dict:
+    """Seconds of a 64-token chain verification over a 1-token step on the fast backend (graphs warm)."""
+    backend = lab.target.fork()
+    backend.prefill(list(range(10, 210)))
+    cost = {}
+    for k in (1, 64):
+        times = []
+        for _ in range(30):
+            sync()
+            start = time.perf_counter()
+            backend.forward(list(range(20, 20 + k)))
+            sync()
+            times.append(time.perf_counter() - start)
+            backend.rollback(200)
+        cost[k] = statistics.median(times[5:])
+    return {"model": short, "tokens": 64, "one_s": round(cost[1], 6), "tree_s": round(cost[64], 6),
+            "cost_vs_one": round(cost[64] / cost[1], 3)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m lab bench gpu")
+    ap.add_argument("--models", default="default,random:smollm2,random:llama-1b")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--compiled", action="store_true", help="also transformers' static-cache compiled path")
+    ap.add_argument("--spec", action="store_true", help="every training-free drafter on the fast backend")
+    ap.add_argument("--spec-tokens", type=int, default=64)
+    ap.add_argument("--fp32-check", action="store_true", help="fast vs hf greedy tokens in float32 too")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise LabError("bench gpu needs a CUDA GPU")
+    dtype = getattr(torch, args.dtype)
+    bandwidth = copy_bandwidth()
+    result = {"benchmark": "gpu", "device": torch.cuda.get_device_name(), "date": date.today().isoformat(),
+              "command": "python -m lab bench gpu " + " ".join(argv or []), "dtype": args.dtype,
+              "copy_bandwidth_tb_s": round(bandwidth / 1e12, 3), "ar": [], "agreement": [], "spec": [],
+              "kernels": [], "tree_verify": [], "fp32_identity": []}
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        model, tokenizer, short = load(name, dtype)
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        rows, agreement, fast = autoregressive(model, tokenizer, short, args.prompts, args.tokens, args.compiled,
+                                               bandwidth / weight_bytes)
+        result["ar"] += rows
+        result["agreement"].append(agreement)
+        result["tree_verify"].append(tree_verify(fast, short))
+        if args.spec and tokenizer is not None:
+            from .engine import prompts as mix
+            from .spec import run_bench
+
+            infos = registry.load_all()
+            methods = sorted(n for n, m in infos.items() if m.family == "speculative" and m.training_free)
+            runs = run_bench(fast, mix(args.prompts), methods, max_new_tokens=args.spec_tokens)
+            for m, s in summarize(runs).items():
+                if m != BASELINE:
+                    o = s["overall"]
+                    result["spec"].append({"model": short, "method": m, "engine": "lab-fast",
+                                           "speedup_vs_ar": o["speedup"], "tokens_per_forward": o["tokens_per_forward"],
+                                           "exact_match": o["exact_match"], "errors": o["errors"]})
+        if args.fp32_check and name != "random:llama-8b":
+            del fast
+            model32, tokenizer32, _ = load(name, torch.float32)
+            _, agree32, _ = autoregressive(model32, tokenizer32, short, args.prompts, min(args.tokens, 64), False, 1.0)
+            result["fp32_identity"].append(agree32)
+            del model32
+        del model
+        torch.cuda.empty_cache()
+    out = Path(args.out or f"results/gpu-{result['date']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out}\n\n{result['device']}, {args.dtype}, copy bandwidth {result['copy_bandwidth_tb_s']} TB/s\n")
+    print("| model | engine | tokens/s | roofline tokens/s |\n|---|---|---:|---:|")
+    for r in result["ar"]:
+        print(f"| {r['model']} | {r['engine']} | {r['tok_s']} | {r['roofline_tok_s']} |")
+    for a in result["agreement"] + result["fp32_identity"]:
+        print(f"agreement {a['model']}: {a['identical']}/{a['prompts']} identical, first divergence {a['first_divergence']}")
+    for t in result["tree_verify"]:
+        print(f"tree verify {t['model']}: 64 tokens cost {t['cost_vs_one']}x one ({t['tree_s'] * 1e3:.2f} ms)")
+    for s in sorted(result["spec"], key=lambda r: -(r["speedup_vs_ar"] or 0)):
+        print(f"spec {s['method']}: {s['speedup_vs_ar']}x, {s['tokens_per_forward']} tokens/forward, exact {s['exact_match']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
