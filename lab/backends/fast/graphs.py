@@ -65,16 +65,21 @@ class Slab:
         self.keys = torch.zeros(shape, dtype=weights.dtype, device=weights.device)
         self.values = torch.zeros_like(self.keys)
         self.graphs: dict[tuple, Graph] | None = {} if graphs else None
+        self.asked: dict[tuple, int] = {}  # how often each graph was asked for before it was captured
         self.memory = torch.cuda.graph_pool_handle() if graphs else None
         self.column_buckets = [c for c in (2 ** i for i in range(8, 20)) if c < capacity] + [capacity]
 
     def graph(self, layers: list[int], k: int, columns: int) -> Graph | None:
-        """The graph for k new tokens seeing `columns` columns (captured on first use), or None when none fits."""
+        """The graph for k new tokens seeing `columns` columns, or None (run eagerly) when none fits or when it was
+        not asked for before: a layer set used once (CLaSp's, DEL's exits) is not worth a capture."""
         kb, cb = bucket(k, NEW_TOKENS), bucket(columns, self.column_buckets)
         if self.graphs is None or kb is None or cb is None:
             return None
         key = (tuple(layers), kb, cb)
         if key not in self.graphs:
+            self.asked[key] = self.asked.get(key, 0) + 1
+            if self.asked[key] < 3:
+                return None
             self.graphs[key] = Graph(self, layers, kb, cb)
         return self.graphs[key]
 
