@@ -24,8 +24,6 @@ from .verify import Verdict, greedy_tree, rejection_tree
 class Verifier:
     """Decides which path of a tree the target accepts, and the token after it."""
 
-    lossless = True
-
     def verify(self, dec: Decoding, tree: Tree, logits: torch.Tensor) -> Verdict:
         raise NotImplementedError
 

@@ -65,8 +65,6 @@ class Remembering:
 class FuzzyVerifier(Verifier):
     """Accept node i for sure where divergence(target row i, draft row i) < threshold; exact elsewhere."""
 
-    lossless = False
-
     def __init__(self, remembering: Remembering, threshold: float, kind: str):
         self.remembering, self.threshold, self.kind = remembering, threshold, kind
 

@@ -94,8 +94,6 @@ class StepDrafter(Drafter):
 class StepJudge(Verifier):
     """Walk the drafted steps in order: exact, else judged equivalent and kept whole (lossy), else cut."""
 
-    lossless = False
-
     def __init__(self, drafter: StepDrafter, judge: float):
         self.drafter, self.judge = drafter, judge
 
