@@ -1,6 +1,27 @@
 """Triton kernels for the lab's hot paths, each beside its torch reference (installed as lab.kernels).
 
-Never installed as a top-level `kernels`: transformers probes for a package of that name (Hugging Face's
-kernel hub) and would take this one for it. No kernel has landed yet; the torch references in lab/ are
-what runs everywhere.
+Each public function runs its Triton kernel on CUDA tensors when Triton is there, and its torch reference otherwise
+(the CPU, CI): `bitmask.apply_token_bitmask` (grammar masks in llguidance's layout), `rejection.chain_rejection`
+(speculative sampling of a chain: accepted, recovered, bonus), `sampling.sample_min_p` (temperature and min-p
+sampling without a sort). The tests run every kernel in Triton's interpreter on the CPU against its reference;
+`python -m lab bench gpu --kernels` times them against the references and the memory bandwidth.
+
+Never installed as a top-level `kernels`: transformers probes for a package of that name (Hugging Face's kernel
+hub) and would take this one for it.
 """
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def triton_ready(*tensors: torch.Tensor) -> bool:
+    """Whether to run the Triton kernel: Triton importable, and CUDA tensors (or its CPU interpreter asked for)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return all(t.is_cuda for t in tensors)

@@ -154,6 +154,40 @@ def tree_verify(lab, short: str) -> dict:
             "cost_vs_one": round(cost[64] / cost[1], 3)}
 
 
+def kernels(bandwidth: float) -> list[dict]:
+    """Each Triton kernel against its torch reference on the GPU: microseconds, and the bytes it must move over
+    the measured copy bandwidth."""
+    from triton.testing import do_bench
+
+    from ..kernels import bitmask, rejection, sampling
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    rows, vocab, k = 64, 128256, 8
+    logits = torch.randn(rows, vocab, device="cuda", generator=g)
+    words = torch.randint(-2**31, 2**31 - 1, (rows, (vocab + 31) // 32), device="cuda", generator=g,
+                          dtype=torch.int64).to(torch.int32)
+    noise = torch.empty(rows, vocab, device="cuda").exponential_(generator=g)
+    p = torch.rand(rows, k + 1, 49152, device="cuda", generator=g).softmax(-1)
+    q = torch.rand(rows, k, 49152, device="cuda", generator=g).softmax(-1)
+    drafts = q.argmax(-1)
+    u, e = torch.rand(rows, k, device="cuda", generator=g), noise[:, :49152].contiguous()
+    cases = [("bitmask apply", f"{rows}x{vocab} fp32", 4 * rows * vocab * 2 + words.numel() * 4,
+              lambda: bitmask.apply_token_bitmask(logits.clone(), words),
+              lambda: bitmask.apply_token_bitmask_reference(logits.clone(), words)),
+             ("chain rejection", f"{rows} rows, k={k}, V=49152", 4 * rows * 49152 * 5,
+              lambda: rejection.chain_rejection(drafts, q, p, u, e),
+              lambda: rejection.chain_rejection_reference(drafts, q, p, u, e)),
+             ("min-p sampling", f"{rows}x{vocab} fp32", 4 * rows * vocab * 3,
+              lambda: sampling.sample_min_p(logits, 0.8, 0.05, noise),
+              lambda: sampling.sample_min_p_reference(logits, 0.8, 0.05, noise))]
+    out = []
+    for name, shape, nbytes, kernel, reference in cases:
+        us, torch_us = 1000 * do_bench(kernel, return_mode="median"), 1000 * do_bench(reference, return_mode="median")
+        out.append({"name": name, "shape": shape, "us": round(us, 1), "torch_us": round(torch_us, 1),
+                    "flashinfer_us": None, "bandwidth_frac": round(nbytes / (us * 1e-6) / bandwidth, 3)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m lab bench gpu")
     ap.add_argument("--models", default="default,random:smollm2,random:llama-1b")
@@ -164,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--spec", action="store_true", help="every training-free drafter on the fast backend")
     ap.add_argument("--spec-tokens", type=int, default=64)
     ap.add_argument("--fp32-check", action="store_true", help="fast vs hf greedy tokens in float32 too")
+    ap.add_argument("--kernels", action="store_true", help="time the Triton kernels against their references")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -174,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
               "command": "python -m lab bench gpu " + " ".join(argv or []), "dtype": args.dtype,
               "copy_bandwidth_tb_s": round(bandwidth / 1e12, 3), "ar": [], "agreement": [], "spec": [],
               "kernels": [], "tree_verify": [], "fp32_identity": []}
+    if args.kernels:
+        result["kernels"] = kernels(bandwidth)
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         model, tokenizer, short = load(name, dtype)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -214,6 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"agreement {a['model']}: {a['identical']}/{a['prompts']} identical, first divergence {a['first_divergence']}")
     for t in result["tree_verify"]:
         print(f"tree verify {t['model']}: 64 tokens cost {t['cost_vs_one']}x one ({t['tree_s'] * 1e3:.2f} ms)")
+    for r in result["kernels"]:
+        print(f"kernel {r['name']} ({r['shape']}): {r['us']} us, torch {r['torch_us']} us, "
+              f"{r['bandwidth_frac']:.0%} of the copy bandwidth")
     for s in sorted(result["spec"], key=lambda r: -(r["speedup_vs_ar"] or 0)):
         print(f"spec {s['method']}: {s['speedup_vs_ar']}x, {s['tokens_per_forward']} tokens/forward, exact {s['exact_match']}")
     return result
