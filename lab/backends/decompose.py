@@ -149,27 +149,28 @@ def decompose(backend, ids: list[int], *, neurons: bool = False, tolerance: floa
     config = model.config.get_text_config()
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    with captured(model, neurons) as found:
+    with captured(model, neurons) as found, torch.no_grad():
         out = runner.forward(list(ids), taps=("attentions",), logits=False)
     layers, error = [], 0.0
+    own = lambda t: t.float().clone()  # noqa: E731  (a plain tensor, not the forward's inference tensor)
     for n, layer in enumerate(layer_list(model)):
         weights, bias = output_weights(attention_of(layer), heads)
-        values = found["values"][n][0].float()
+        values = own(found["values"][n][0])
         values = values.reshape(values.shape[0], kv_heads, -1).repeat_interleave(heads // kv_heads, dim=1)
         parts = LayerParts(
-            residual=found["input"][n][0][0].float(), attention=out.taps["attentions"][n].float(),
+            residual=own(found["input"][n][0][0]), attention=own(out.taps["attentions"][n]),
             head_values=torch.einsum("jhe,hed->jhd", values, weights.float()),
             attention_bias=None if bias is None else bias.float(),
-            middle=(found["input"][n][0][0] + found["attention"][n][0][0]).float(), mlp=found["mlp"][n][0][0].float(),
-            neurons=found["neurons"][n][0][0].float() if neurons else None)
+            middle=own(found["input"][n][0][0] + found["attention"][n][0][0]), mlp=own(found["mlp"][n][0][0]),
+            neurons=own(found["neurons"][n][0][0]) if neurons else None)
         scale = parts.residual.abs().amax().clamp_min(1.0)
         error = max(error, float((parts.residual + parts.attention_update() - parts.middle).abs().amax() / scale),
                     float((parts.output - found["output"][n][0][0].float()).abs().amax() / scale))
         layers.append(parts)
     norm = final_norm(model)
-    normed = out.hidden[-1].float()
+    normed = own(out.hidden[-1])
     if norm is not None:  # the final norm of the last output is what the LM head reads
-        with torch.inference_mode():
+        with torch.no_grad():
             again = norm(layers[-1].output.to(runner.dtype)).float()
         error = max(error, float((again - normed).abs().amax() / normed.abs().amax().clamp_min(1.0)))
     if error > tolerance:

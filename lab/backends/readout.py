@@ -31,7 +31,7 @@ def frozen_norm(norm: nn.Module | None, vectors: torch.Tensor, residual: torch.T
     raise LabError(f"lens: cannot linearise the final norm {type(norm).__name__} (supported: LayerNorm, RMSNorm)")
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def direct_logits(backend, vectors: torch.Tensor, residual: torch.Tensor,
                   vocab: torch.Tensor | None = None) -> torch.Tensor:
     """Logits [..., V] (or [..., len(vocab)]) that parts `vectors` [..., D] of the stream `residual` add."""
@@ -51,7 +51,7 @@ def norm_bias_logits(backend) -> torch.Tensor | None:
     bias = getattr(norm, "bias", None) if norm is not None else None
     if bias is None:
         return None
-    with torch.inference_mode():
+    with torch.no_grad():
         return (bias.float() @ backend.model.get_output_embeddings().weight.float().T).float()
 
 

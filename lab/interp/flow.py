@@ -93,14 +93,14 @@ def token_ids(lab, prompt, chat: bool = False, special: bool = False) -> list[in
     return ids
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def flow(lab, prompt, *, chat: bool = False, special: bool = False, neurons: bool = False) -> Flow:
     """The Flow of `prompt` (text or token ids) through `lab`'s target model: one forward on a fork."""
     ids = token_ids(lab, prompt, chat, special)
     return flow_of(lab.target, ids, [lab.token_text(t) for t in ids], neurons=neurons)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def flow_of(backend, ids: list[int], pieces: list[str] | None = None, *, neurons: bool = False) -> Flow:
     """The Flow of token ids through a backend (tiny models without a tokenizer)."""
     parts = decompose(backend, ids, neurons=neurons)
