@@ -5,7 +5,8 @@ import importlib
 
 from ..errors import LabError
 
-BENCHMARKS = {"greedy-vs-hf": "lab.bench.greedy_vs_hf", "spec": "lab.bench.spec", "engine": "lab.bench.engine"}
+BENCHMARKS = {"greedy-vs-hf": "lab.bench.greedy_vs_hf", "spec": "lab.bench.spec", "engine": "lab.bench.engine",
+              "routes": "lab.bench.routes"}
 
 
 def main(argv: list[str]) -> None:
