@@ -3,7 +3,8 @@
 "Information Flow Routes: Automatically Interpreting Language Models at Scale" (Ferrando & Voita, 2024) count
 components over many routes and find some important for nearly every prediction, whatever the domain, and others
 only in some domains. A head is important in a route when its parts, summed over
-source positions, pass tau in some node the route reaches; an FFN block when its edge is in the route.
+source positions, pass tau in some node the route reaches (with `at_prediction`: in the predicting position's own
+stream); an FFN block when its edge is in the route.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class HeadFrequency:
         return [tuple(x) for x in (self.heads >= at_least).nonzero().tolist()]
 
 
-def head_frequency(lab, prompts, *, tau: float = TAU, chat: bool = False, position: int = -1) -> HeadFrequency:
+def head_frequency(lab, prompts, *, tau: float = TAU, chat: bool = False, position: int = -1,
+                   at_prediction: bool = False) -> HeadFrequency:
     """Routes to the prediction at `position` of each prompt (text, token ids, or {"prompt", "chat"}), counted."""
     tau = check_tau(tau)
     heads = ffn = None
@@ -49,9 +51,9 @@ def head_frequency(lab, prompts, *, tau: float = TAU, chat: bool = False, positi
         route = f.route(position, tau)
         if heads is None:
             heads, ffn = torch.zeros(f.layers, f.heads), torch.zeros(f.layers)
-        for layer, head in route.important_heads():
+        for layer, head in route.important_heads(at_prediction=at_prediction):
             heads[layer, head] += 1
-        for layer in route.ffn_layers():
+        for layer in route.ffn_layers(at_prediction=at_prediction):
             ffn[layer] += 1
         sizes.append(route.size)
         probabilities.append(route.probability)

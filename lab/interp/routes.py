@@ -75,14 +75,16 @@ class Route:
         """Edges of the route (an attention edge counts once, whatever its number of heads)."""
         return len(self.edges)
 
-    def important_heads(self, tau: float | None = None) -> set[tuple[int, int]]:
-        """(layer, head) pairs whose parts, summed over sources, pass tau in some node of the route."""
+    def important_heads(self, tau: float | None = None, *, at_prediction: bool = False) -> set[tuple[int, int]]:
+        """(layer, head) pairs whose parts, summed over sources, pass tau in some node of the route (with
+        `at_prediction`, in a node of the predicting position's own stream)."""
         tau = self.tau if tau is None else tau
-        return {(layer, h) for (layer, _), per_head in self.head_importance.items()
-                for h, w in enumerate(per_head) if w > tau}
+        return {(layer, h) for (layer, i), per_head in self.head_importance.items()
+                if not at_prediction or i == self.position for h, w in enumerate(per_head) if w > tau}
 
-    def ffn_layers(self) -> set[int]:
-        return {e.layer for e in self.edges if e.kind == "ffn"}
+    def ffn_layers(self, *, at_prediction: bool = False) -> set[int]:
+        """Layers whose FFN block is on the route (with `at_prediction`, at the predicting position)."""
+        return {e.layer for e in self.edges if e.kind == "ffn" and (not at_prediction or e.dst_token == self.position)}
 
     def to_dict(self) -> dict:
         """The CLI contract: {"tokens", "nodes", "edges": [{"src", "dst", "kind", "weight", "layer", "head",
