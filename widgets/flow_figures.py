@@ -148,16 +148,19 @@ def lens_figure(lens: Lens) -> go.Figure:
     return fig
 
 
-def head_frequency_figure(stats: HeadFrequency) -> go.Figure:
-    """How often each head (and FFN block) was important, over the routes of a prompt set."""
+def head_frequency_figure(stats: HeadFrequency, at_prediction: bool = False) -> go.Figure:
+    """How often each head (and FFN block) was important, over the routes of a prompt set (anywhere on the route,
+    or with `at_prediction` in the predicting position's own stream)."""
+    heads, ffn = (stats.heads_at_prediction, stats.ffn_at_prediction) if at_prediction else (stats.heads, stats.ffn)
+    where = "at the predicting position" if at_prediction else "anywhere on the route"
     fig = make_subplots(rows=1, cols=2, column_widths=[0.85, 0.15], shared_yaxes=True,
-                        subplot_titles=(f"heads important in a route ({stats.prompts} prompts, tau={stats.tau:g})",
+                        subplot_titles=(f"heads important {where} ({stats.prompts} prompts, tau={stats.tau:g})",
                                         "FFN"))
-    fig.add_trace(go.Heatmap(z=stats.heads.tolist(), zmin=0, zmax=1, colorscale="Viridis",
+    fig.add_trace(go.Heatmap(z=heads.tolist(), zmin=0, zmax=1, colorscale="Viridis",
                              hovertemplate="layer %{y} head %{x}: %{z:.0%}<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Heatmap(z=[[v] for v in stats.ffn.tolist()], zmin=0, zmax=1, colorscale="Viridis",
+    fig.add_trace(go.Heatmap(z=[[v] for v in ffn.tolist()], zmin=0, zmax=1, colorscale="Viridis",
                              showscale=False, hovertemplate="layer %{y} FFN: %{z:.0%}<extra></extra>"), row=1, col=2)
     fig.update_xaxes(title_text="head", dtick=1, row=1, col=1)
     fig.update_yaxes(title_text="layer", row=1, col=1)
-    fig.update_layout(height=max(360, 14 * stats.heads.shape[0] + 120), margin=dict(l=50, r=20, t=60, b=40))
+    fig.update_layout(height=max(360, 14 * heads.shape[0] + 120), margin=dict(l=50, r=20, t=60, b=40))
     return fig

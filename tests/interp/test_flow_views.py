@@ -62,4 +62,6 @@ def test_lens_and_frequency_figures(tiny):
     assert view.data[1].x[-1] == 1  # the tracked prediction ranks first at the last layer
     stats = interp.head_frequency(tiny, [IDS, IDS[:4]])
     assert [list(row) for row in head_frequency_figure(stats).data[0].z] == stats.heads.tolist()
+    own = head_frequency_figure(stats, at_prediction=True)
+    assert [list(row) for row in own.data[0].z] == stats.heads_at_prediction.tolist()
     assert route_figure(f.route()).layout.title.text.startswith("route to the prediction")

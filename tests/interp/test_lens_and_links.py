@@ -62,10 +62,9 @@ def test_head_frequency_counts_routes(tiny):
             manual[layer, head] += 1
     torch.testing.assert_close(stats.heads, manual / 3)
     assert stats.top(1)[0][1] == float(stats.heads.max())
-    own = interp.head_frequency(tiny, prompts, tau=0.02, at_prediction=True)
     wide = interp.head_frequency(tiny, prompts, tau=0.02)
-    assert torch.all(own.heads <= wide.heads) and torch.all(own.ffn <= wide.ffn)
-    assert 0 < own.heads.sum() < wide.heads.sum()  # fewer heads write into the predicting stream itself
+    assert torch.all(wide.heads_at_prediction <= wide.heads) and torch.all(wide.ffn_at_prediction <= wide.ffn)
+    assert 0 < wide.heads_at_prediction.sum() < wide.heads.sum()  # fewer heads write into the predicting stream
 
 
 def test_first_rejection_rebuilds_the_context():
