@@ -32,7 +32,7 @@ class SkipOracle:
     prompt: list[int]
     tokens: list[int]  # the model's own (argmax) token at each generated position examined
     exits: list[list[int]]  # [n][L + 1]: argmax of the exit after E layers (E = 0: the embeddings)
-    skippable: list[list[bool]]  # [n][L]
+    skippable: list[list[bool]]  # [n][L] ([] when not asked for)
     greedy: list[list[int]] | None = None
     agrees: list[bool] = field(default_factory=list)  # the trace's token is the model's argmax (a greedy run)
 
@@ -61,8 +61,10 @@ def _margin(logits: torch.Tensor, token: int) -> float:
 
 
 @torch.no_grad()
-def skip_oracle(lab, trace: Trace, *, max_tokens: int = 16, greedy: bool = False) -> SkipOracle:
-    """The oracle for the first `max_tokens` generated tokens of `trace` (run on `lab`'s model)."""
+def skip_oracle(lab, trace: Trace, *, max_tokens: int = 16, alone: bool = True, greedy: bool = False) -> SkipOracle:
+    """The oracle for the first `max_tokens` generated tokens of `trace` (run on `lab`'s model): early exits
+    always (one forward), lone-layer skips with `alone` (one forward per layer and token), greedy sets with
+    `greedy` (up to one more per layer and token)."""
     if not trace.tokens:
         raise LabError("the trace has no generated tokens to examine")
     if max_tokens < 1:
@@ -75,14 +77,17 @@ def skip_oracle(lab, trace: Trace, *, max_tokens: int = 16, greedy: bool = False
     model_tokens = full.logits[rows].argmax(-1).tolist()
     exits = torch.stack([target.exit_logits(full.hidden[e][rows]).argmax(-1) for e in range(L)]
                         + [full.logits[rows].argmax(-1)], 1).tolist()
+    agrees = [a == b for a, b in zip(model_tokens, trace.tokens[:n])]
+    if not (alone or greedy):
+        return SkipOracle(L, list(trace.prompt), model_tokens, exits, [], None, agrees)
     owner = target.fork()
     if start > 1:
         owner.forward(ids[:start - 1], logits=False)
-    alone = [owner.draft_on_cache([i for i in range(L) if i != layer]) for layer in range(L)]
+    lone = [owner.draft_on_cache([i for i in range(L) if i != layer]) for layer in range(L)]
     skippable, sets = [], []
     for t in range(n):
         token, previous = model_tokens[t], ids[start + t - 1]
-        logits = [_step(view, previous) for view in alone]
+        logits = [_step(view, previous) for view in lone]
         skippable.append([int(x.argmax()) == token for x in logits])
         if greedy:
             order = sorted((layer for layer in range(L) if skippable[-1][layer]),
@@ -95,7 +100,6 @@ def skip_oracle(lab, trace: Trace, *, max_tokens: int = 16, greedy: bool = False
                     chosen = trial
             sets.append(chosen)
         owner.forward([previous], logits=False)
-    agrees = [a == b for a, b in zip(model_tokens, trace.tokens[:n])]
     return SkipOracle(L, list(trace.prompt), model_tokens, exits, skippable, sets if greedy else None, agrees)
 
 
@@ -129,9 +133,10 @@ def compare(lab, oracle: SkipOracle, trace: Trace) -> list[dict]:
                 start = len(oracle.prompt) + q
                 owner.sync(ids[:start - 1]) if start > 1 else owner.rollback(0)
                 hits.append(int(_step(views[kept], ids[start - 1]).argmax()) == oracle.tokens[q])
-            row.update(choice=f"skip {skipped}", layers_run=len(kept), hits=hits, predicted=sum(hits),
-                       alone_skippable=round(sum(oracle.skippable[q][i] for q in tokens for i in skipped)
-                                             / max(len(tokens) * len(skipped), 1), 3))
+            row.update(choice=f"skip {skipped}", layers_run=len(kept), hits=hits, predicted=sum(hits))
+            if oracle.skippable:  # the share of the skipped layers that the oracle could skip alone
+                row["alone_skippable"] = round(sum(oracle.skippable[q][i] for q in tokens for i in skipped)
+                                               / max(len(tokens) * len(skipped), 1), 3)
         else:
             continue
         if oracle.greedy is not None:

@@ -135,9 +135,10 @@ def test_the_skip_oracle_agrees_with_hooks(tiny, layer_skip):
 @pytest.mark.parametrize("method", ["layer-skip", "clasp"])
 def test_the_oracle_sees_what_the_drafts_had_accepted(tiny, layer_skip, method):
     trace = layer_skip if method == "layer-skip" else tiny.generate("clasp", IDS, max_new_tokens=12).trace
-    oracle = interp.skip_oracle(tiny, trace, max_tokens=12)
+    oracle = interp.skip_oracle(tiny, trace, max_tokens=12, alone=False)  # exits only: one forward
+    assert oracle.skippable == [] and oracle.exits[0][4] == oracle.tokens[0]
     rows = interp.compare(tiny, oracle, trace)
     assert rows, "some speculative step within the oracle's tokens"
     for row in rows:  # the draft's first token is the choice's argmax: accepted exactly when it is the target's
         assert row["hits"][0] == (row["accepted"] >= 1)
-        assert row["layers_run"] < 4
+        assert row["layers_run"] < 4 and "alone_skippable" not in row
