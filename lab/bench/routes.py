@@ -1,7 +1,7 @@
 """How long the information-flow route of one prompt takes ("Information Flow Routes", Ferrando & Voita, 2024).
 
     python -m lab bench routes [--model default] [--tokens 200] [--tau 0.04] [--repeats 3] [--unchunked]
-                               [--out results/routes_cpu.json]
+                               [--threads N] [--out results/routes_cpu.json]
 
 A prompt of exactly `--tokens` tokens (the suite's prompts, joined) is timed, median of `--repeats` after one
 warm-up, as: `flow` (one forward on a fork with the parts captured, the self-check, the model's predictions),
@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tau", type=float, default=0.04)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--unchunked", action="store_true")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", default="results/routes_cpu.json")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lab = Lab(args.model)
     ids = prompt_ids(lab, args.tokens)
     load = os.getloadavg()[0]
