@@ -67,7 +67,8 @@ def route_figure(route: Route, event: Rejection | None = None, title: str | None
                 heads = "<br>top heads: " + ", ".join(f"H{h} {e.heads[h]:.2f}" for h in best)
             extra = f"<br>logit target - draft: {event.contrast[edge_key(e)]:+.3f}" if (
                 event is not None and edge_key(e) in event.contrast) else ""
-            mids_text.append(f"{e.kind} L{e.layer}: {e.src_token} → {e.dst_token}, weight {e.weight:.3f}{heads}{extra}")
+            mids_text.append(f"{e.kind} L{e.layer}: {e.src_token} → {e.dst_token}, weight {e.weight:.3f}"
+                             f"{heads}{extra}")
     for (colour, width), (xs, ys) in groups.items():
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=width), hoverinfo="skip",
                                  showlegend=False, opacity=0.5 if colour == COLOURS["residual"] else 1.0))
@@ -107,8 +108,8 @@ def route_figure(route: Route, event: Rejection | None = None, title: str | None
 def edge_heads_figure(route: Route, index: int, event: Rejection | None = None) -> go.Figure:
     """Per-head importances of one attention edge (with `event`: each head's push toward target or draft)."""
     e = route.edges[index]
-    fig = make_subplots(rows=1, cols=2 if event is not None else 1, subplot_titles=(
-        "importance through each head", "each head at this position: logit target - draft")[:2 if event is not None else 1])
+    titles = ("importance through each head", "each head at this position: logit target - draft")
+    fig = make_subplots(rows=1, cols=2 if event is not None else 1, subplot_titles=titles[:2 if event else 1])
     heads = e.heads or []
     fig.add_trace(go.Bar(x=[f"H{h}" for h in range(len(heads))], y=heads, marker_color=COLOURS[e.kind],
                          name="importance"), row=1, col=1)

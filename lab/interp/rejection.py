@@ -104,7 +104,8 @@ def rejection(lab, trace: Trace, step: int | None = None, *, tau: float = TAU) -
         if e.dst_token != p or e.kind == "residual":
             continue
         parts = f.parts.layers[e.layer]
-        vector = parts.mlp[p] if e.kind == "ffn" else parts.attention[:, p, e.src_token] @ parts.head_values[e.src_token]
+        j = e.src_token
+        vector = parts.mlp[p] if e.kind == "ffn" else parts.attention[:, p, j] @ parts.head_values[j]
         edges[f"{e.src}>{e.dst}:{e.kind}"] = round(float(contrast(vector)), 4)
     ranks = {"target": token_rank(lab, f, target, p), "draft": token_rank(lab, f, draft, p)}
     out = Rejection(n, trace.method, context, accepted, target, draft, lab.token_text(target), lab.token_text(draft),

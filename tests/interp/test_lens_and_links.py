@@ -40,7 +40,8 @@ def test_the_logit_lens_ends_at_the_models_prediction(tiny, tiny_flow):
 
 def test_effects_of_heads_blocks_and_neurons(tiny, tiny_flow):
     for e in (interp.head_effect(tiny, tiny_flow, 1, 2, k=5), interp.block_effect(tiny, tiny_flow, 3, "ffn", k=5),
-              interp.block_effect(tiny, tiny_flow, 0, "attention", k=5), interp.neuron_effect(tiny, tiny_flow, 2, 7, k=5)):
+              interp.block_effect(tiny, tiny_flow, 0, "attention", k=5),
+              interp.neuron_effect(tiny, tiny_flow, 2, 7, k=5)):
         ups, downs = [v for _, v in e.promoted], [v for _, v in e.suppressed]
         assert len(ups) == len(downs) == 5 and ups == sorted(ups, reverse=True) and downs == sorted(downs)
         assert ups[0] > 0 > downs[0]  # centred over the vocabulary
