@@ -8,6 +8,8 @@ they argued for, and marks where an early-exit draft read the stream. Both the i
 """
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -136,16 +138,23 @@ def lens_figure(lens: Lens) -> go.Figure:
     xs = [f"{p}:{_show(lens.pieces[p])}" for p in lens.positions]
     fig.add_trace(go.Heatmap(z=lens.probability, x=xs, y=list(range(lens.stages)), zmin=0, zmax=1,
                              text=[[_show(t) for t in row] for row in lens.top_pieces], texttemplate="%{text}",
-                             colorscale="Blues", colorbar=dict(title="p", x=1.02),
+                             colorscale="Blues",
+                             colorbar=dict(title="p", orientation="h", x=0.35, y=-0.22, len=0.5, thickness=12),
                              hovertemplate="layer %{y}, %{x}: %{text} (p=%{z:.3f})<extra></extra>"), row=1, col=1)
-    for token, ranks in lens.ranks.items():
-        fig.add_trace(go.Scatter(x=[row[-1] + 1 for row in ranks], y=list(range(lens.stages)), mode="lines+markers",
-                                 name=f"token {token}", hovertemplate="layer %{y}: rank %{x}<extra></extra>"),
-                      row=1, col=2)
+    for token, ranks in lens.ranks.items():  # log10(rank + 1) on a linear axis (a log axis fails to autorange
+        # when Panel updates a plot that had none)
+        fig.add_trace(go.Scatter(x=[math.log10(row[-1] + 1) for row in ranks], y=list(range(lens.stages)),
+                                 customdata=[row[-1] for row in ranks], mode="lines+markers", name=f"token {token}",
+                                 hovertemplate="layer %{y}: rank %{customdata}<extra></extra>"), row=1, col=2)
     if tracked:
-        fig.update_xaxes(type="log", title_text="rank + 1 (last position)", row=1, col=2)
+        top = max(row[-1] for ranks in lens.ranks.values() for row in ranks) + 1
+        decades = list(range(0, int(math.log10(top)) + 2))
+        fig.update_xaxes(tickvals=decades, ticktext=[str(10 ** d) for d in decades], title_text="rank + 1 (last position)",
+                         row=1, col=2)
     fig.update_yaxes(title_text="layer (0: embeddings)", row=1, col=1)
-    fig.update_layout(height=max(420, 18 * lens.stages + 100), margin=dict(l=50, r=20, t=60, b=90))
+    # legend and colour bar inside the figure's own margins: automargins can leave a narrow pane no plot area
+    fig.update_layout(height=max(460, 18 * lens.stages + 160), margin=dict(l=50, r=20, t=60, b=150, autoexpand=False),
+                      legend=dict(x=0.99, y=0.01, xanchor="right", yanchor="bottom", bgcolor="rgba(255,255,255,0.7)"))
     return fig
 
 

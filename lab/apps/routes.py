@@ -43,7 +43,7 @@ class RoutesTab:
                                    "draft.", css_classes=["routes-status"])  # plain text, escaped
         self.route = pn.pane.Plotly(empty("no route yet"), sizing_mode="stretch_width")
         self.details = pn.pane.Plotly(empty("click an edge's marker for its heads"), sizing_mode="stretch_width")
-        self.lens = pn.pane.Plotly(empty("no lens yet"), sizing_mode="stretch_width")
+        self.lens = pn.pane.Plotly(empty("no lens yet"), sizing_mode="stretch_width", min_width=720)
         self.message = self.status.object
         self.busy = False
         self.result: tuple | None = None  # (route, event, lens) left by the worker

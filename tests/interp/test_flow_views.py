@@ -59,7 +59,7 @@ def test_lens_and_frequency_figures(tiny):
     lens = interp.logit_lens(tiny, f, [2, 9], track=(f.predicted[-1],))
     view = LensView(lens)
     assert list(view.data[0].text[-1]) == [str(t) for t in f.predicted[2:10:7]]
-    assert view.data[1].x[-1] == 1  # the tracked prediction ranks first at the last layer
+    assert view.data[1].customdata[-1] == 0 and view.data[1].x[-1] == 0  # the prediction ranks first at the end
     stats = interp.head_frequency(tiny, [IDS, IDS[:4]])
     assert [list(row) for row in head_frequency_figure(stats).data[0].z] == stats.heads.tolist()
     own = head_frequency_figure(stats, at_prediction=True)
