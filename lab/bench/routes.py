@@ -52,7 +52,7 @@ def unchunked(f) -> float:
         if parts.attention_bias is not None:
             rest.append((parts.middle.abs().sum(-1) - (parts.middle - parts.attention_bias).abs().sum(-1)).clamp_min(0))
         heads = close / (close.sum((1, 2)) + sum(rest))[:, None, None]
-        worst = max(worst, float((heads - f.attention(layer, list(range(len(f)))).heads).abs().max()))
+        worst = max(worst, float((heads.cpu() - f.attention(layer, list(range(len(f)))).heads).abs().max()))
     return worst
 
 

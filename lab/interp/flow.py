@@ -52,14 +52,14 @@ class Flow:
     def attention(self, layer: int, positions: list[int]) -> AttentionImportance:
         """Importances of layer `layer`'s attention parts at `positions` (computed once per position)."""
         T, H = len(self), self.heads
-        if layer not in self._heads:
+        if layer not in self._heads:  # tables on the CPU: routes read them row by row
             self._heads[layer], self._rest[layer] = torch.zeros(T, T, H), torch.zeros(T, 2)
             self._done[layer] = torch.zeros(T, dtype=torch.bool)
         missing = [p for p in positions if not self._done[layer][p]]
         if missing:
             fresh = attention_importance(self.parts.layers[layer], missing)
-            self._heads[layer][missing] = fresh.heads
-            self._rest[layer][missing] = torch.stack([fresh.residual, fresh.bias], 1)
+            self._heads[layer][missing] = fresh.heads.cpu()
+            self._rest[layer][missing] = torch.stack([fresh.residual, fresh.bias], 1).cpu()
             self._done[layer][missing] = True
         at = torch.tensor(positions, dtype=torch.long)
         rest = self._rest[layer][at]
@@ -68,7 +68,7 @@ class Flow:
     def ffn(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Importances [T] of layer `layer`'s FFN block and of the stream it reads (all positions: cheap)."""
         if layer not in self._ffn:
-            self._ffn[layer] = ffn_importance(self.parts.layers[layer])
+            self._ffn[layer] = tuple(t.cpu() for t in ffn_importance(self.parts.layers[layer]))
         return self._ffn[layer]
 
     def complete(self) -> "Flow":

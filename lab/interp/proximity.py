@@ -42,25 +42,27 @@ def attention_importance(parts: LayerParts, positions: list[int], budget: int = 
     u, weights, middle = parts.head_values, parts.attention, parts.middle
     T, H, D = u.shape
     positions = [int(p) for p in positions]
-    heads = torch.zeros(len(positions), T, H)
+    device = u.device
+    heads = torch.zeros(len(positions), T, H, device=device)
     order = sorted(range(len(positions)), key=lambda n: -positions[n])  # the longest rows first
     start = 0
     while start < len(order):
         width = positions[order[start]] + 1  # sources 0 .. the chunk's last position
         rows = order[start:start + max(1, budget // (width * H * D))]
-        at = torch.tensor([positions[n] for n in rows])
+        at = torch.tensor([positions[n] for n in rows], device=device)
         y = middle[at]  # [c, D]
         a = weights[:, at, :width].permute(1, 2, 0)  # [c, width, H]
         z = torch.addcmul(y[:, None, None, :], a[..., None], u[None, :width], value=-1)  # y - A u, [c, width, H, D]
         gap = torch.linalg.vector_norm(z, ord=1, dim=-1)
         del z
         close = (torch.linalg.vector_norm(y, ord=1, dim=-1)[:, None, None] - gap).clamp_min(0)
-        close = close.masked_fill(torch.arange(width)[None, :, None] > at[:, None, None], 0.0)  # causal: exactly 0
-        heads[rows, :width] = close.to(heads.dtype)
+        close = close.masked_fill(torch.arange(width, device=device)[None, :, None] > at[:, None, None], 0.0)  # causal: exactly 0
+        heads[torch.tensor(rows, device=device), :width] = close.to(heads.dtype)
         start += len(rows)
-    at = torch.tensor(positions, dtype=torch.long)
+    at = torch.tensor(positions, dtype=torch.long, device=device)
     residual = proximity(parts.residual[at], middle[at])
-    bias = proximity(parts.attention_bias, middle[at]) if parts.attention_bias is not None else torch.zeros(len(at))
+    bias = proximity(parts.attention_bias, middle[at]) if parts.attention_bias is not None else \
+        torch.zeros(len(at), device=device)
     total = (heads.sum((1, 2)) + residual + bias).clamp_min(torch.finfo(torch.float32).tiny)
     return AttentionImportance(positions, heads / total[:, None, None], residual / total, bias / total)
 

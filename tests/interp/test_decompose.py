@@ -79,3 +79,9 @@ def test_a_model_whose_parts_do_not_add_up_is_refused(monkeypatch):
     monkeypatch.setattr(module, "output_weights", lambda attention, heads: (real(attention, heads)[0].flip(0), None))
     with pytest.raises(LabError, match="do not sum back"):
         decompose(backend_for(model), IDS)
+
+
+def test_a_16_bit_model_is_decomposed_in_float32_within_its_rounding():
+    model = tiny_with_biases("gpt2").to(torch.bfloat16)
+    parts = decompose(backend_for(model), IDS)
+    assert 1e-4 < parts.error < 3e-2 and parts.layers[0].head_values.dtype == torch.float32
