@@ -1,4 +1,4 @@
-"""python -m lab {methods, generate, bench, serve}: the command-line face of the lab.
+"""python -m lab {methods, generate, routes, bench, serve}: the command-line face of the lab.
 
 Bad input ends with one line on stderr naming the fix, exit code 2, and nothing written to stdout.
 """
@@ -179,6 +179,38 @@ def emit(args, row: dict, t) -> None:
               f"{t.tokens_per_forward:.2f} tokens/forward, {t.wall_s:.2f} s", flush=True)
 
 
+def cmd_routes(args) -> None:
+    """The information-flow route to one prediction of a prompt (Ferrando & Voita, 2024), as JSON or a summary."""
+    from . import models
+    from .api import Lab
+    from .interp import flow
+    from .interp.routes import check_tau
+
+    if not args.prompt.strip():
+        raise LabError("--prompt is empty: give some text")
+    check_prompt({"id": "--prompt", "prompt": args.prompt, "chat": args.chat}, "--prompt")
+    tau = check_tau(args.tau)
+    models.check_device(args.device)
+    models.resolve(args.model) if args.model != models.DEFAULT else None  # a missing folder or file: before loading
+    lab = Lab(args.model, device=args.device)
+    ids = lab.encode(args.prompt, args.chat, args.special_tokens)
+    lab.check_context(ids, 0, "--prompt")
+    if not -len(ids) <= args.position < len(ids):
+        raise LabError(f"--position {args.position} is outside the prompt's {len(ids)} tokens "
+                       f"(use 0 .. {len(ids) - 1}, or -1 for the last)")
+    route = flow(lab, ids).route(args.position, tau, renormalize=args.renormalize)
+    if args.json:
+        print(route.to_json())
+        return
+    kinds = {k: sum(e.kind == k for e in route.edges) for k in ("attention", "ffn", "residual")}
+    heads = sorted(route.important_heads())
+    print(f"route to the prediction after token {route.position} ({route.pieces[route.position]!r}): "
+          f"{lab.token_text(route.predicted)!r} (p={route.probability:.3f}), tau={tau}\n"
+          f"  {len(route.nodes)} nodes, {route.size} edges ({', '.join(f'{v} {k}' for k, v in kinds.items())})\n"
+          f"  important heads (layer, head): {heads[:24]}{' ...' if len(heads) > 24 else ''}\n"
+          f"  FFN blocks on the route: {sorted(route.ffn_layers())}")
+
+
 def cmd_bench(args) -> None:
     from .bench.run import main as bench_main
 
@@ -217,6 +249,18 @@ def build() -> Parser:
     g.add_argument("--batch-size", type=int, default=1,
                    help="decode this many prompts together (methods with a batched implementation)")
     g.set_defaults(run=cmd_generate)
+    r = sub.add_parser("routes", help="the information-flow route to a prediction (JSON with --json)")
+    r.add_argument("--model", default="default")
+    r.add_argument("--prompt", required=True)
+    r.add_argument("--chat", action="store_true", help="wrap --prompt in the chat template")
+    r.add_argument("--special-tokens", action="store_true",
+                   help="let prompt text that spells special tokens (<|im_end|> ...) be those tokens")
+    r.add_argument("--tau", type=float, default=0.04, help="importance threshold in (0, 1); 0.04 is the paper's")
+    r.add_argument("--position", type=int, default=-1, help="the predicting position (default -1: the last token)")
+    r.add_argument("--renormalize", action="store_true", help="rescale each node's kept edges to sum to 1")
+    r.add_argument("--device")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(run=cmd_routes)
     b = sub.add_parser("bench", help="run the offline benchmark suite (see lab/bench)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(run=cmd_bench)

@@ -1,7 +1,7 @@
 """Views of Traces (installed as lab.widgets): ipywidgets for notebooks, the same figures for Panel.
 
-Every view takes a Trace and never calls a model. `figures` holds the pure Trace -> figure/HTML functions
-that both the ipywidgets here and the Panel apps use.
+Every view takes a Trace (or lab.interp data: a Flow, a Lens, a Rejection) and never calls a model. `figures` and
+`flow_figures` hold the pure data -> figure/HTML functions that both the ipywidgets here and the Panel apps use.
 """
 from .acceptance import Acceptance
 from .analysis import (  # noqa: F401
@@ -13,7 +13,11 @@ from .analysis import (  # noqa: F401
 )
 from .draft_tree import DraftTree
 from .figures import acceptance_figure, draft_tree_figure, token_stream_html
+from .flow_figures import edge_heads_figure, head_frequency_figure, lens_figure, route_figure
+from .flow_routes import FlowRoutes
+from .lens_view import LensView
 from .token_stream import TokenStream
 
-__all__ = ["TokenStream", "DraftTree", "Acceptance", "token_stream_html", "draft_tree_figure",
-           "acceptance_figure"]
+__all__ = ["TokenStream", "DraftTree", "Acceptance", "FlowRoutes", "LensView", "token_stream_html",
+           "draft_tree_figure", "acceptance_figure", "route_figure", "edge_heads_figure", "lens_figure",
+           "head_frequency_figure"]

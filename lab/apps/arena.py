@@ -26,6 +26,7 @@ from ..widgets.figures import (
 )
 from .drafters import DraftersTab
 from .labs import Labs
+from .routes import RoutesTab
 
 EXAMPLES = [json.loads(line) for line in
             resources.files("lab.data").joinpath("prompts.jsonl").read_text().splitlines() if line.strip()]
@@ -193,7 +194,8 @@ class Arena:
             ("Draft tree", pn.Column(pn.Row(self.tree_method, self.tree_step, self.follow), self.tree,
                                      sizing_mode="stretch_width")),
             ("Acceptance", pn.Column(self.acceptance_method, self.acceptance, sizing_mode="stretch_width")),
-            ("Table", self.table), ("Drafters", DraftersTab(self).view()), sizing_mode="stretch_width")
+            ("Table", self.table), ("Drafters", DraftersTab(self).view()), ("Routes", RoutesTab(self).view()),
+            sizing_mode="stretch_width")
         main = pn.Column("### Tokens (green: accepted draft, blue: target after a draft, grey: target alone)",
                          self.streams, tabs, sizing_mode="stretch_width")
         layout = pn.Row(controls, main, sizing_mode="stretch_width")
