@@ -139,13 +139,15 @@ def captured(model: nn.Module, neurons: bool):
 
 
 def decompose(backend, ids: list[int], *, neurons: bool = False, tolerance: float | None = None) -> Decomposition:
-    """Run `ids` through a fork of `backend` (an HFBackend: its own cache, shared weights) and split every
+    """Run `ids` through an HF backend on `backend`'s weights (its own cache) and split every
     layer's updates into parts (in float32, whatever the model's dtype). Raises a LabError when the parts do not
     sum back to the streams within `tolerance` (relative to the stream's size; 1e-3 for a float32 model, 3e-2
     for 16-bit ones, whose own sums round coarsely): then the architecture is one these parts do not describe."""
     if not ids:
         raise LabError("routes: give at least one token")
-    runner = backend.fork()
+    from .hf import HFBackend  # the parts come from the reference backend's hooks, whatever backend asks
+
+    runner = backend.fork() if isinstance(backend, HFBackend) else HFBackend(backend.weights)
     model = runner.model
     config = model.config.get_text_config()
     heads = config.num_attention_heads

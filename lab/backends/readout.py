@@ -35,7 +35,7 @@ def frozen_norm(norm: nn.Module | None, vectors: torch.Tensor, residual: torch.T
 def direct_logits(backend, vectors: torch.Tensor, residual: torch.Tensor,
                   vocab: torch.Tensor | None = None) -> torch.Tensor:
     """Logits [..., V] (or [..., len(vocab)]) that parts `vectors` [..., D] of the stream `residual` add."""
-    model = backend.model
+    model = backend.weights
     vectors = vectors.to(backend.device, torch.float32)
     residual = residual.to(backend.device, torch.float32)
     normed = frozen_norm(final_norm(model), vectors, residual)
@@ -47,12 +47,12 @@ def direct_logits(backend, vectors: torch.Tensor, residual: torch.Tensor,
 
 def norm_bias_logits(backend) -> torch.Tensor | None:
     """The LM head of the final norm's bias [V] (what no part of a stream owns), or None without a bias."""
-    norm = final_norm(backend.model)
+    norm = final_norm(backend.weights)
     bias = getattr(norm, "bias", None) if norm is not None else None
     if bias is None:
         return None
     with torch.no_grad():
-        return (bias.float() @ backend.model.get_output_embeddings().weight.float().T).float()
+        return (bias.float() @ backend.weights.get_output_embeddings().weight.float().T).float()
 
 
 def neuron_directions(backend, layer: int) -> torch.Tensor:
@@ -61,6 +61,6 @@ def neuron_directions(backend, layer: int) -> torch.Tensor:
     neuron's."""
     from transformers.pytorch_utils import Conv1D
 
-    proj = down_projection(mlp_of(layer_list(backend.model)[layer]))
+    proj = down_projection(mlp_of(layer_list(backend.weights)[layer]))
     weight = proj.weight.detach().float()
     return weight if isinstance(proj, Conv1D) else weight.T
