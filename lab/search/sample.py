@@ -13,7 +13,8 @@ from .greedy import autoregressive
 
 
 @method("sample", family="autoregressive", lossless=False,
-        paper="The Curious Case of Neural Text Degeneration")
+        paper="The Curious Case of Neural Text Degeneration",
+        departures="none")
 def sample(dec, *, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, typical: float = 1.0, eta: float = 0.0):
     """Temperature sampling with optional top-k, top-p, min-p, typical and eta truncation."""
     if dec.greedy and (top_k or top_p < 1 or min_p or typical < 1 or eta):

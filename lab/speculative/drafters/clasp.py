@@ -96,7 +96,10 @@ class InContextSkip(Drafter):
 
 
 @method("clasp", family="speculative", lossless=True, training_free=True,
-        paper="CLaSp: In-Context Layer Skip for Self-Speculative Decoding")
+        paper="CLaSp: In-Context Layer Skip for Self-Speculative Decoding",
+        departures="layer i's effect on a candidate state is approximated by its effect on the full model's own "
+                   "state (delta_i = h_i - h_(i-1)) instead of running layer i on the candidate; the last layer is "
+                   "never skipped; no sparse persistence: the skip set is recomputed after every verification")
 def clasp(dec, *, skip: float = 0.5, length: int = 4):
     """Self-speculation skipping the layers a DP picks after each verification from the context's hidden states."""
     yield from speculate(dec, InContextSkip(dec, skip, length))

@@ -60,7 +60,10 @@ class PartialKV(Drafter):
 
 
 @method("specpv", family="speculative", lossless=True, training_free=True,
-        paper="SpecPV: Improving Self-Speculative Decoding for Long-Context Generation via Partial Verification")
+        paper="SpecPV: Improving Self-Speculative Decoding for Long-Context Generation via Partial Verification",
+        departures="the partial KV (sinks + recent window) is used only for drafting and every verification is "
+                   "full, so it stays lossless (the paper verifies against the partial KV, with a periodic full "
+                   "verification)")
 def specpv(dec, *, sink: int = 4, window: int = 32, length: int = 4):
     """Self-speculation on a partial KV cache (sink tokens + recent window); every verification is full."""
     yield from speculate(dec, PartialKV(sink, window, length))

@@ -81,7 +81,9 @@ class TokenRecycler(Drafter):
 
 
 @method("token-recycling", family="speculative", lossless=True, training_free=True,
-        paper="Turning Trash into Treasure: Accelerating Inference of Large Language Models with Token Recycling")
+        paper="Turning Trash into Treasure: Accelerating Inference of Large Language Models with Token Recycling",
+        departures="the adjacency matrix starts empty at every generation (the paper keeps it across generations); "
+                   "the draft tree is a best-first template of 28 nodes, not the paper's static 80-node tree")
 def token_recycling(dec, *, k: int = 8, nodes: int = 28, max_depth: int = 6):
     """Token Recycling: the target's past top-k candidates in a [V, k] matrix fill a static draft tree."""
     yield from speculate(dec, TokenRecycler(dec.target.vocab_size, k, nodes, max_depth))
