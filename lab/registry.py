@@ -1,4 +1,5 @@
-"""The method registry: `@method(...)` names a decoding method, its family, its claims and its paper.
+"""The method registry: `@method(...)` names a decoding method, its family, its claims, its paper and where it
+departs from that paper.
 
 A method is a generator `fn(dec, *, option=default, ...)` that yields one `Step` per commit; `dec` is
 the `Decoding` it runs in (lab.decoding). `python -m lab methods --json` prints this registry.
@@ -28,6 +29,7 @@ class MethodInfo:
     paper: str
     fn: Callable
     summary: str
+    departures: str = ""  # how the method departs from its paper ("none" when it does not)
 
     @property
     def options(self) -> dict:
@@ -38,14 +40,16 @@ class MethodInfo:
     def to_dict(self) -> dict:
         return {"name": self.name, "family": self.family, "lossless": self.lossless,
                 "training_free": self.training_free, "paper": self.paper, "summary": self.summary,
+                "departures": self.departures,
                 "options": {k: v for k, v in self.options.items() if isinstance(v, (int, float, str, bool, type(None)))}}
 
 
 METHODS: dict[str, MethodInfo] = {}
 
 
-def method(name: str, *, family: str, lossless: bool, training_free: bool = True, paper: str):
-    """Register a decoding method under `name`."""
+def method(name: str, *, family: str, lossless: bool, training_free: bool = True, paper: str, departures: str = ""):
+    """Register a decoding method under `name`. `departures` says where it departs from its paper, in a sentence
+    or two ("none" when it does not); the README's methods table and `methods --json` show it."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}")
 
@@ -53,7 +57,7 @@ def method(name: str, *, family: str, lossless: bool, training_free: bool = True
         if name in METHODS and METHODS[name].fn is not fn:
             raise ValueError(f"method {name!r} is registered twice")
         summary = (inspect.getdoc(fn) or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METHODS[name] = MethodInfo(name, family, lossless, training_free, paper, fn, summary)
+        METHODS[name] = MethodInfo(name, family, lossless, training_free, paper, fn, summary, departures.strip())
         return fn
 
     return register

@@ -1,6 +1,7 @@
 """Next-token distributions: temperature and the truncation rules of the literature, as torch references.
 
 Every function maps logits [..., V] to logits (or probabilities) of the same shape; removed tokens get -inf.
+`Sampling.warp` applies them in transformers' order: temperature, top-k, top-p, min-p, typical, eta.
 - top-k, top-p: "The Curious Case of Neural Text Degeneration" (Holtzman et al., 2020)
 - min-p: "Turning Up the Heat: Min-p Sampling for Creative and Coherent LLM Outputs" (Nguyen et al., 2024)
 - typical: "Locally Typical Sampling" (Meister et al., 2023)
@@ -103,13 +104,15 @@ class Sampling:
         return self.temperature == 0.0
 
     def warp(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits after temperature and truncation (float32)."""
+        """Logits after temperature and truncation (float32). Several rules apply one after the other, each to
+        what the one before left, in transformers' order (`generate`'s logits processors): temperature, top-k,
+        top-p, min-p, typical, eta. The order matters: top-p after top-k takes its mass from the k survivors."""
         logits = logits.float() / self.temperature
         logits = top_k(logits, self.top_k)
-        logits = typical(logits, self.typical)
-        logits = eta(logits, self.eta)
         logits = top_p(logits, self.top_p)
-        return min_p(logits, self.min_p)
+        logits = min_p(logits, self.min_p)
+        logits = typical(logits, self.typical)
+        return eta(logits, self.eta)
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution a token is drawn from; a one-hot argmax at temperature 0."""

@@ -13,10 +13,11 @@ BEGIN, END = "<!-- METHODS:BEGIN -->", "<!-- METHODS:END -->"
 
 
 def table() -> str:
-    rows = ["| method | family | lossless | training-free | paper |", "|---|---|---|---|---|"]
+    rows = ["| method | family | lossless | training-free | paper | departures from the paper |",
+            "|---|---|---|---|---|---|"]
     for m in sorted(lab.load_all().values(), key=lambda m: (m.family, m.name)):
         rows.append(f"| `{m.name}` | {m.family} | {'yes' if m.lossless else 'no'} | "
-                    f"{'yes' if m.training_free else 'no'} | {m.paper} |")
+                    f"{'yes' if m.training_free else 'no'} | {m.paper} | {m.departures.replace('|', '/')} |")
     return "\n".join(rows)
 
 

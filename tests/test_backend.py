@@ -222,3 +222,27 @@ def test_a_draft_on_the_cache_leaves_it_as_it_was():
         assert torch.allclose(a, short(torch.tensor([[1, 2, 3, 4, 5]])).logits[0, -1], atol=1e-4)
     after = runner.forward([5]).logits[-1]
     assert torch.allclose(after, chain_logits(model, [1, 2, 3, 4, 5])[-1], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_run_layer_is_the_layer_on_given_states_over_the_cached_context(arch):
+    """Layer i on the full model's own state entering it gives the state leaving it; rows are independent
+    (a row's output does not depend on the others); the cache is left exactly as it was."""
+    model = tiny(arch, vocab_size=50, layers=3, seed=13)
+    ids = [(7 * i) % 45 + 1 for i in range(12)]
+    runner = HFBackend(model)
+    runner.prefill(ids[:-1])
+    keys = [layer.keys.clone() for layer in runner.cache.layers]
+    with torch.no_grad():
+        states = [h[0, -1] for h in model(torch.tensor([ids]), output_hidden_states=True).hidden_states]
+    noise = torch.randn(2, states[0].shape[-1], generator=torch.Generator().manual_seed(0))
+    for i in range(2):
+        both = runner.run_layer(i, torch.stack([states[i], states[i] + noise[i]]), [len(ids) - 1] * 2)
+        alone = runner.run_layer(i, states[i][None], [len(ids) - 1])
+        assert torch.allclose(both[0], states[i + 1], rtol=1e-4, atol=1e-4)
+        assert torch.allclose(both[0], alone[0], rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(both[1], both[0], atol=1e-3)
+    hidden = torch.ones(len(ids) - 1, dtype=torch.bool)
+    hidden[2:6] = False  # a visible mask hides part of the context, as in a forward
+    assert not torch.allclose(runner.run_layer(0, states[0][None], [len(ids) - 1], hidden)[0], states[1], atol=1e-3)
+    assert runner.ids == ids[:-1] and all(torch.equal(a, b.keys) for a, b in zip(keys, runner.cache.layers))

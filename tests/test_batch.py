@@ -15,7 +15,7 @@ from lab.errors import LabError
 from lab.models import tiny
 
 from .conftest import PROMPTS, hf_greedy, tiny_lab, use_draft
-from .test_distribution import (
+from .two_tokens import (
     PROMPT,
     VOCAB,
     T,

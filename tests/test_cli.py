@@ -25,6 +25,7 @@ def test_methods_json():
     for r in rows:
         assert isinstance(r["name"], str) and isinstance(r["family"], str) and isinstance(r["paper"], str)
         assert isinstance(r["lossless"], bool) and isinstance(r["training_free"], bool)
+        assert isinstance(r["departures"], str) and r["departures"].strip(), r["name"]
 
 
 @pytest.fixture(scope="module")

@@ -201,6 +201,15 @@ class Backend(ABC):
     def on(self, device: str, dtype: torch.dtype | None = None) -> "Backend":
         """A copy of this backend's model (its layers only, own weights) on a device, in a dtype."""
 
+    # -- one decoder layer on given states ----------------------------------------------------------
+    def run_layer(self, layer: int, hidden: torch.Tensor, positions: list[int],
+                  visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder layer `layer` on given hidden states [k, H] (the residual stream entering it), row i at
+        positions[i]: each row attends to the cached context of row 0 (or its `visible` part, bool [length]) and
+        to itself, never to the other rows, and nothing is written to the cache. Returns the residual stream
+        leaving the layer [k, H], float32. CLaSp runs its candidate draft states through one layer at a time."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run one layer on given states")
+
     # -- the LM head -------------------------------------------------------------------------------
     @abstractmethod
     def head(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:

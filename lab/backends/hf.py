@@ -9,6 +9,7 @@ they are squeezed out at once); holes are gathered away once `compact_after` col
 """
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from ..tree import ancestor_mask, buffers, chain, depths
 from . import taps as tapping
 from .base import Backend, Description, Forward
-from .layers import copy_model, decoder_body, final_norm, kv_bytes_per_token, layer_view
+from .layers import copy_model, decoder_body, final_norm, kv_bytes_per_token, layer_list, layer_view
 from .transfer import to_device
 
 
@@ -315,6 +316,47 @@ class HFBackend(Backend):
 
     def on(self, device: str, dtype: torch.dtype | None = None) -> "HFBackend":
         return HFBackend(copy_model(self.model, device, dtype))
+
+    # -- one decoder layer on given states ----------------------------------------------------------
+    @torch.inference_mode()
+    def run_layer(self, layer: int, hidden: torch.Tensor, positions: list[int],
+                  visible: torch.Tensor | None = None) -> torch.Tensor:
+        if self.rows != 1:
+            raise ValueError("run_layer needs a one-row backend")
+        if self.columns != self.length:
+            self._compact()
+        k, length = hidden.shape[0], self.length
+        prefix = torch.ones(k, length, dtype=torch.bool) if visible is None else \
+            to_device(visible, "cpu", torch.bool).reshape(-1, length).expand(k, -1)
+        allowed = torch.cat([prefix, torch.eye(k, dtype=torch.bool)], dim=1)[None, None]
+        if not hasattr(self, "_single_layers"):
+            self._single_layers: dict[int, nn.Module] = {}
+        if layer not in self._single_layers:
+            self._single_layers[layer] = layer_view(self.base, [layer])
+        view = self._single_layers[layer]
+        scratch = copy.copy(self.cache)  # the layer appends its keys and values to copies: the cache stays as it is
+        scratch.layers = [copy.copy(entry) for entry in self.cache.layers]
+        states = hidden.to(self.device, self.dtype)[None]
+        found = []
+
+        def given(module, args, kwargs):  # the layer's input: the given states, not the embeddings
+            if args:
+                return (states, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": states}
+
+        def output(module, args, out):
+            found.append(out[0] if isinstance(out, tuple) else out)
+
+        block = layer_list(view)[0]
+        handles = [block.register_forward_pre_hook(given, with_kwargs=True), block.register_forward_hook(output)]
+        try:
+            decoder_body(view)(input_ids=torch.zeros(1, k, dtype=torch.long, device=self.device),
+                               position_ids=to_device([positions], self.device), attention_mask=self._mask(allowed),
+                               use_cache=True, **{self._cache_arg: scratch})
+        finally:
+            for handle in handles:
+                handle.remove()
+        return found[0][0].float()
 
     # -- the LM head -------------------------------------------------------------------------------
     @torch.inference_mode()

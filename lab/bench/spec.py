@@ -193,7 +193,7 @@ def merge(paths: list[str]) -> dict:
     if any(p["prompts"] != first["prompts"] or p["max_new_tokens"] != first["max_new_tokens"] for p in parts):
         raise LabError("--merge: the files must share their prompts and --max-new-tokens")
     out = dict(first, command=" && ".join(p["command"] for p in parts), methods=[BASELINE], summary={}, runs=[],
-               lossless={})
+               lossless={}, departures={})
     for p in parts:
         for m in p["methods"]:
             if m in out["summary"]:
@@ -202,6 +202,8 @@ def merge(paths: list[str]) -> dict:
                 out["methods"].append(m)
             out["summary"][m] = p["summary"][m]
             out["lossless"][m] = p["lossless"][m]
+            if m in p.get("departures", {}):  # files written before the field existed have none
+                out["departures"][m] = p["departures"][m]
             out["runs"] += [r for r in p["runs"] if r["method"] == m]
     return out
 
@@ -263,6 +265,7 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
                "categories": list(dict.fromkeys(p["category"] for p in prompts)),
                "methods": [BASELINE] + [m for m in methods if m != BASELINE],
                "lossless": {m: infos[m].lossless for m in [BASELINE, *methods]},
+               "departures": {m: infos[m].departures for m in [BASELINE, *methods]},
                "prompts": [{"id": p["id"], "category": p["category"], "source": p.get("source", "")} for p in prompts],
                "summary": summarize(runs), "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs]}
     return report(results, Path(args.out), args)

@@ -20,7 +20,9 @@ from ..trace import Step
 NEG = -1.0e9
 
 
-@method("beam", family="search", lossless=False, paper="Sequence to Sequence Learning with Neural Networks")
+@method("beam", family="search", lossless=False, paper="Sequence to Sequence Learning with Neural Networks",
+        departures="none: transformers' beam search (GNMT length penalty, early stopping as in generate); at T > 0 "
+                   "the continuations are sampled (beam sampling)")
 def beam(dec, *, beams: int = 4, length_penalty: float = 1.0, early_stopping: bool = False):
     """Beam search (beam sampling at temperature > 0) with a length penalty on finished hypotheses."""
     if beams < 1:

@@ -18,7 +18,8 @@ def autoregressive(dec):
 
 
 @method("greedy", family="autoregressive", lossless=True,
-        paper="Autoregressive decoding (the reference: transformers' generate)")
+        paper="Autoregressive decoding (the reference: transformers' generate)",
+        departures="none: the reference, token for token transformers' greedy generate")
 def greedy(dec):
     """Argmax decoding, one token per forward; samples from softmax(logits/T) at temperature > 0."""
     yield from autoregressive(dec)

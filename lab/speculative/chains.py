@@ -7,6 +7,7 @@ forward (lab/speculative/loop.py `speculate_rows`).
 from __future__ import annotations
 
 from ..backends import Backend
+from ..batch import Rows
 from ..tree import Tree
 from .drafter import Drafter
 
@@ -20,6 +21,13 @@ class ChainDrafter(Drafter):
     @property
     def forwards(self) -> int:
         return self.runner.forwards
+
+    def accepted_rows(self, rows, trees: list[Tree], verdicts, logits) -> None:
+        """Nothing to learn by default (TETRIS); BASS and the batched sps adapt their chain lengths here."""
+
+    def accepted(self, dec, tree: Tree, verdict, logits, taps=None) -> None:
+        """One prompt runs as a batch of one, which the loop scores on its single-row path: same rule."""
+        self.accepted_rows(Rows.of_one(dec), [tree], [verdict], [logits])
 
     def select(self, kept: list[int]) -> None:
         if self.runner.rows > max(kept, default=-1):  # a draft that has not drafted yet holds no rows to drop

@@ -43,6 +43,17 @@ class Drafter:
         tokens, mask and positions whose first 1 + tree.rows rows are the root and the tree. None: just the tree."""
         return None
 
+    def visible(self, dec: Decoding) -> torch.Tensor | None:
+        """What of the cached context the verification forward sees (bool [dec.target.length]). None, the default,
+        is all of it, which exact verification needs; SpecPV's partial verification hides part of it (lossy)."""
+        return None
+
+    def kept(self, rows: list[int]) -> list[int]:
+        """Rows of the verification forward the cache keeps, in order, given the accepted path's (the root's row 0
+        first). By default just those; a layout whose extra rows belong before the root adds them (SpecPV
+        re-forwards the tokens it verified partially)."""
+        return rows
+
     def alongside(self, dec: Decoding, root: int, tree: Tree) -> Callable[[], None] | None:
         """Work to run in a thread while the target verifies `tree` (PEARL's drafting ahead); it may then add
         nodes that have no row of their own (see Tree.scored). None: nothing runs alongside."""

@@ -89,22 +89,24 @@ def speculate_rows(rows: Rows, drafter: Drafter, verifier: Verifier = EXACT) -> 
 
 
 def score_one(dec: Decoding, drafter: Drafter, verifier: Verifier, root: int, tree: Tree):
-    """One target forward over the root and the tree (and what the drafter's layout adds, and what it drafts
-    alongside); verify; keep the accepted path in the cache."""
+    """One target forward over the root and the tree (and what the drafter's layout adds, seeing the part of the
+    cache the drafter says, and what it drafts alongside); verify; keep the accepted path in the cache."""
     layout = drafter.layout(dec, root, tree)
+    visible = drafter.visible(dec)
     if layout is None:
         tokens, parents = tree.with_root(root)
-        forward = lambda: dec.target.forward(tokens, parents, taps=drafter.taps)  # noqa: E731
+        forward = lambda: dec.target.forward(tokens, parents, visible=visible, taps=drafter.taps)  # noqa: E731
     else:
         tokens, among, positions = layout
-        forward = lambda: dec.target.forward(tokens, among=among, positions=positions, taps=drafter.taps)  # noqa: E731
+        forward = lambda: dec.target.forward(tokens, among=among, positions=positions, visible=visible,  # noqa: E731
+                                             taps=drafter.taps)
     job = drafter.alongside(dec, root, tree)
     out, overlap = (forward(), None) if job is None else beside(job, forward)
     rows = 1 + tree.rows
     verdict = verifier.verify(dec, tree, out.logits[:rows])
     if overlap is not None:
         verdict.info["overlap"] = overlap
-    dec.target.keep([0] + [i + 1 for i in verdict.accepted if i < tree.rows])
+    dec.target.keep(drafter.kept([0] + [i + 1 for i in verdict.accepted if i < tree.rows]))
     return verdict, out
 
 

@@ -78,3 +78,9 @@ def test_one_prompt_runs_as_a_batch_of_one(batch_lab):
     assert single.tokens == batch.tokens
     assert [s.proposed for s in single.steps] == [s.proposed for s in batch.steps]
     assert all(s.info.get("batch") == 1 for s in single.steps[1:])
+    schedule, made = DraftLength(4, 10), 1  # a batch of one adapts its draft length too
+    for step in single.steps[1:]:
+        assert len(step.proposed) == min(schedule.length, 20 - made)
+        schedule.update(len(step.proposed), len(step.accepted))
+        made += len(step.committed)
+    assert len({len(s.proposed) for s in single.steps[1:]}) > 1

@@ -12,7 +12,7 @@ from lab.speculative.drafters.lookahead import (
 )
 
 from ..conftest import hf_greedy, tiny_lab
-from ..test_distribution import chi_square_p
+from ..two_tokens import chi_square_p
 from .test_sjd import PROMPT as DIST_PROMPT
 from .test_sjd import T, exact_three_token_distribution, sampling_lab
 

@@ -13,7 +13,7 @@ from lab.speculative.jacobi_window import JacobiWindow
 from lab.speculative.verify import Verdict
 
 from ..conftest import tiny_lab
-from ..test_distribution import chi_square_p
+from ..two_tokens import chi_square_p
 
 VOCAB, T = 8, 0.8
 PROMPT = [1, 2, 3, 1, 2, 3, 1, 2]

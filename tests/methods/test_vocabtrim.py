@@ -9,8 +9,8 @@ from lab.speculative.drafters.vocabtrim import TrimmedHead, expected_counts
 from lab.speculative.self_draft import draft_chain
 
 from ..conftest import hf_greedy, tiny_lab
-from ..test_distribution import PROMPT as PROMPT8
-from ..test_distribution import T, chi_square_p, empirical, exact_two_token_distribution
+from ..two_tokens import PROMPT as PROMPT8
+from ..two_tokens import T, chi_square_p, empirical, exact_two_token_distribution
 from .test_layer_skip import started
 
 PROMPT = [(i * 7) % 40 + 1 for i in range(16)]

@@ -134,7 +134,9 @@ class AdaptiveDrafter(Drafter):
 
 
 @method("aded", family="speculative", lossless=True, training_free=True,
-        paper="Adaptive Draft-Verification for Efficient Large Language Model Decoding")
+        paper="Adaptive Draft-Verification for Efficient Large Language Model Decoding",
+        departures="the tri-gram matrix starts from the prompt's own tri-grams, not from a corpus; the search is a "
+                   "PUCT rule with the lab's constants (explore 0.5, decay 0.8)")
 def aded(dec, *, nodes: int = 24, width: int = 4, max_depth: int = 8, explore: float = 0.5,
          decay: float = 0.8):
     """ADED: an adaptive tri-gram model of the target drafts a tree by PUCT exploration/exploitation."""

@@ -73,7 +73,10 @@ class Bass(ChainDrafter):
 
 
 @method("bass", family="speculative", lossless=True, training_free=True,
-        paper="BASS: Batched Attention-optimized Speculative Sampling")
+        paper="BASS: Batched Attention-optimized Speculative Sampling",
+        departures="each row adapts its own draft length by default (the paper: one length for the batch, "
+                   "shared_length=True); chains of at most 10 tokens; the draft is the target's own first 16 "
+                   "layers, untrained (the paper uses a trained small draft model)")
 @batch_of_one
 @batched("bass")
 def bass(batch, *, draft: str = "layers:16", length: int = 4, max_length: int = 10, shared_length: bool = False):

@@ -96,7 +96,10 @@ class DynamicExit(Drafter):
 
 
 @method("del", family="speculative", lossless=True, training_free=True,
-        paper="DEL: Context-Aware Dynamic Exit Layer for Efficient Self-Speculative Decoding")
+        paper="DEL: Context-Aware Dynamic Exit Layer for Efficient Self-Speculative Decoding",
+        departures="DEL's dynamic draft exiting (stopping a chain mid-round on a confidence threshold) is left out "
+                   "and the draft length is at least 1; at T > 0 an exit's agreement is the exact acceptance "
+                   "probability sum(min(p, q)); at most `candidates` evenly spaced exits")
 def del_exit(dec, *, max_length: int = 8, candidates: int = 8, decay: float = 0.7):
     """Early-exit self-speculation whose exit layer and length follow each layer's measured acceptance."""
     yield from speculate(dec, DynamicExit(dec, max_length, candidates, decay))

@@ -99,7 +99,12 @@ class MultiSequence(AheadDrafter):
 
 
 @method("duodecoding", family="speculative", lossless=True, training_free=True,
-        paper="DuoDecoding: Hardware-aware Heterogeneous Speculative Decoding with Dynamic Multi-Sequence Drafting")
+        paper="DuoDecoding: Hardware-aware Heterogeneous Speculative Decoding with Dynamic Multi-Sequence Drafting",
+        departures="the draft is a torch model in a thread beside the target (the paper: llama.cpp in a second "
+                   "process); sequences grow one draft forward per level (a tree); at T > 0 extra first tokens are "
+                   "drawn without replacement and verified by recursive rejection (the paper checks them "
+                   "greedily); fixed budget 8 by default (budget=0 measures it); the draft is the target's own "
+                   "first 16 layers, untrained (the paper uses a trained small draft model)")
 def duodecoding(dec, *, draft: str = "layers:16", budget: int = 8, max_sequences: int = 4):
     """DuoDecoding: a CPU draft in parallel with the target; more draft sequences when the draft is unsure."""
     if budget < 0 or max_sequences < 1:

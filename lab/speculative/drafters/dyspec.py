@@ -39,7 +39,10 @@ def with_estimates(steps: Iterator[Step], drafter: BestFirstDrafter) -> Iterator
 
 
 @method("dyspec", family="speculative", lossless=True, training_free=True,
-        paper="DySpec: Faster Speculative Decoding with Dynamic Token Tree Structure")
+        paper="DySpec: Faster Speculative Decoding with Dynamic Token Tree Structure",
+        departures="growth goes in rounds, one draft forward per level, not one per popped node (at T = 0 still "
+                   "exactly the `nodes` most valuable paths); a max_depth cap; the draft is the target's own first "
+                   "16 layers, untrained (the paper uses a trained small draft model)")
 def dyspec(dec: Decoding, *, nodes: int = 24, max_depth: int = 8, draft: str = "layers:16"):
     """Dynamic draft tree grown greedily by estimated acceptance (product of draft probabilities)."""
     drafter = BestFirstDrafter(dec.lab.draft(draft), nodes=nodes, max_depth=max_depth)

@@ -32,7 +32,10 @@ def argmax_guess(dec: Decoding, logits: torch.Tensor) -> tuple[int, None]:
 
 
 @method("jacobi", family="speculative", lossless=True, training_free=True,
-        paper="Accelerating Transformer Inference for Translation via Parallel Decoding")
+        paper="Accelerating Transformer Inference for Translation via Parallel Decoding",
+        departures="the window slides (the converged prefix is committed after every forward) instead of iterating "
+                   "a fixed block to convergence; fresh positions start as random context tokens, not PAD; at T > "
+                   "0 the guesses stay argmax and are verified as fixed candidates (sjd samples them)")
 def jacobi(dec, *, window: int = 8):
     """Jacobi iteration: guess the next `window` tokens, replace each by the target's output, keep the fixed prefix."""
     yield from speculate(dec, JacobiWindow(window, argmax_guess))

@@ -44,7 +44,9 @@ class EarlyExit(Drafter):
 
 
 @method("layer-skip", family="speculative", lossless=True, training_free=True,
-        paper="LayerSkip: Enabling Early Exit Inference and Self-Speculative Decoding")
+        paper="LayerSkip: Enabling Early Exit Inference and Self-Speculative Decoding",
+        departures="training-free: the model is not trained with layer dropout and an early-exit loss, so early "
+                   "exits accept little; no exit query cache: the verification recomputes every layer")
 def layer_skip(dec, *, exit_fraction: float = 0.5, length: int = 4):
     """Self-speculation by early exit: the first layers draft a chain, the full model verifies it."""
     yield from speculate(dec, EarlyExit(dec, exit_fraction, length))

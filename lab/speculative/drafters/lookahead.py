@@ -140,7 +140,10 @@ class Lookahead(Drafter):
 
 
 @method("lookahead", family="speculative", lossless=True, training_free=True,
-        paper="Break the Sequential Dependency of LLM Inference Using Lookahead Decoding")
+        paper="Break the Sequential Dependency of LLM Inference Using Lookahead Decoding",
+        departures="the window starts as random context tokens with every level forwarded from the first step; the "
+                   "lookahead branch takes the argmax also at T > 0; the window is kept after multi-token "
+                   "acceptance; n-grams sharing a prefix are merged into one tree")
 def lookahead(dec, *, window: int = 5, ngram: int = 3, candidates: int = 5):
     """Lookahead decoding: a Jacobi window fills an n-gram pool; pooled n-grams are verified in the same forward."""
     yield from speculate(dec, Lookahead(window, ngram, candidates))

@@ -124,7 +124,11 @@ class StepJudge(Verifier):
 
 
 @method("lookahead-reasoning", family="speculative", lossless=False, training_free=True,
-        paper="Scaling Speculative Decoding with Lookahead Reasoning")
+        paper="Scaling Speculative Decoding with Lookahead Reasoning",
+        departures="token chains of whole steps judged by the target's likelihood of the draft step (the paper: "
+                   "the target generates its own version of every step in one batched pass and a judge model "
+                   "decides semantic equivalence); the draft is the target's own first 16 layers, untrained (the "
+                   "paper uses a trained small draft model)")
 def lookahead_reasoning(dec, *, judge: float = 0.5, steps: int = 2, step_tokens: int = 8,
                         delimiters: str = "\n.!?", draft: str = "layers:16"):
     """Lookahead reasoning: draft whole steps; keep a step the target's likelihood judges good enough."""

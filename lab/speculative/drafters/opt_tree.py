@@ -76,7 +76,9 @@ class OptimalTree(Drafter):
 
 
 @method("opt-tree", family="speculative", lossless=True, training_free=True,
-        paper="OPT-Tree: Speculative Decoding with Adaptive Draft Tree Structure")
+        paper="OPT-Tree: Speculative Decoding with Adaptive Draft Tree Structure",
+        departures="none in the tree search; the draft is the target's own first 16 layers, untrained (the paper "
+                   "uses a trained small draft model or an EAGLE head)")
 def opt_tree(dec, *, nodes: int = 24, max_depth: int = 10, min_gain: float = 0.05, draft: str = "layers:16"):
     """Adaptive draft tree: the top-n nodes by cumulative draft probability, grown until a level gains little."""
     if nodes < 1 or max_depth < 1:

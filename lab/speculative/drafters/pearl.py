@@ -41,7 +41,11 @@ class ParallelChain(AheadDrafter):
 
 
 @method("pearl", family="speculative", lossless=True, training_free=True,
-        paper="Parallel Speculative Decoding with Adaptive Draft Length")
+        paper="Parallel Speculative Decoding with Adaptive Draft Length",
+        departures="the draft runs in a Python thread beside the target forward (the paper: two processes on two "
+                   "GPUs); gamma is fixed (length=4) by default, length=0 measures the speed ratio as the paper "
+                   "does; the draft is the target's own first 16 layers, untrained (the paper uses a trained small "
+                   "draft model)")
 def pearl(dec, *, draft: str = "layers:16", length: int = 4):
     """PEARL: draft and verify at the same time (pre-/post-verify, a draft thread); adaptive draft length."""
     if length < 0:

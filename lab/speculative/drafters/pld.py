@@ -38,7 +38,8 @@ class PromptLookup(Drafter):
         return Tree.from_chain(lookup(dec.context, self.max_ngram, self.min_ngram, n))
 
 
-@method("pld", family="speculative", lossless=True, training_free=True, paper="Prompt Lookup Decoding")
+@method("pld", family="speculative", lossless=True, training_free=True, paper="Prompt Lookup Decoding",
+        departures="none")
 def pld(dec, *, max_ngram: int = 3, min_ngram: int = 1, length: int = 10):
     """Prompt lookup decoding: n-gram match in the context, copy what followed."""
     yield from speculate(dec, PromptLookup(max_ngram, min_ngram, length))

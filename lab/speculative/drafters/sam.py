@@ -85,7 +85,9 @@ class SuffixMatchDrafter(Drafter):
 
 
 @method("sam", family="speculative", lossless=True, training_free=True,
-        paper="SAM Decoding: Speculative Decoding via Suffix Automaton")
+        paper="SAM Decoding: Speculative Decoding via Suffix Automaton",
+        departures="the static automaton is used only when a corpus file is given, and the Token Recycling "
+                   "fallback only with recycle=True (the paper's configuration is not the default)")
 def sam(dec, *, length: int = 8, corpus: str = "", static_bias: int = 4, recycle: bool = False,
         threshold: int = 4):
     """SAM decoding: a suffix automaton finds the longest earlier match of the context; copy what followed."""

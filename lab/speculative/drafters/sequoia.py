@@ -115,7 +115,11 @@ class SequoiaTree(Drafter):
 
 
 @method("sequoia", family="speculative", lossless=True, training_free=True,
-        paper="Sequoia: Scalable, Robust, and Hardware-aware Speculative Decoding")
+        paper="Sequoia: Scalable, Robust, and Hardware-aware Speculative Decoding",
+        departures="acceptance statistics from the current prompt and run, not an offline dataset, and the tree "
+                   "re-optimised every step; the hardware profile is measured once per model in the process; draft "
+                   "cost per level modelled as one forward of nodes / depth tokens; the draft is the target's own "
+                   "first 16 layers, untrained (the paper uses a trained small draft model)")
 def sequoia(dec, *, budget: int = 0, max_nodes: int = 32, max_depth: int = 6, width: int = 8,
             draft: str = "layers:16"):
     """Tree from a dynamic program over per-rank acceptance, node budget chosen from measured latency (0 = auto)."""

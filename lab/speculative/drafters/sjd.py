@@ -42,7 +42,10 @@ def sampled_guess(dec: Decoding, logits: torch.Tensor) -> tuple[int, torch.Tenso
 
 
 @method("sjd", family="speculative", lossless=True, training_free=True,
-        paper="Accelerating Auto-regressive Text-to-Image Generation with Training-free Speculative Jacobi Decoding")
+        paper="Accelerating Auto-regressive Text-to-Image Generation with Training-free Speculative Jacobi Decoding",
+        departures="text, not images: positions without a previous distribution start as random context tokens "
+                   "verified as fixed candidates; a rejected position is resampled from the residual; the window "
+                   "slides")
 def sjd(dec, *, window: int = 8) -> Iterator[Step]:
     """Speculative Jacobi decoding: sampled Jacobi guesses, accepted with min(1, p/q), residual on rejection."""
     drafter = JacobiWindow(window, sampled_guess)

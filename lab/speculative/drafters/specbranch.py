@@ -111,7 +111,10 @@ class BranchDrafter(Drafter):
 
 
 @method("specbranch", family="speculative", lossless=True, training_free=True,
-        paper="Speculative Decoding via Hybrid Drafting and Rollback-Aware Branch Parallelism")
+        paper="Speculative Decoding via Hybrid Drafting and Rollback-Aware Branch Parallelism",
+        departures="drafting and verification alternate (the paper drafts branches while the target verifies); the "
+                   "explicit signal is prompt lookup, not target features; the draft is the target's own first 16 "
+                   "layers, untrained (the paper uses a trained small draft model)")
 def specbranch(dec: Decoding, *, max_length: int = 8, confidence: float = 0.6, branches: int = 2, tail: int = 2,
                max_ngram: int = 3, min_ngram: int = 1, draft: str = "layers:16"):
     """Chain while draft confidence and n-gram agree; branch into alternatives at the first doubt."""

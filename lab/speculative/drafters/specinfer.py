@@ -21,7 +21,10 @@ from ..loop import speculate
 
 @method("specinfer", family="speculative", lossless=True, training_free=True,
         paper="SpecInfer: Accelerating Large Language Model Serving with Tree-based Speculative Inference and "
-              "Verification")
+              "Verification",
+        departures="one draft model (the paper can pool several boost-tuned ones); a token drawn twice among "
+                   "siblings stays in the tree but is not expanded; the draft is the target's own first 16 layers, "
+                   "untrained (the paper uses a trained small draft model)")
 def specinfer(dec, *, expansion: str = "2,2,1,1", draft: str = "layers:16"):
     """Draft token tree of a fixed expansion shape (children per level, '2,2,1,1'), multi-round verification."""
     shape = branching_shape(parse_branching(expansion))

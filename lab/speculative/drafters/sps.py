@@ -60,7 +60,10 @@ class DraftModel(Drafter):
 
 
 @method("sps", family="speculative", lossless=True, training_free=True,
-        paper="Fast Inference from Transformers via Speculative Decoding")
+        paper="Fast Inference from Transformers via Speculative Decoding",
+        departures="the adaptive chain length (grow by 2 after a full acceptance, shrink by 1 otherwise) is "
+                   "transformers' assisted-generation schedule, not the papers'; the draft is the target's own "
+                   "first 16 layers, untrained (the paper uses a trained small draft model)")
 def sps(dec, *, draft: str = "layers:16", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
     """Draft-model speculative sampling with adaptive chain length (draft: 'layers:N' or a model)."""
     drafter = DraftModel(dec.lab.draft(draft), length, adaptive, confidence)

@@ -122,7 +122,11 @@ class StagedDrafter(Drafter):
 
 
 @method("staged-sd", family="speculative", lossless=True, training_free=True,
-        paper="Accelerating LLM Inference with Staged Speculative Decoding")
+        paper="Accelerating LLM Inference with Staged Speculative Decoding",
+        departures="the cheap stage is prompt lookup over the context, not a Katz back-off n-gram model trained on "
+                   "a corpus; the tree is a main chain with width - 1 siblings per position, not the paper's tuned "
+                   "expansion; the draft is the target's own first 16 layers, untrained (the paper uses a trained "
+                   "small draft model)")
 def staged_sd(dec: Decoding, *, length: int = 8, width: int = 2, max_ngram: int = 3, min_ngram: int = 1,
               draft: str = "layers:16"):
     """Draft tree (chain + siblings) whose draft is itself sped up by n-gram guesses it verifies."""

@@ -70,7 +70,10 @@ class Tetris(ChainDrafter):
 
 
 @method("tetris", family="speculative", lossless=True, training_free=True,
-        paper="TETRIS: Optimal Draft Token Selection for Batch Speculative Decoding")
+        paper="TETRIS: Optimal Draft Token Selection for Batch Speculative Decoding",
+        departures="a token's acceptance is estimated by the draft's top probability at that depth (known before "
+                   "the draw, so sampling stays exact), not the drawn token's probability; the draft is the "
+                   "target's own first 16 layers, untrained (the paper uses a trained small draft model)")
 @batch_of_one
 @batched("tetris")
 def tetris(batch, *, draft: str = "layers:16", depth: int = 6, budget: int = 12):

@@ -3,52 +3,71 @@
 Paper: "Turning Trash into Treasure: Accelerating Inference of Large Language Models with Token Recycling"
 (Luo et al., 2024). Every verification forward yields the target's top-k next tokens at the root and at
 every draft node, accepted or not. Instead of throwing them away, an adjacency matrix [V, k] keeps, for
-each token, the top-k the target most recently predicted after it. The next draft tree is a static
-template (paths of ranks such as (0,), (0, 0), (1,), ...) filled by a breadth-first walk through the
-matrix from the last committed token. No draft model, no corpus, under 2 MB of state.
+each token, the top-k the target most recently predicted after it. The matrix belongs to the model, not to
+one generation: it persists across generations, so later prompts start with what earlier ones recycled. The
+next draft tree is the paper's static tree of 80 nodes (depth 6, wide near the root, a deep spine of first
+choices), filled by a breadth-first walk through the matrix from the last committed token. No draft model,
+no corpus, under 2 MB of state.
 """
 from __future__ import annotations
 
-import heapq
+import threading
+import weakref
 
 import torch
 
 from ...decoding import Decoding
+from ...errors import LabError
 from ...registry import method
 from ...tree import Tree
 from ..drafter import Drafter
 from ..loop import speculate
 from ..verify import Verdict
 
+# Token Recycling's static tree: how many children each node has, level by level, breadth first from the root
+# (the children of a node are its matrix row's ranks 0, 1, ...). 80 nodes, 6 levels.
+PAPER_TREE = (
+    (8,),
+    (8, 4, 3, 2, 1, 1, 1, 1),
+    (8, 3, 2, 1, 1, 1, 1, 1, 2, 1, 0, 0, 1, 0, 0, 1, 0, 1, 1, 0, 0),
+    (5, 2, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 0, 0),
+    (3, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0, 0),
+    (2, 0, 0, 1, 0, 0, 0, 0),
+    (0, 0, 0),
+)
 
-def static_template(nodes: int, width: int, max_depth: int, rate: float = 0.6) -> list[tuple[int, int]]:
-    """A fixed tree as (parent slot, rank) pairs in breadth-first order, parents first.
 
-    Slots are chosen best-first under the assumption that rank r is accepted with probability
-    rate ** (r + 1), independently along a path (the shape of the paper's hand-made template:
-    wide near the root, a deep spine of first choices).
-    """
-    chosen: list[tuple[int, ...]] = []
-    frontier = [(-rate ** (r + 1), (r,)) for r in range(width)]
-    heapq.heapify(frontier)
-    while frontier and len(chosen) < nodes:
-        score, path = heapq.heappop(frontier)
-        chosen.append(path)
-        if len(path) < max_depth:
-            for r in range(width):
-                heapq.heappush(frontier, (score * rate ** (r + 1), path + (r,)))
-    chosen.sort(key=lambda p: (len(p), p))
-    slot = {path: i for i, path in enumerate(chosen)}
-    return [(slot.get(path[:-1], -1), path[-1]) for path in chosen]
+def paper_template(nodes: int = 80) -> list[tuple[int, int]]:
+    """The first `nodes` nodes of the paper's tree (breadth first, so parents come first) as (parent slot,
+    rank) pairs; parent -1 is the root."""
+    counts = [c for level in PAPER_TREE for c in level]  # node 0 is the root, node n the template's slot n - 1
+    template = [(n - 1, rank) for n, c in enumerate(counts) for rank in range(c)]
+    return template[:nodes]
+
+
+_MATRICES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model weights -> {(V, k): [V, k] matrix}
+_LOCK = threading.Lock()
+
+
+def model_matrix(weights, vocab_size: int, k: int) -> torch.Tensor:
+    """The adjacency matrix of a model (shared by every generation on its weights); -1: never predicted yet."""
+    with _LOCK:
+        per_model = _MATRICES.setdefault(weights, {})
+        if (vocab_size, k) not in per_model:
+            per_model[(vocab_size, k)] = torch.full((vocab_size, k), -1, dtype=torch.long)
+        return per_model[(vocab_size, k)]
 
 
 class TokenRecycler(Drafter):
-    """The adjacency matrix of recycled candidates and the template it fills."""
+    """The adjacency matrix of recycled candidates and the static tree it fills."""
 
-    def __init__(self, vocab_size: int, k: int = 8, nodes: int = 28, max_depth: int = 6):
+    def __init__(self, vocab_size: int, k: int = 8, nodes: int = 80, successors: torch.Tensor | None = None):
+        self.template = paper_template(nodes)
+        if k <= max((rank for _, rank in self.template), default=0):
+            raise LabError(f"token-recycling: the tree uses ranks up to {max(r for _, r in self.template)}, "
+                           f"so k must be larger; got k={k}")
         self.k = k
-        self.successors = torch.full((vocab_size, k), -1, dtype=torch.long)  # -1: never predicted yet
-        self.template = static_template(nodes, k, max_depth)
+        self.successors = successors if successors is not None else torch.full((vocab_size, k), -1, dtype=torch.long)
         self.root = -1
         self.learns_from_plain_steps = True  # a draft-less step still fills the root's row
 
@@ -80,8 +99,16 @@ class TokenRecycler(Drafter):
         self.recycle([self.root] + tree.tokens, logits)
 
 
+def recycler_for(dec: Decoding, k: int = 8, nodes: int = 80, persist: bool = True) -> TokenRecycler:
+    """A TokenRecycler on the model's own matrix (`persist`), or on a fresh one."""
+    shared = model_matrix(dec.target.weights, dec.target.vocab_size, k) if persist else None
+    return TokenRecycler(dec.target.vocab_size, k, nodes, shared)
+
+
 @method("token-recycling", family="speculative", lossless=True, training_free=True,
-        paper="Turning Trash into Treasure: Accelerating Inference of Large Language Models with Token Recycling")
-def token_recycling(dec, *, k: int = 8, nodes: int = 28, max_depth: int = 6):
-    """Token Recycling: the target's past top-k candidates in a [V, k] matrix fill a static draft tree."""
-    yield from speculate(dec, TokenRecycler(dec.target.vocab_size, k, nodes, max_depth))
+        paper="Turning Trash into Treasure: Accelerating Inference of Large Language Models with Token Recycling",
+        departures="none: the paper's static 80-node tree and a [V, 8] matrix kept per model across generations "
+                   "(persist=false starts each generation empty)")
+def token_recycling(dec, *, k: int = 8, nodes: int = 80, persist: bool = True):
+    """Token Recycling: the target's past top-k candidates, kept per model in a [V, k] matrix, fill a static tree."""
+    yield from speculate(dec, recycler_for(dec, k, nodes, persist))

@@ -88,7 +88,9 @@ class TrimmedHead(Drafter):
 
 
 @method("vocabtrim", family="speculative", lossless=True, training_free=True,
-        paper="VOCABTRIM: Vocabulary Pruning for Efficient Speculative Decoding in LLMs")
+        paper="VOCABTRIM: Vocabulary Pruning for Efficient Speculative Decoding in LLMs",
+        departures="calibration counts the target's expected next-token distribution on teacher-forced prompts "
+                   "(one forward each) instead of generating outputs on a calibration set")
 def vocabtrim(dec, *, keep: int = 4096, exit_fraction: float = 0.5, length: int = 4):
     """Early-exit self-speculation whose draft LM head keeps only frequent tokens (q = 0 elsewhere)."""
     yield from speculate(dec, TrimmedHead(dec, keep, exit_fraction, length))
