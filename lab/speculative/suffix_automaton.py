@@ -95,5 +95,6 @@ class SuffixAutomaton:
         return Match(0, 0)
 
     def continuation(self, end: int, n: int) -> list[int]:
-        """Up to n tokens of the text after position `end`."""
-        return self.tokens[end + 1:end + 1 + n] if end >= 0 else []
+        """Up to n tokens of the text after position `end`, up to a separator (a negative token) if any."""
+        out = self.tokens[end + 1:end + 1 + n] if end >= 0 else []
+        return out[:next((i for i, t in enumerate(out) if t < 0), len(out))]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lab.speculative.drafters.aded import AdaptiveDrafter, TrigramModel
+from lab.speculative.drafters.aded import AdaptiveDrafter, TrigramModel, corpus_counts
 from lab.speculative.verify import Verdict
 from lab.tree import Tree
 
@@ -109,3 +109,30 @@ def test_aded_accepts_drafts_on_a_tiny_model():
     trace = tl.generate("aded", prompt, max_new_tokens=24).trace
     assert sum(len(s.accepted or []) for s in trace.steps) > 0
     assert trace.forwards < 24
+
+
+class WordTokenizer:
+    """Each distinct word gets an id, in order of appearance (a corpus needs a tokenizer)."""
+
+    eos_token_id = None
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[self.ids.setdefault(w, len(self.ids)) for w in t.split()] for t in texts]}
+
+
+def test_the_trigram_matrix_starts_from_a_corpus_and_never_writes_it(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("a b c a b c a b d x y z")
+    tokenizer = WordTokenizer()
+    counts = corpus_counts(str(path), tokenizer)
+    a, b, c, d = (tokenizer.ids[w] for w in "abcd")
+    assert counts[(a, b)] == {c: 2.0, d: 1.0} and counts[(b,)] == {c: 2.0, d: 1.0}
+    assert corpus_counts(str(path), tokenizer) is counts  # counted once per tokenizer
+    model = TrigramModel(decay=0.5, base=counts)
+    assert [t for t, _ in model.next(a, b, 2)] == [c, d]  # before any text or target row
+    model.read_target(a, b, logits_preferring([d]), k=1)
+    assert model.next(a, b, 1)[0][0] == d  # the row adapts: the corpus weights decayed, d absorbed
+    assert counts[(a, b)] == {c: 2.0, d: 1.0}  # the shared corpus counts are untouched

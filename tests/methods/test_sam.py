@@ -1,11 +1,16 @@
 """SAM decoding: the suffix automaton finds exactly the longest earlier repeat, and the draft copies what followed."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
+import torch
 
+from lab.bench.suite import held_out
+from lab.speculative.corpus import DEFAULT
 from lab.speculative.drafters.sam import SuffixMatchDrafter
+from lab.speculative.drafters.token_recycling import TokenRecycler
 from lab.speculative.suffix_automaton import Match, SuffixAutomaton
 
 from ..conftest import hf_greedy, tiny_lab
@@ -111,3 +116,37 @@ def test_sam_is_greedy_and_copies_on_repetitive_tiny_runs(recycle):
         assert result.tokens == hf_greedy(tl.model, prompt, 24)
         accepted += sum(len(step.accepted or []) for step in result.trace.steps)
     assert accepted > 0
+
+
+def test_short_matches_hand_over_to_token_recycling():
+    recycler = TokenRecycler(vocab_size=20, k=8, nodes=12)
+    for token in range(20):
+        recycler.successors[token] = torch.arange(8) + token % 3
+    corpus = SuffixAutomaton([10, 11, 12, 13, 14, 15, 16, 17, 18])
+    drafter = SuffixMatchDrafter(length=3, static=corpus, static_bias=1, recycler=recycler, threshold=3)
+    tree = drafter.propose(FakeDecoding([1, 2, 3, 4]), 4)  # nothing matches: the recycled tree
+    assert drafter.info == {"match": 0, "source": "recycled"} and len(tree) == 12
+    tree = drafter.propose(FakeDecoding([1, 2, 3, 4, 11, 12, 13, 14]), 14)  # the corpus matches 4, counts 3
+    assert drafter.info == {"match": 3, "source": "corpus"} and tree.tokens == [15, 16, 17]
+
+
+def test_the_shipped_corpus_is_the_models_answers_outside_the_benchmark():
+    """The static automaton's default corpus: under 2 MB, made by its script, no benchmark conversation in it."""
+    assert DEFAULT.stat().st_size < 2_000_000
+    data = json.loads(DEFAULT.read_text())
+    assert data["about"]["command"].startswith("python scripts/build_sam_corpus.py")
+    assert len(data["answers"]) >= 1000
+    assert not any(held_out(a["id"]) for a in data["answers"])  # the benchmark's prompts are all held out
+    assert all(a["question"] and a["text"] for a in data["answers"])
+
+
+def test_the_default_configuration_drafts_from_the_corpus(default_lab):
+    """Asked a question from the corpus, the default model answers as it did there: sam drafts the answer from
+    the static automaton, long matches get accepted, and the tokens are greedy's."""
+    answer = json.loads(DEFAULT.read_text())["answers"][3]
+    result = default_lab.generate("sam", answer["question"], chat=True, max_new_tokens=32)
+    reference = default_lab.generate("greedy", answer["question"], chat=True, max_new_tokens=32)
+    assert result.tokens == reference.tokens
+    sources = [s.info["source"] for s in result.trace.steps if s.proposed]
+    assert sources.count("corpus") >= 2 and "recycled" in sources
+    assert result.trace.tokens_per_forward > 2.0

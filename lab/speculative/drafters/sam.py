@@ -4,42 +4,46 @@ Paper: "SAM Decoding: Speculative Decoding via Suffix Automaton" (Hu et al., 202
 for a few fixed n-gram lengths; SAM Decoding keeps a suffix automaton of the text instead, so the
 *longest* suffix of the context that occurred before is known in O(1) per committed token, however long
 it is, and the draft is the chain of tokens that followed that occurrence. As in the paper there are two
-automata: a dynamic one over the prompt and the generated text (extended as tokens are committed), and an
-optional static one over a corpus (`corpus`: a text file), used when its match is longer by more than
-`static_bias` tokens. With `recycle=True`, short matches (under `threshold` tokens) hand over to Token
-Recycling's draft tree, the combination the paper reports as its fastest model-free setting.
+automata: a dynamic one over the prompt and the generated text (extended as tokens are committed), and a
+static one over a corpus, matched against the context token by token; the static match wins when it is
+longer by more than `static_bias` tokens (and counts `static_bias` less). When the winning match is shorter
+than `threshold` tokens, an auxiliary drafter takes over: Token Recycling's tree (its matrix kept per model,
+lab/speculative/drafters/token_recycling.py). That is the paper's configuration, and the default here: the corpus
+is the default model's own answers to ShareGPT prompts outside the benchmark's held-out set
+(lab/speculative/corpus.py, made by scripts/build_sam_corpus.py), documents joined by EOS.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import threading
+import weakref
 
 import torch
 
 from ...decoding import Decoding
-from ...errors import LabError
 from ...registry import method
 from ...tree import Tree
+from ..corpus import documents
 from ..drafter import Drafter
 from ..loop import speculate
 from ..suffix_automaton import Match, SuffixAutomaton
 from ..verify import Verdict
-from .token_recycling import TokenRecycler
+from .token_recycling import TokenRecycler, recycler_for
 
-_CORPORA: dict[tuple[str, int], SuffixAutomaton] = {}  # built once per (file, tokenizer)
+_AUTOMATA: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # tokenizer -> {corpus: SuffixAutomaton}
+_LOCK = threading.Lock()
 
 
-def corpus_automaton(path: str, tokenizer) -> SuffixAutomaton:
-    """The static automaton of a text file's tokens."""
-    if tokenizer is None:
-        raise LabError("sam: a corpus needs a tokenizer: load a model with one, or leave corpus empty")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise LabError(f"sam: corpus file {path!r} not found: give the path of a text file")
-    key = (str(file.resolve()), id(tokenizer))
-    if key not in _CORPORA:
-        ids = tokenizer(file.read_text(), add_special_tokens=False)["input_ids"]
-        _CORPORA[key] = SuffixAutomaton(ids)
-    return _CORPORA[key]
+def corpus_automaton(spec: str, tokenizer) -> SuffixAutomaton | None:
+    """The static automaton of a corpus (built once per tokenizer), or None when there is no corpus."""
+    docs = documents(spec, tokenizer, "sam")
+    if not docs:
+        return None
+    with _LOCK:
+        built = _AUTOMATA.setdefault(tokenizer, {})
+        if spec not in built:
+            separator = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else -1
+            built[spec] = SuffixAutomaton([t for doc in docs for t in (*doc, separator)])
+        return built[spec]
 
 
 class SuffixMatchDrafter(Drafter):
@@ -67,16 +71,17 @@ class SuffixMatchDrafter(Drafter):
         if n <= 0:
             return Tree()
         length, end = self.dynamic.repeat()
-        draft = self.dynamic.continuation(end, n)
+        draft, source = self.dynamic.continuation(end, n), "context"
         if self.static is not None and self.match.length - self.static_bias > length:
-            length = self.match.length
-            draft = self.static.continuation(self.static.end[self.match.state], n)
+            length = self.match.length - self.static_bias
+            draft, source = self.static.continuation(self.static.end[self.match.state], n), "corpus"
         self.matched = length
-        self.info = {"match": length}
         if self.recycler is not None:
             self.recycler.root = root
             if length < self.threshold:
+                self.info = {"match": length, "source": "recycled"}
                 return self.recycler.propose(dec, root)
+        self.info = {"match": length, "source": source}
         return Tree.from_chain(draft)
 
     def accepted(self, dec: Decoding, tree: Tree, verdict: Verdict, logits: torch.Tensor, taps=None) -> None:
@@ -86,11 +91,11 @@ class SuffixMatchDrafter(Drafter):
 
 @method("sam", family="speculative", lossless=True, training_free=True,
         paper="SAM Decoding: Speculative Decoding via Suffix Automaton",
-        departures="the static automaton is used only when a corpus file is given, and the Token Recycling "
-                   "fallback only with recycle=True (the paper's configuration is not the default)")
-def sam(dec, *, length: int = 8, corpus: str = "", static_bias: int = 4, recycle: bool = False,
+        departures="the static automaton's corpus is small (about 1,200 answers of the default model, not the "
+                   "paper's whole ShareGPT); without a tokenizer there is no corpus")
+def sam(dec, *, length: int = 8, corpus: str = "default", static_bias: int = 4, recycle: bool = True,
         threshold: int = 4):
-    """SAM decoding: a suffix automaton finds the longest earlier match of the context; copy what followed."""
-    static = corpus_automaton(corpus, dec.tokenizer) if corpus else None
-    recycler = TokenRecycler(dec.target.vocab_size) if recycle else None
-    yield from speculate(dec, SuffixMatchDrafter(length, static, static_bias, recycler, threshold))
+    """SAM decoding: suffix automata over the context and a corpus find the longest match; Token Recycling else."""
+    static = corpus_automaton(corpus, dec.tokenizer)
+    auxiliary = recycler_for(dec) if recycle else None
+    yield from speculate(dec, SuffixMatchDrafter(length, static, static_bias, auxiliary, threshold))

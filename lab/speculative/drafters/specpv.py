@@ -123,7 +123,7 @@ class PartialVerification(Drafter):
         departures="the draft is the target's own early exit, not a trained EAGLE-3 head; retrieval blocks are "
                    "ranked by the attention they got at the last full verification, not per step by Quest's key "
                    "bounds; block and buffer sizes scaled down to CPU-sized contexts")
-def specpv(dec, *, sink: int = 4, window: int = 16, retrieval: int = 32, block: int = 8, full_every: int = 16,
+def specpv(dec, *, sink: int = 4, window: int = 32, retrieval: int = 32, block: int = 8, full_every: int = 16,
            length: int = 4, exit_fraction: float = 0.5):
     """Self-speculation verified on a partial KV (sinks + retrieved blocks + window), fully every full_every tokens."""
     yield from speculate(dec, PartialVerification(dec, sink, window, retrieval, block, full_every, length,
