@@ -1,0 +1,91 @@
+"""Trained FastDraft candidates side by side on the GPU: acceptance, draft cost, and sps against greedy.
+
+    python scripts/compare_drafts.py --val val.jsonl --drafts DIR [DIR ...] [--prompts 8] [--tokens 96]
+        [--device cuda] [--out compare.json]
+
+Each DIR is an exported draft (python -m lab train fastdraft --export DIR). On the default model, for held-out
+chat prompts (the --val file's questions, chat template), one process and the same backend for all: the
+target's greedy tokens/s, each draft's own greedy tokens/s (its cost is their ratio: draft step / target step),
+and `sps` with that draft: tokens/s, tokens per target forward, and the median speedup over greedy measured
+prompt by prompt. Prints a table last and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from lab import drafts
+from lab.api import Lab
+from lab.backends import backend_for
+from lab.train.responses import read
+
+
+def timed(lab_, method: str, prompt: str, tokens: int, **opts):
+    torch.cuda.synchronize() if torch.cuda.is_available() else None
+    start = time.perf_counter()
+    result = lab_.generate(method, prompt, max_new_tokens=tokens, chat=True, **opts)
+    torch.cuda.synchronize() if torch.cuda.is_available() else None
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--drafts", nargs="+", required=True)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=96)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", default="compare_drafts.json")
+    args = ap.parse_args()
+    target = Lab("default", device=args.device)
+    prompts = [r["question"] for r in read(args.val)[:args.prompts]]
+    names = []
+    for folder in args.drafts:
+        name = str(Path(folder))  # the folder names the draft: two drafts never share a name
+        model = drafts.load_fastdraft(target.model, Path(folder))
+        target._drafts[name] = backend_for(model, target.backend)
+        alone = Lab(model_obj=model, tokenizer=target.tokenizer, backend=target.backend)
+        names.append((name, alone, drafts.manifest(Path(folder))))
+    for p in prompts[:2]:  # warm up: graphs are captured once a shape has been asked a few times
+        for _ in range(3):
+            timed(target, "greedy", p, args.tokens)
+            for name, alone, _ in names:
+                timed(alone, "greedy", p, args.tokens)
+                timed(target, "sps", p, args.tokens, draft=name)
+    rows = []
+    greedy = [timed(target, "greedy", p, args.tokens) for p in prompts]
+    greedy_tps = sum(len(r.tokens) for r, _ in greedy) / sum(t for _, t in greedy)
+    for name, alone, about in names:
+        own = [timed(alone, "greedy", p, args.tokens) for p in prompts]
+        spec = [timed(target, "sps", p, args.tokens, draft=name) for p in prompts]
+        own_tps = sum(len(r.tokens) for r, _ in own) / sum(t for _, t in own)
+        sps_tps = sum(len(r.tokens) for r, _ in spec) / sum(t for _, t in spec)
+        same = sum(s.tokens == g.tokens for (s, _), (g, _) in zip(spec, greedy))
+        speedups = [(len(s.tokens) / ts) / (len(g.tokens) / tg) for (s, ts), (g, tg) in zip(spec, greedy)]
+        metrics = [s.trace.metrics() for s, _ in spec]
+        rows.append({"draft": name, "layers": about["init_layers"], "steps": about["steps"],
+                     "val_greedy_acceptance": about["validation"].get("greedy_acceptance"),
+                     "val_t1_acceptance": about["validation"].get("t1_acceptance"),
+                     "draft_cost": round(greedy_tps / own_tps, 3), "sps_tokens_per_s": round(sps_tps, 1),
+                     "tokens_per_forward": round(statistics.mean(m["tokens_per_forward"] for m in metrics), 3),
+                     "sps_speedup_median": round(statistics.median(speedups), 3),
+                     "same_tokens": f"{same}/{len(prompts)}"})
+    report = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "backend": type(target.target).__name__, "greedy_tokens_per_s": round(greedy_tps, 1),
+              "prompts": len(prompts), "tokens": args.tokens, "rows": rows}
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"greedy {greedy_tps:.1f} tok/s on {report['backend']}")
+    print("draft      layers        val-greedy  val-T1  cost   sps tok/s  tok/fwd  speedup  same")
+    for r in rows:
+        print(f"{r['draft'][-10:]:10s} {str(r['layers']):13s} {r['val_greedy_acceptance']:.3f}       "
+              f"{r['val_t1_acceptance']:.3f}   {r['draft_cost']:.3f}  {r['sps_tokens_per_s']:8.1f}  "
+              f"{r['tokens_per_forward']:.2f}     {r['sps_speedup_median']:.2f}x    {r['same_tokens']}")
+
+
+if __name__ == "__main__":
+    main()

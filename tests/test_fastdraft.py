@@ -1,0 +1,87 @@
+"""FastDraft: the draft built from target layers, its training (loss, acceptance, resume), export and loading."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lab import drafts
+from lab.errors import LabError
+from lab.models import tiny
+from lab.train.fastdraft import export, train, validate
+
+VOCAB = 48
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny("llama", vocab_size=VOCAB, layers=4, hidden=32, seed=5, init_std=0.3)
+
+
+def answers(model, count: int, seed: int) -> list[dict]:
+    """Rows shaped like `python -m lab train responses` output: random prompts, the target's greedy answers."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(count):
+        prompt = torch.randint(1, VOCAB, (6,), generator=g)
+        out = model.generate(prompt[None], attention_mask=torch.ones(1, 6, dtype=torch.long), max_new_tokens=12,
+                             do_sample=False)[0, 6:].tolist()
+        rows.append({"id": str(i), "question": "", "prompt": prompt.tolist(), "response": out, "text": ""})
+    return rows
+
+
+def test_a_draft_of_every_layer_is_the_target_and_shares_its_embeddings(target):
+    whole = drafts.draft_model(target, [0, 1, 2, 3])
+    ids = torch.randint(VOCAB, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(whole(input_ids=ids).logits, target(input_ids=ids).logits, atol=1e-5)
+    part = drafts.draft_model(target, [0, 3])
+    assert part.model.embed_tokens.weight.data_ptr() == target.model.embed_tokens.weight.data_ptr()
+    assert part.model.layers[1].self_attn.layer_idx == 1
+    assert set(drafts.own_state(part)) == {k for k in part.state_dict() if k.startswith(("model.layers.", "model.norm."))}
+    with pytest.raises(LabError, match="indices"):
+        drafts.draft_model(target, [4])
+
+
+def test_training_raises_acceptance_and_a_job_resumes(target, tmp_path):
+    rows, val = answers(target, 48, seed=1), answers(target, 12, seed=2)
+    before = validate(target, drafts.draft_model(target, [0]), val, pad=0)
+    draft, state = train(target, None, rows, val, tmp_path, [0], steps=150, minutes=5, batch=16, max_len=32, lr=3e-3,
+                         progress=False, validate_every=75)
+    after = validate(target, draft, val, pad=0)
+    assert state["step"] == 150 and [e["step"] for e in state["log"]] == [75, 150]
+    assert after["t1_acceptance"] > before["t1_acceptance"] + 0.1, (before, after)
+    assert after["greedy_acceptance"] > before["greedy_acceptance"], (before, after)
+    # a second job on the same folder starts where the first stopped, with the saved weights
+    again, state2 = train(target, None, rows, val, tmp_path, [0], steps=150, minutes=5, batch=16, max_len=32, lr=3e-3,
+                          progress=False)
+    assert state2["step"] == 150 and validate(target, again, val, pad=0) == after
+    more, state3 = train(target, None, rows, val, tmp_path, [0], steps=160, minutes=5, batch=16, max_len=32, lr=3e-3,
+                         progress=False)
+    assert state3["step"] == 160
+    with pytest.raises(LabError, match="layers"):
+        train(target, None, rows, val, tmp_path, [1], steps=170, minutes=5, batch=16, max_len=32, lr=3e-3)
+
+
+def test_exported_files_load_as_the_trained_draft(target, tmp_path):
+    rows = answers(target, 16, seed=3)
+    draft, _ = train(target, None, rows, [], tmp_path / "ck", [0, 3], steps=5, minutes=5, batch=8, max_len=32,
+                     lr=1e-3, progress=False)
+    config = target.config
+    about = {"base": {"name": "tiny", "architecture": type(target).__name__, "vocab_size": config.vocab_size,
+                      "hidden_size": config.hidden_size, "num_layers": config.num_hidden_layers},
+             "init_layers": [0, 3]}
+    export(draft, tmp_path / "ship", about)
+    saved = json.loads((tmp_path / "ship" / "manifest.json").read_text())
+    assert saved["files"] == ["draft-01.safetensors"] and saved["init_layers"] == [0, 3]
+    loaded = drafts.load_fastdraft(target, tmp_path / "ship")
+    ids = torch.randint(VOCAB, (1, 10))
+    with torch.no_grad():
+        want, got = draft(input_ids=ids).logits, loaded(input_ids=ids).logits
+    assert torch.allclose(want, got, atol=0.05)  # shipped in bf16
+    other = tiny("llama", vocab_size=VOCAB, layers=3, hidden=32, seed=5)
+    with pytest.raises(LabError, match="another shape"):
+        drafts.load_fastdraft(other, tmp_path / "ship")
+    with pytest.raises(LabError, match="no trained draft"):
+        drafts.load_fastdraft(target, tmp_path / "nothing")
