@@ -1,7 +1,7 @@
 """A corpus of text for the drafters that start from one: SAM decoding's static suffix automaton, ADED's tri-grams.
 
 "default" is lab/data/sam_corpus.json: the default model's own greedy answers to ShareGPT prompts outside the
-benchmark's held-out set (made by scripts/build_sam_corpus.py). Any other value is the path of a JSON file of the
+benchmark's held-out set (made by `python -m lab train responses --corpus`). Any other value is the path of a JSON file of the
 same shape ({"answers": [{"text": ...}, ...]}) or of a plain text file (one document). Each document is tokenised
 once per tokenizer and kept; a model without a tokenizer has no default corpus.
 """

@@ -134,7 +134,7 @@ def test_the_shipped_corpus_is_the_models_answers_outside_the_benchmark():
     """The static automaton's default corpus: under 2 MB, made by its script, no benchmark conversation in it."""
     assert DEFAULT.stat().st_size < 2_000_000
     data = json.loads(DEFAULT.read_text())
-    assert data["about"]["command"].startswith("python scripts/build_sam_corpus.py")
+    assert data["about"]["command"].startswith("python -m lab train responses")
     assert len(data["answers"]) >= 1000
     assert not any(held_out(a["id"]) for a in data["answers"])  # the benchmark's prompts are all held out
     assert all(a["question"] and a["text"] for a in data["answers"])

@@ -10,7 +10,7 @@ longer by more than `static_bias` tokens (and counts `static_bias` less). When t
 than `threshold` tokens, an auxiliary drafter takes over: Token Recycling's tree (its matrix kept per model,
 lab/speculative/drafters/token_recycling.py). That is the paper's configuration, and the default here: the corpus
 is the default model's own answers to ShareGPT prompts outside the benchmark's held-out set
-(lab/speculative/corpus.py, made by scripts/build_sam_corpus.py), documents joined by EOS.
+(lab/speculative/corpus.py, made by `python -m lab train responses --corpus`), documents joined by EOS.
 """
 from __future__ import annotations
 
