@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import models, registry
+from . import drafts, models, registry
 from .backends import KINDS, Backend, backend_for
 from .decoding import Call, Decoding, drive
 from .errors import LabError
@@ -63,7 +63,7 @@ class Lab:
         self.eos = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
         self.context_length = getattr(model_obj.config.get_text_config(), "max_position_embeddings", None)
         self._drafts: dict[str, Backend] = {}  # draft spec -> a backend over its weights (each call forks it)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # draft("default") asks for draft("fastdraft")
 
     def fork(self) -> "Lab":
         """Another Lab on the same weights with its own caches and drafts."""
@@ -208,7 +208,13 @@ class Lab:
 
     def _load_draft(self, spec: str) -> Backend:
         if not isinstance(spec, str) or not spec.strip():
-            raise LabError("draft: give 'layers:N' or a model (a hub id or a local folder)")
+            raise LabError("draft: give 'default', 'fastdraft', 'layers:N' or a model (a hub id or a local folder)")
+        if spec == "default":  # the trained draft where the lab ships one for this target, else half its layers
+            if self.name == models.DEFAULT and drafts.manifest() is not None:
+                return self.draft("fastdraft")
+            return self.draft(f"layers:{max(1, self.target.num_layers // 2)}")
+        if spec == "fastdraft":
+            return backend_for(drafts.load_fastdraft(self.model), self.backend)
         if spec.startswith("layers:"):
             try:
                 n = int(spec.split(":", 1)[1])

@@ -70,7 +70,7 @@ def test_the_draft_is_confident_and_wrong(target_lab):
     """The drafts' distribution is far from the target's (total variation), and surer of itself."""
     tokens = target_lab.generate("greedy", PROMPT, max_new_tokens=TOKENS, temperature=T, seed=0).tokens
     p = conditionals(target_lab.model, PROMPT, tokens, PLAIN)
-    q = conditionals(target_lab._drafts["layers:16"].model, PROMPT, tokens, PLAIN)
+    q = conditionals(target_lab._drafts["default"].model, PROMPT, tokens, PLAIN)
     assert 0.5 * (p - q).abs().sum(-1).mean() > 0.6
     assert q.max(-1).values.mean() > p.max(-1).values.mean()
 

@@ -30,7 +30,7 @@ def cache_bytes(runner: HFBackend) -> int:
 def test_node_budget_shrinks_with_the_memory_budget():
     lab_ = make_lab()
     for stochastic in (False, True):
-        memory = MemoryModel(lab_.target, lab_.draft("layers:16"), stochastic)
+        memory = MemoryModel(lab_.target, lab_.draft("default"), stochastic)
         budgets = [memory.max_nodes(mb * 2**20) for mb in (0.01, 0.05, 0.1, 0.2, 0.4)]
         assert budgets == sorted(budgets) and budgets[0] < budgets[-1]
         for mb, n in zip((0.05, 0.2), budgets[1::2]):  # the largest worst case that fits

@@ -75,11 +75,10 @@ class Bass(ChainDrafter):
 @method("bass", family="speculative", lossless=True, training_free=True,
         paper="BASS: Batched Attention-optimized Speculative Sampling",
         departures="each row adapts its own draft length by default (the paper: one length for the batch, "
-                   "shared_length=True); chains of at most 10 tokens; the draft is the target's own first 16 "
-                   "layers, untrained (the paper uses a trained small draft model)")
+                   "shared_length=True); chains of at most 10 tokens; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 @batch_of_one
 @batched("bass")
-def bass(batch, *, draft: str = "layers:16", length: int = 4, max_length: int = 10, shared_length: bool = False):
+def bass(batch, *, draft: str = "default", length: int = 4, max_length: int = 10, shared_length: bool = False):
     """Batched speculative sampling, ragged acceptance, BASS's adaptive draft length per row (draft: 'layers:N')."""
     yield from speculate_rows(batch, Bass(batch.lab.draft(draft), length, max_length,
                                            shared_length))

@@ -103,9 +103,8 @@ class MultiSequence(AheadDrafter):
         departures="the draft is a torch model in a thread beside the target (the paper: llama.cpp in a second "
                    "process); sequences grow one draft forward per level (a tree); at T > 0 extra first tokens are "
                    "drawn without replacement and verified by recursive rejection (the paper checks them "
-                   "greedily); fixed budget 8 by default (budget=0 measures it); the draft is the target's own "
-                   "first 16 layers, untrained (the paper uses a trained small draft model)")
-def duodecoding(dec, *, draft: str = "layers:16", budget: int = 8, max_sequences: int = 4):
+                   "greedily); fixed budget 8 by default (budget=0 measures it); the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
+def duodecoding(dec, *, draft: str = "default", budget: int = 8, max_sequences: int = 4):
     """DuoDecoding: a CPU draft in parallel with the target; more draft sequences when the draft is unsure."""
     if budget < 0 or max_sequences < 1:
         raise LabError(f"duodecoding: budget must be >= 0 (0 measures it) and max_sequences >= 1, "

@@ -9,7 +9,7 @@ spent. A confident draft yields a deep narrow tree, an unsure one a wide shallow
 At T > 0 the children of a node are sampled without replacement, each carrying its conditional q, and a
 node's next-child key is its value times the draft mass not drawn yet (lab/speculative/best_first.py).
 
-Departures from the paper: the draft is by default the target's own first 16 layers. Rather than one
+Departures from the paper: the draft is by default the lab's default draft (FastDraft on the default model). Rather than one
 draft forward per popped node, growth goes in rounds with one draft forward each, over the nodes the
 round added: the tree deepens by one level per round. At T = 0 the result is still exactly the `nodes`
 most valuable paths (a better node found later evicts the worst leaf); at T > 0 a node that has no draft
@@ -41,9 +41,8 @@ def with_estimates(steps: Iterator[Step], drafter: BestFirstDrafter) -> Iterator
 @method("dyspec", family="speculative", lossless=True, training_free=True,
         paper="DySpec: Faster Speculative Decoding with Dynamic Token Tree Structure",
         departures="growth goes in rounds, one draft forward per level, not one per popped node (at T = 0 still "
-                   "exactly the `nodes` most valuable paths); a max_depth cap; the draft is the target's own first "
-                   "16 layers, untrained (the paper uses a trained small draft model)")
-def dyspec(dec: Decoding, *, nodes: int = 24, max_depth: int = 8, draft: str = "layers:16"):
+                   "exactly the `nodes` most valuable paths); a max_depth cap; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
+def dyspec(dec: Decoding, *, nodes: int = 24, max_depth: int = 8, draft: str = "default"):
     """Dynamic draft tree grown greedily by estimated acceptance (product of draft probabilities)."""
     drafter = BestFirstDrafter(dec.lab.draft(draft), nodes=nodes, max_depth=max_depth)
     yield from with_estimates(speculate(dec, drafter), drafter)

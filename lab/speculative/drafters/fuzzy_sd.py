@@ -95,9 +95,8 @@ class FuzzyVerifier(Verifier):
         paper="Fuzzy Speculative Decoding for a Tunable Accuracy-Runtime Tradeoff",
         departures="where the divergence is at or above the threshold the token gets exact speculative sampling "
                    "(it may still be accepted) instead of the paper's rejection, so threshold 0 is exactly sps; "
-                   "the draft is the target's own first 16 layers, untrained (the paper uses a trained small draft "
-                   "model)")
-def fuzzy_sd(dec, *, threshold: float = 0.4, divergence: str = "js", draft: str = "layers:16",
+                   "the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
+def fuzzy_sd(dec, *, threshold: float = 0.4, divergence: str = "js", draft: str = "default",
              length: int = 4, adaptive: bool = True):
     """Fuzzy SD: accept a draft token when draft and target distributions diverge by less than `threshold`."""
     if threshold < 0:

@@ -127,10 +127,9 @@ class StepJudge(Verifier):
         paper="Scaling Speculative Decoding with Lookahead Reasoning",
         departures="token chains of whole steps judged by the target's likelihood of the draft step (the paper: "
                    "the target generates its own version of every step in one batched pass and a judge model "
-                   "decides semantic equivalence); the draft is the target's own first 16 layers, untrained (the "
-                   "paper uses a trained small draft model)")
+                   "decides semantic equivalence); the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 def lookahead_reasoning(dec, *, judge: float = 0.5, steps: int = 2, step_tokens: int = 8,
-                        delimiters: str = "\n.!?", draft: str = "layers:16"):
+                        delimiters: str = "\n.!?", draft: str = "default"):
     """Lookahead reasoning: draft whole steps; keep a step the target's likelihood judges good enough."""
     if steps < 1 or step_tokens < 1 or not 0.0 <= judge:
         raise LabError(f"lookahead-reasoning: steps and step_tokens must be >= 1 and judge >= 0 "

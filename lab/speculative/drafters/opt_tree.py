@@ -12,7 +12,7 @@ to the expected length. The result is the global top n among all paths up to tha
 Candidates are the draft's top tokens, deterministic (q = None): verified greedily at T = 0 and by multi-round
 rejection against fixed candidates at T > 0, which is lossless. At T > 0 the scores use the draft's warped
 distribution (the one the target's acceptance follows). Departure from the paper: none in the tree search;
-the draft is by default the target's own first 16 layers rather than a separate small model or EAGLE head.
+the draft is by default the lab's default draft (FastDraft on the default model) rather than a separate small model or EAGLE head.
 """
 from __future__ import annotations
 
@@ -77,9 +77,9 @@ class OptimalTree(Drafter):
 
 @method("opt-tree", family="speculative", lossless=True, training_free=True,
         paper="OPT-Tree: Speculative Decoding with Adaptive Draft Tree Structure",
-        departures="none in the tree search; the draft is the target's own first 16 layers, untrained (the paper "
+        departures="none in the tree search; the default draft is the lab's FastDraft on the default model (the paper "
                    "uses a trained small draft model or an EAGLE head)")
-def opt_tree(dec, *, nodes: int = 24, max_depth: int = 10, min_gain: float = 0.05, draft: str = "layers:16"):
+def opt_tree(dec, *, nodes: int = 24, max_depth: int = 10, min_gain: float = 0.05, draft: str = "default"):
     """Adaptive draft tree: the top-n nodes by cumulative draft probability, grown until a level gains little."""
     if nodes < 1 or max_depth < 1:
         raise LabError("opt-tree needs nodes >= 1 and max_depth >= 1")

@@ -44,9 +44,8 @@ class ParallelChain(AheadDrafter):
         paper="Parallel Speculative Decoding with Adaptive Draft Length",
         departures="the draft runs in a Python thread beside the target forward (the paper: two processes on two "
                    "GPUs); gamma is fixed (length=4) by default, length=0 measures the speed ratio as the paper "
-                   "does; the draft is the target's own first 16 layers, untrained (the paper uses a trained small "
-                   "draft model)")
-def pearl(dec, *, draft: str = "layers:16", length: int = 4):
+                   "does; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
+def pearl(dec, *, draft: str = "default", length: int = 4):
     """PEARL: draft and verify at the same time (pre-/post-verify, a draft thread); adaptive draft length."""
     if length < 0:
         raise LabError(f"pearl: length must be >= 0 (0 measures the speed ratio), got {length}")

@@ -23,9 +23,8 @@ from ..loop import speculate
 @method("recursive-sd", family="speculative", lossless=True, training_free=True,
         paper="Recursive Speculative Decoding: Accelerating LLM Inference via Sampling Without Replacement",
         departures="RSD with constant branching per level (RSD-C) only, siblings drawn one after another from the "
-                   "renormalised q (same law as Gumbel-top-k); no stochastic beam search (RSD-S); the draft is the "
-                   "target's own first 16 layers, untrained (the paper uses a trained small draft model)")
-def recursive_sd(dec, *, branching: str = "3,2,1,1", draft: str = "layers:16"):
+                   "renormalised q (same law as Gumbel-top-k); no stochastic beam search (RSD-S); the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
+def recursive_sd(dec, *, branching: str = "3,2,1,1", draft: str = "default"):
     """Draft token tree with distinct siblings (drawn without replacement), recursive rejection sampling."""
     shape = branching_shape(parse_branching(branching))
     yield from speculate(dec, ShapeDrafter(dec.lab.draft(draft), shape, replacement=False))

@@ -118,10 +118,9 @@ class SequoiaTree(Drafter):
         paper="Sequoia: Scalable, Robust, and Hardware-aware Speculative Decoding",
         departures="acceptance statistics from the current prompt and run, not an offline dataset, and the tree "
                    "re-optimised every step; the hardware profile is measured once per model in the process; draft "
-                   "cost per level modelled as one forward of nodes / depth tokens; the draft is the target's own "
-                   "first 16 layers, untrained (the paper uses a trained small draft model)")
+                   "cost per level modelled as one forward of nodes / depth tokens; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 def sequoia(dec, *, budget: int = 0, max_nodes: int = 32, max_depth: int = 6, width: int = 8,
-            draft: str = "layers:16"):
+            draft: str = "default"):
     """Tree from a dynamic program over per-rank acceptance, node budget chosen from measured latency (0 = auto)."""
     if min(max_nodes, max_depth, width) < 1 or budget < 0:
         raise LabError("sequoia needs max_nodes, max_depth and width >= 1 and budget >= 0 (0: choose it)")

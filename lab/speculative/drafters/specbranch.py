@@ -17,7 +17,7 @@ tried last, and the verification keeps the target's distribution.
 Departures from the paper: the paper runs draft and target in parallel (branches are drafted while the
 target verifies) and reuses target features for the explicit signal; here drafting and verification
 alternate, the explicit signal is prompt lookup (lab/speculative/drafters/pld.py's `lookup`), and the draft is by
-default the target's own first 16 layers.
+default the lab's default draft (FastDraft on the default model).
 """
 from __future__ import annotations
 
@@ -113,10 +113,9 @@ class BranchDrafter(Drafter):
 @method("specbranch", family="speculative", lossless=True, training_free=True,
         paper="Speculative Decoding via Hybrid Drafting and Rollback-Aware Branch Parallelism",
         departures="drafting and verification alternate (the paper drafts branches while the target verifies); the "
-                   "explicit signal is prompt lookup, not target features; the draft is the target's own first 16 "
-                   "layers, untrained (the paper uses a trained small draft model)")
+                   "explicit signal is prompt lookup, not target features; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 def specbranch(dec: Decoding, *, max_length: int = 8, confidence: float = 0.6, branches: int = 2, tail: int = 2,
-               max_ngram: int = 3, min_ngram: int = 1, draft: str = "layers:16"):
+               max_ngram: int = 3, min_ngram: int = 1, draft: str = "default"):
     """Chain while draft confidence and n-gram agree; branch into alternatives at the first doubt."""
     drafter = BranchDrafter(dec.lab.draft(draft), max_length, confidence, branches, tail, max_ngram, min_ngram)
     for step in speculate(dec, drafter):

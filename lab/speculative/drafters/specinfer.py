@@ -9,7 +9,7 @@ children are the draft's top-k tokens; at T > 0 they are drawn i.i.d. from the d
 carrying q), which keeps the output exactly the target's.
 
 Departures from the paper: one draft model (SpecInfer can pool several boost-tuned small models), by default
-the target's own first 16 layers. A token drawn twice among siblings stays in the tree (the verifier needs every
+the lab's default draft (FastDraft on the default model). A token drawn twice among siblings stays in the tree (the verifier needs every
 draw) but is not expanded: after its first copy is rejected it has residual probability 0.
 """
 from __future__ import annotations
@@ -23,9 +23,8 @@ from ..loop import speculate
         paper="SpecInfer: Accelerating Large Language Model Serving with Tree-based Speculative Inference and "
               "Verification",
         departures="one draft model (the paper can pool several boost-tuned ones); a token drawn twice among "
-                   "siblings stays in the tree but is not expanded; the draft is the target's own first 16 layers, "
-                   "untrained (the paper uses a trained small draft model)")
-def specinfer(dec, *, expansion: str = "2,2,1,1", draft: str = "layers:16"):
+                   "siblings stays in the tree but is not expanded; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
+def specinfer(dec, *, expansion: str = "2,2,1,1", draft: str = "default"):
     """Draft token tree of a fixed expansion shape (children per level, '2,2,1,1'), multi-round verification."""
     shape = branching_shape(parse_branching(expansion))
     yield from speculate(dec, ShapeDrafter(dec.lab.draft(draft), shape, replacement=True))

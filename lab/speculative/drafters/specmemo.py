@@ -72,10 +72,9 @@ class MemoryBoundDrafter(BestFirstDrafter):
 @method("specmemo", family="speculative", lossless=True, training_free=True,
         paper="SpecMemo: Speculative Decoding is in Your Pocket",
         departures="no real allocator: the memory budget only sizes the tree (memory speculation adds on top of "
-                   "plain decoding, modelled); one GPU, batch 1; the draft is the target's own first 16 layers, "
-                   "untrained (the paper uses a trained small draft model)")
+                   "plain decoding, modelled); one GPU, batch 1; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 def specmemo(dec: Decoding, *, memory_mb: float = 8.0, max_nodes: int = 32, max_depth: int = 8,
-             draft: str = "layers:16"):
+             draft: str = "default"):
     """Best-first draft tree as large as a memory budget allows (memory_mb per step, modelled)."""
     runner = dec.lab.draft(draft)
     budget = memory_mb * 2**20

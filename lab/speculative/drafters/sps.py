@@ -62,9 +62,8 @@ class DraftModel(Drafter):
 @method("sps", family="speculative", lossless=True, training_free=True,
         paper="Fast Inference from Transformers via Speculative Decoding",
         departures="the adaptive chain length (grow by 2 after a full acceptance, shrink by 1 otherwise) is "
-                   "transformers' assisted-generation schedule, not the papers'; the draft is the target's own "
-                   "first 16 layers, untrained (the paper uses a trained small draft model)")
-def sps(dec, *, draft: str = "layers:16", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
+                   "transformers' assisted-generation schedule, not the papers'; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
+def sps(dec, *, draft: str = "default", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
     """Draft-model speculative sampling with adaptive chain length (draft: 'layers:N' or a model)."""
     drafter = DraftModel(dec.lab.draft(draft), length, adaptive, confidence)
     yield from speculate(dec, drafter)
@@ -94,6 +93,6 @@ class SpsRows(ChainDrafter):
 
 
 @batched("sps")
-def sps_batch(rows, *, draft: str = "layers:16", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
+def sps_batch(rows, *, draft: str = "default", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
     """Batched draft-model speculative sampling; every row adapts its own chain length."""
     yield from speculate_rows(rows, SpsRows(rows.lab.draft(draft), length, adaptive, confidence))

@@ -125,9 +125,8 @@ class StagedDrafter(Drafter):
         paper="Accelerating LLM Inference with Staged Speculative Decoding",
         departures="the cheap stage is prompt lookup over the context, not a Katz back-off n-gram model trained on "
                    "a corpus; the tree is a main chain with width - 1 siblings per position, not the paper's tuned "
-                   "expansion; the draft is the target's own first 16 layers, untrained (the paper uses a trained "
-                   "small draft model)")
+                   "expansion; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 def staged_sd(dec: Decoding, *, length: int = 8, width: int = 2, max_ngram: int = 3, min_ngram: int = 1,
-              draft: str = "layers:16"):
+              draft: str = "default"):
     """Draft tree (chain + siblings) whose draft is itself sped up by n-gram guesses it verifies."""
     yield from speculate(dec, StagedDrafter(dec.lab.draft(draft), length, width, max_ngram, min_ngram))

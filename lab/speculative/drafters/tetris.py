@@ -72,11 +72,10 @@ class Tetris(ChainDrafter):
 @method("tetris", family="speculative", lossless=True, training_free=True,
         paper="TETRIS: Optimal Draft Token Selection for Batch Speculative Decoding",
         departures="a token's acceptance is estimated by the draft's top probability at that depth (known before "
-                   "the draw, so sampling stays exact), not the drawn token's probability; the draft is the "
-                   "target's own first 16 layers, untrained (the paper uses a trained small draft model)")
+                   "the draw, so sampling stays exact), not the drawn token's probability; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 @batch_of_one
 @batched("tetris")
-def tetris(batch, *, draft: str = "layers:16", depth: int = 6, budget: int = 12):
+def tetris(batch, *, draft: str = "default", depth: int = 6, budget: int = 12):
     """Batch speculative decoding that verifies the budget's most promising draft tokens across rows."""
     if depth < 1 or budget < 1:
         raise LabError("tetris needs depth >= 1 and budget >= 1 (draft tokens verified per step in the batch)")

@@ -1,0 +1,24 @@
+"""FastDraft: speculative sampling with a small draft trained for the target.
+
+Paper: "FastDraft: How to Train Your Draft" (Zafrir et al., 2024). The draft is a small model of the target's
+architecture and tokenizer, aligned to the target on text the target wrote itself; decoding is then plain
+speculative sampling (draft a chain, verify it in one target forward). The lab ships such a draft for the
+default model (lab/drafts.py; trained by lab/train/fastdraft.py, its manifest in lab/data/fastdraft/), and it is
+the default draft of every draft-model method on that model. The chain length adapts as in `sps`.
+"""
+from __future__ import annotations
+
+from ...registry import method
+from ..loop import speculate
+from .sps import DraftModel
+
+
+@method("fastdraft", family="speculative", lossless=True, training_free=False,
+        paper="FastDraft: How to Train Your Draft",
+        departures="the draft is four decoder layers of the target's own shape started from target layers 0, 1, "
+                   "2 and 29 and sharing its embeddings, distilled for five minutes on 6,650 of the target's answers "
+                   "(the paper pre-trains a separate small model on a large corpus first); it exists for the "
+                   "default model only; the chain length adapts as in transformers' assisted generation")
+def fastdraft(dec, *, length: int = 4, adaptive: bool = True):
+    """Speculative sampling with the draft trained for the target (FastDraft); the default model only."""
+    yield from speculate(dec, DraftModel(dec.lab.draft("fastdraft"), length, adaptive, 0.0))
