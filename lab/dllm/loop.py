@@ -1,0 +1,81 @@
+"""The one denoise -> commit loop (LLaDA's `generate.py` in spirit): forward, propose, pick, commit; per block.
+
+A policy is a `pick(round) -> rows` rule: given one forward's proposals over the window, which masked positions
+to commit now. The loop does the rest: blocks, caches, Gumbel-noise temperature, confidence, the Step (positions,
+tokens, confidences, a canvas snapshot, the predictions at every masked position the forward saw) and the
+forward count. Draft-and-verify policies (freedave, deer) drive the Denoiser themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from ..decoding import Decoding
+from ..errors import LabError
+from ..trace import Step
+from . import rules
+from .denoiser import CACHES, Denoiser
+from .model import spec_of
+
+
+@dataclass
+class Round:
+    """One forward's view of the canvas, for a policy to pick from."""
+
+    window: list[int]  # output positions the forward predicted
+    logits: torch.Tensor  # [w, V]
+    tokens: torch.Tensor  # [w] the proposal at each window position
+    confidence: torch.Tensor  # [w]
+    live: list[int]  # rows of the window still masked
+    block: list[int]  # rows of the current block still masked (what semi-AR decoding may commit)
+    step: int  # steps taken in this block so far
+    start: int
+    end: int
+    denoiser: Denoiser
+
+    @property
+    def progress(self) -> float:
+        """Share of the canvas committed before this step."""
+        return 1 - len(self.denoiser.masked()) / self.denoiser.length
+
+
+def make_denoiser(dec: Decoding, method: str, block_size: int, cache: str) -> Denoiser:
+    spec = spec_of(dec.target, method)
+    if cache not in CACHES:
+        raise LabError(f"cache={cache!r}: use one of {', '.join(CACHES)}")
+    size = block_size or spec.block_size or dec.max_new_tokens
+    return Denoiser(dec.target, spec, dec.prompt, dec.max_new_tokens, size, cache)
+
+
+def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[float], live: list[int],
+                rows: list[int], forwards: int, **info) -> Step:
+    """Write rows into the canvas and describe it as a Step (predictions at every masked window position kept)."""
+    for r in rows:
+        den.canvas[window[r]] = tokens[r]
+    return Step(committed=[tokens[r] for r in rows], origin=["plain"] * len(rows), positions=[window[r] for r in rows],
+                confidence=[round(conf[r], 6) for r in rows], canvas=den.snapshot(), forwards=forwards,
+                info={"masked": [window[r] for r in live], "predicted": [tokens[r] for r in live],
+                      "predicted_confidence": [round(conf[r], 6) for r in live], **info})
+
+
+def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, block_size: int = 0,
+            cache: str = "prefix", confidence: str = "probability") -> Iterator[Step]:
+    """Decode the canvas block by block; each forward commits the rows `pick` chooses."""
+    den = make_denoiser(dec, method, block_size, cache)
+    backend = dec.target
+    for start, end in den.blocks():
+        step = 0
+        while den.masked(start, end):
+            before = backend.forwards
+            window, logits = den.predict(start, end)
+            tokens = rules.propose(logits, dec.sampling.temperature, dec.rng)
+            conf = rules.confidence(logits, tokens, confidence, dec.rng)
+            live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
+            block = [j for j in live if start <= window[j] < end]
+            rows = pick(Round(window, logits, tokens, conf, live, block, step, start, end, den))
+            if not rows or any(r not in live for r in rows):
+                raise RuntimeError(f"{method}: a step must commit masked positions (got rows {rows})")
+            yield commit_step(den, window, tokens.tolist(), conf.tolist(), live, rows, backend.forwards - before)
+            step += 1
