@@ -44,6 +44,7 @@ class Denoiser:
         self.prompt = list(prompt)
         self.canvas = [self.mask] * self.length
         self.block, self.fresh = None, True
+        self.plan: list[int] = []  # the current block's commits per step, for schedules that plan ahead
         self.clean = 0  # block attention: output positions [0, clean) are clean context in the cache
         self.kept = 0  # global attention: cache entries kept since the block's first forward
         if self.spec.attention == "block":

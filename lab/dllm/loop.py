@@ -35,17 +35,28 @@ class Round:
     end: int
     denoiser: Denoiser
 
+    def scheduled(self, steps: int) -> list[int]:
+        """The rows LLaDA's schedule commits now: the block's share of `steps`, spread evenly, surest first."""
+        size = self.end - self.start
+        total = rules.block_steps(steps, size, self.denoiser.length)
+        if self.step == 0:
+            self.denoiser.plan = rules.transfer_counts(len(self.block), total)
+        plan = self.denoiser.plan
+        n = plan[self.step] if self.step < len(plan) - 1 else len(self.block)  # the last step: whatever is left
+        return rules.rank(self.confidence, self.block)[:n]
+
     @property
     def progress(self) -> float:
         """Share of the canvas committed before this step."""
         return 1 - len(self.denoiser.masked()) / self.denoiser.length
 
 
-def make_denoiser(dec: Decoding, method: str, block_size: int, cache: str) -> Denoiser:
+def make_denoiser(dec: Decoding, method: str, block_size: int, cache: str, fallback: int = 32) -> Denoiser:
+    """block_size 0: the model's trained block size (block diffusion), else `fallback` (0: the whole canvas)."""
     spec = spec_of(dec.target, method)
     if cache not in CACHES:
         raise LabError(f"cache={cache!r}: use one of {', '.join(CACHES)}")
-    size = block_size or spec.block_size or dec.max_new_tokens
+    size = block_size or spec.block_size or fallback or dec.max_new_tokens
     return Denoiser(dec.target, spec, dec.prompt, dec.max_new_tokens, size, cache)
 
 
@@ -61,9 +72,9 @@ def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[
 
 
 def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, block_size: int = 0,
-            cache: str = "prefix", confidence: str = "probability") -> Iterator[Step]:
+            cache: str = "prefix", confidence: str = "probability", fallback: int = 32) -> Iterator[Step]:
     """Decode the canvas block by block; each forward commits the rows `pick` chooses."""
-    den = make_denoiser(dec, method, block_size, cache)
+    den = make_denoiser(dec, method, block_size, cache, fallback)
     backend = dec.target
     for start, end in den.blocks():
         step = 0

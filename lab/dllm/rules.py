@@ -51,6 +51,11 @@ def rank(conf: torch.Tensor, rows: list[int]) -> list[int]:
     return index[order].tolist()
 
 
+def block_steps(steps: int, size: int, length: int) -> int:
+    """A block's share of `steps` over a canvas of `length` (its ceiling); 0 steps: one token per step."""
+    return size if steps == 0 else max(1, -(-steps * size // length))
+
+
 def transfer_counts(masked: int, steps: int) -> list[int]:
     """LLaDA's schedule: `masked` tokens over `steps` steps, as evenly as possible, the extra ones first."""
     steps = max(1, min(steps, masked))
