@@ -139,6 +139,10 @@ def load(name: str = DEFAULT, device: str | None = None, dtype: torch.dtype | No
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    from .dllm import models as dllm_models
+
+    if dllm_models.claims(name):  # LLaDA, Dream, dllm-default, a folder from `train dllm`
+        return dllm_models.load(name, device, dtype, trust_remote_code)
     device = check_device(device)
     dtype = dtype or default_dtype(device)
     source, extra = resolve(name)
