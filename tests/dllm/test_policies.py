@@ -1,0 +1,106 @@
+"""The commitment policies: each rule checked on what its Trace records; freedave against one-token-per-step
+decoding and deer against the autoregressive model's greedy output, token for token, on many prompts."""
+from __future__ import annotations
+
+import pytest
+
+import lab
+from lab.backends.hf import HFBackend
+from lab.dllm import tiny_dllm
+from lab.errors import LabError
+from lab.models import tiny
+
+from .helpers import dllm_lab, random_prompts
+
+
+def test_fast_dllm_commits_everything_above_the_threshold_and_at_least_the_surest():
+    tl = dllm_lab("block", block_size=8)
+    trace = tl.generate("fast-dllm", [5, 6, 7], max_new_tokens=16, threshold=0.5).trace
+    assert trace.forwards < 16  # several per forward on this model
+    for step in trace.steps:
+        left = [c for p, c in zip(step.info["masked"], step.info["predicted_confidence"]) if p not in step.positions
+                and p // 8 == step.positions[0] // 8]
+        assert all(c < 0.5 for c in left)
+        assert all(c >= 0.5 for c in sorted(step.confidence)[1:]) and max(step.confidence) >= max(left, default=0)
+
+
+def test_fast_dllm_factor_rule():
+    tl = dllm_lab("block", block_size=8)
+    for step in tl.generate("fast-dllm", [5, 6, 7], max_new_tokens=16, factor=1.0).trace.steps:
+        conf = sorted(step.confidence, reverse=True)
+        assert all(c >= 1 - 1.0 / (n + 2) for n, c in enumerate(conf) if n >= 1)  # (n + 1)(1 - c_n) <= f, n from 1
+
+
+def test_dream_ranks_by_its_confidence_measure():
+    tl = dllm_lab("global", shift=True)
+    for alg in ("entropy", "topk_margin", "maskgit_plus"):
+        trace = tl.generate("dream", [5, 6, 7], max_new_tokens=8, alg=alg, steps=4, cache="none").trace
+        assert trace.forwards == 4
+        for step in trace.steps:  # the committed positions are the surest by this measure
+            left = [c for p, c in zip(step.info["masked"], step.info["predicted_confidence"]) if p not in step.positions]
+            assert min(step.confidence) >= max(left, default=-1e9)
+            assert all(c <= 0 for c in step.confidence) if alg == "entropy" else all(0 <= c <= 1 for c in step.confidence)
+
+
+def test_prophet_goes_all_in_once_the_gap_is_wide():
+    tl = dllm_lab("global", shift=True)
+    base = tl.generate("llada", [5, 6, 7], max_new_tokens=12, block_size=4, cache="none").trace
+    never = tl.generate("prophet", [5, 6, 7], max_new_tokens=12, block_size=4, cache="none", gap_high=1e9,
+                        gap_mid=1e9, gap_low=1e9).trace
+    assert never.tokens == base.tokens and never.forwards == 12
+    at_once = tl.generate("prophet", [5, 6, 7], max_new_tokens=12, block_size=4, cache="none", gap_high=0.0,
+                          gap_mid=0.0, gap_low=0.0).trace
+    assert at_once.forwards == 1 and len(at_once.steps[0].committed) == 12  # the whole canvas, in one step
+
+
+@pytest.mark.parametrize("attention,cache", [("block", "prefix"), ("global", "none"), ("global", "dual")])
+def test_freedave_is_one_token_per_step_decoding_exactly(attention, cache):
+    tl = dllm_lab(attention, block_size=8)
+    saved = reference = 0
+    for prompt in random_prompts(12, seed=1):
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
+        got = tl.generate("freedave", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
+        assert got.tokens == ref.tokens, prompt
+        decided = [p for s in got.steps for p in s.positions]
+        assert decided == [p for s in ref.steps for p in s.positions]  # the same decisions in the same order
+        saved, reference = saved + got.forwards, reference + ref.forwards
+    assert saved < 0.9 * reference  # drafts were accepted: fewer forwards than tokens
+
+
+def test_freedave_refuses_sampling():
+    with pytest.raises(LabError, match="temperature 0"):
+        dllm_lab().generate("freedave", [5, 6], max_new_tokens=4, temperature=0.5)
+
+
+def deer_lab(draft_model) -> lab.Lab:
+    target = lab.Lab(model_obj=tiny("llama", vocab_size=64, seed=0), tokenizer=None)
+    target._drafts["dllm-default"] = HFBackend(draft_model)
+    return target
+
+
+@pytest.mark.parametrize("draft_seed", [0, 1])
+def test_deer_is_the_autoregressive_greedy_output_exactly(draft_seed):
+    target = deer_lab(tiny_dllm("block", seed=draft_seed, block_size=6))
+    for prompt in random_prompts(20, seed=2):
+        greedy = target.generate("greedy", prompt, max_new_tokens=16).tokens
+        trace = target.generate("deer", prompt, max_new_tokens=16).trace
+        assert trace.tokens == greedy, prompt
+        if draft_seed == 0:  # the target's own weights as a shifted block dLLM: its first draft is the target's
+            # token (unless that is the mask token, which a dLLM never proposes)
+            assert all(len(s.accepted) >= 1 or s.bonus == 3 for s in trace.steps[1:] if s.proposed)
+            assert trace.tokens_per_forward > 1.5
+
+
+def test_deer_needs_a_dllm_draft():
+    target = lab.Lab(model_obj=tiny("llama", vocab_size=64), tokenizer=None)
+    target._drafts["dllm-default"] = HFBackend(tiny("llama", vocab_size=64, seed=3))
+    with pytest.raises(LabError, match="needs a diffusion LM"):
+        target.generate("deer", [5, 6], max_new_tokens=4)
+
+
+def test_the_policies_are_registered_as_diffusion_methods():
+    methods = lab.registry.load_all()
+    for name in ("llada", "dream", "fast-dllm", "prophet", "freedave", "deer"):
+        info = methods[name]
+        assert info.family == "diffusion" and info.departures and info.paper
+    assert methods["freedave"].lossless and methods["deer"].lossless and not methods["fast-dllm"].lossless
