@@ -2,7 +2,7 @@
 converted models: `dllm-default` (the default model turned into a block-diffusion LM, shipped as a small delta in
 lab/data/dllm-default/) or any folder that `python -m lab train dllm` wrote (manifest.json + adapter.safetensors).
 
-`lab.models.load` hands these names here, so `Lab("dllm-default")`, `--model dllm-default` and `--model DIR` work.
+Importing this module registers it with `lab.models.LOADERS` (lab.api imports lab.dllm), so `Lab("dllm-default")`, `--model dllm-default` and `--model DIR` work.
 """
 from __future__ import annotations
 
@@ -104,3 +104,12 @@ def load_adapter(folder: Path, device, dtype, name: str):
     model.dllm = DLLM(**manifest["dllm"])
     model.name_or_path = name
     return model, tokenizer
+
+
+def _register() -> None:
+    from .. import models
+
+    models.LOADERS["dllm"] = (claims, load)
+
+
+_register()
