@@ -217,6 +217,12 @@ def cmd_bench(args) -> None:
     bench_main(args.rest)
 
 
+def cmd_train(args) -> None:
+    from .train.run import main as train_main
+
+    train_main(args.rest)
+
+
 def cmd_serve(args) -> None:
     from .apps.serve import serve
 
@@ -266,6 +272,9 @@ def build() -> Parser:
     b = sub.add_parser("bench", help="run the offline benchmark suite (see lab/bench)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(run=cmd_bench)
+    t = sub.add_parser("train", help="run a training recipe (see lab/train; meant for a GPU)")
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(run=cmd_train)
     s = sub.add_parser("serve", help="serve the Panel dashboard (on this machine only, unless told otherwise)")
     s.add_argument("--port", type=int, default=5006, help="0: any free port")
     s.add_argument("--address", default="localhost", help="listen here (0.0.0.0: every interface)")

@@ -1,0 +1,5 @@
+"""Training recipes run on a GPU in jobs of under ten minutes that resume: `python -m lab train NAME ...`.
+
+responses: the target's own answers to ShareGPT prompts (training text, SAM's corpus); fastdraft: a small draft
+model distilled from the target ("FastDraft: How to Train Your Draft").
+"""

@@ -1,0 +1,14 @@
+"""`python -m lab train NAME [options]`: dispatch to a training recipe."""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import LabError
+
+RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "dllm": "lab.train.dllm"}
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in RECIPES:
+        raise LabError(f"name a recipe: {', '.join(sorted(RECIPES))}")
+    importlib.import_module(RECIPES[argv[0]]).main(argv[1:])
