@@ -80,3 +80,18 @@ def test_training_lowers_the_loss_resumes_and_loads_as_a_dllm(tiny_base, monkeyp
     assert trace.forwards == 8
     monkeypatch.setattr(dllm_models, "SHIPPED", tiny_base / "out")  # ... and as dllm-default once shipped there
     assert lab.Lab("dllm-default").generate("llada", [10, 11, 12], max_new_tokens=4).tokens
+
+
+@pytest.mark.slow
+def test_the_flex_block_mask_gives_the_dense_masks_loss(tmp_path):
+    """The GPU path (--attention flex) against the dense mask, forward only (flex has no CPU backward)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(1)
+    tiny("llama", vocab_size=64).save_pretrained(tmp_path)
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    flex = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, attn_implementation="flex_attention")
+    batch = recipe.make_batch([([10, 11, 12], [20, 21, 22, 23, 24]), ([5, 6], [7, 8, 9, 10, 11, 12, 13])], block=2,
+                              seq=32, mask_id=MASK, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(recipe.loss_of(dense, batch, "sdpa"), recipe.loss_of(flex, batch, "flex"), atol=1e-4)
