@@ -72,8 +72,10 @@ def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[
 
 
 def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, block_size: int = 0,
-            cache: str = "prefix", confidence: str = "probability", fallback: int = 32) -> Iterator[Step]:
-    """Decode the canvas block by block; each forward commits the rows `pick` chooses."""
+            cache: str = "prefix", confidence: str = "probability", fallback: int = 32,
+            fuse: Callable[[list[int], torch.Tensor, Denoiser], torch.Tensor] | None = None) -> Iterator[Step]:
+    """Decode the canvas block by block; each forward commits the rows `pick` chooses. `fuse(window, logits,
+    denoiser)` may rewrite the logits first (dInfer's credit)."""
     den = make_denoiser(dec, method, block_size, cache, fallback)
     backend = dec.target
     for start, end in den.blocks():
@@ -81,6 +83,8 @@ def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, b
         while den.masked(start, end):
             before = backend.forwards
             window, logits = den.predict(start, end)
+            if fuse is not None:
+                logits = fuse(window, logits, den)
             tokens = rules.propose(logits, dec.sampling.temperature, dec.rng)
             conf = rules.confidence(logits, tokens, confidence, dec.rng)
             live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]

@@ -104,3 +104,32 @@ def test_the_policies_are_registered_as_diffusion_methods():
         info = methods[name]
         assert info.family == "diffusion" and info.departures and info.paper
     assert methods["freedave"].lossless and methods["deer"].lossless and not methods["fast-dllm"].lossless
+
+
+def test_dinfer_hierarchy_commits_the_surest_of_each_masked_run():
+    from lab.dllm.policies.dinfer import runs
+
+    tl = dllm_lab("global", shift=True)
+    trace = tl.generate("dinfer", [5, 6, 7], max_new_tokens=16, decoder="hierarchy", cache="none").trace
+    assert trace.forwards < 16
+    for step in trace.steps:
+        conf = dict(zip(step.info["masked"], step.info["predicted_confidence"]))
+        spans = [[step.info["masked"][i] for i in run] for run in runs(step.info["masked"])]
+        top = max(conf.values())
+        for p, c in zip(step.positions, step.confidence):
+            span = next(s for s in spans if p in s)
+            assert c > 0.9 or c == max(conf[q] for q in span) and (c > 0.4 or c == top)
+        below = [p for p, c in zip(step.positions, step.confidence) if c <= 0.9]
+        assert len({next(i for i, s in enumerate(spans) if p in s) for p in below}) == len(below)  # one per run
+
+
+def test_dinfer_credit_is_the_threshold_rule_without_credit_and_earns_commits_with_it():
+    tl = dllm_lab("block", block_size=8)
+    plain = with_credit = 0
+    for prompt in random_prompts(6, seed=3):
+        threshold = tl.generate("dinfer", prompt, max_new_tokens=16, decoder="threshold").trace
+        zero = tl.generate("dinfer", prompt, max_new_tokens=16, decoder="credit", credit_alpha=0.0).trace
+        assert zero.tokens == threshold.tokens and zero.forwards == threshold.forwards
+        plain += threshold.forwards
+        with_credit += tl.generate("dinfer", prompt, max_new_tokens=16, decoder="credit", credit_alpha=3.0).trace.forwards
+    assert with_credit < plain  # tokens that keep winning get committed earlier
