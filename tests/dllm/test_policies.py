@@ -133,3 +133,21 @@ def test_dinfer_credit_is_the_threshold_rule_without_credit_and_earns_commits_wi
         plain += threshold.forwards
         with_credit += tl.generate("dinfer", prompt, max_new_tokens=16, decoder="credit", credit_alpha=3.0).trace.forwards
     assert with_credit < plain  # tokens that keep winning get committed earlier
+
+
+def test_wedlm_left_to_right_is_the_autoregressive_model_and_parallel_fills_low_entropy():
+    """With an overwhelming position penalty WeDLM fills the first mask each step: on a shifted model whose cache
+    holds the committed text causally that is autoregressive greedy decoding (the mask token aside)."""
+    target = lab.Lab(model_obj=tiny("llama", vocab_size=64, seed=0), tokenizer=None)
+    tl = dllm_lab("block", seed=0)
+    for prompt in random_prompts(8, seed=4):
+        greedy = target.generate("greedy", prompt, max_new_tokens=16).tokens
+        trace = tl.generate("wedlm", prompt, max_new_tokens=16, entropy_threshold=0.0, position_penalty=1e6).trace
+        n = greedy.index(3) if 3 in greedy else 16
+        assert trace.tokens[:n] == greedy[:n] and trace.forwards == 16
+        parallel = tl.generate("wedlm", prompt, max_new_tokens=16, entropy_threshold=1.0, position_penalty=0.02).trace
+        assert parallel.forwards < 16
+        for step in parallel.steps:
+            if len(step.positions) > 1:  # all below the threshold once the distance penalty is added
+                first = min(step.info["masked"])
+                assert all(-c + 0.02 * (p - first) < 1.0 for p, c in zip(step.positions, step.confidence))
