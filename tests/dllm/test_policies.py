@@ -153,3 +153,18 @@ def test_wedlm_left_to_right_is_the_autoregressive_model_and_parallel_fills_low_
                 first = min(step.info["masked"])
                 assert all(-c + 0.02 * (p - first) < 1.0 for p, c in zip(step.positions, step.confidence))
     assert forwards < 8 * 16
+
+
+def test_lopa_with_one_branch_is_fast_dllm_and_lookahead_branches_save_forwards():
+    tl = dllm_lab("block", block_size=8)
+    one = many = 0
+    for prompt in random_prompts(6):
+        fast = tl.generate("fast-dllm", prompt, max_new_tokens=16, threshold=0.9, cache="prefix").trace
+        anchor = tl.generate("lopa", prompt, max_new_tokens=16, branches=1).trace
+        assert anchor.tokens == fast.tokens and anchor.forwards == fast.forwards
+        trace = tl.generate("lopa", prompt, max_new_tokens=16, branches=4).trace
+        for step in trace.steps:
+            scores = step.info["branch_scores"]
+            assert step.info["winner"] == scores.index(max(scores)) and len(scores) == step.info["branches"] <= 4
+        one, many = one + anchor.forwards, many + trace.forwards
+    assert many < one
