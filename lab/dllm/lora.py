@@ -23,7 +23,8 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.lora_A.T @ self.lora_B.T) * self.scale
+        delta = (x.to(self.lora_A.dtype) @ self.lora_A.T @ self.lora_B.T) * self.scale  # float32 delta on a 16-bit base
+        return self.base(x) + delta.to(x.dtype)
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...] = TARGETS) -> list[str]:

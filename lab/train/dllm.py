@@ -61,8 +61,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--job-steps", type=int, default=0, help="stop this job after this many steps (0: no limit)")
     p.add_argument("--every", type=int, default=100, help="checkpoint and validate every N steps")
     p.add_argument("--mask-id", type=int, default=3)
-    p.add_argument("--attention", choices=("sdpa", "flex"), default="sdpa",
-                   help="flex: a BlockMask for flex attention (GPU); sdpa: a dense mask")
+    p.add_argument("--attention", choices=("auto", "sdpa", "flex"), default="auto",
+                   help="flex: a BlockMask for flex attention (GPU); sdpa: a dense mask; auto: flex on a GPU")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="bfloat16", help="training dtype of the base weights (LoRA stays float32)")
     p.add_argument("--seed", type=int, default=0)
@@ -72,6 +72,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if err.code:
             raise LabError("train dllm: bad arguments (see python -m lab train dllm --help)") from None
         raise
+    if args.attention == "auto":
+        from .. import models
+
+        args.attention = "flex" if models.check_device(args.device).startswith("cuda") else "sdpa"
     for name in ("block", "seq", "batch", "rank", "steps", "every"):
         if getattr(args, name) < 1:
             raise LabError(f"--{name} must be >= 1")
@@ -256,16 +260,21 @@ def train(args) -> dict:
     """Run (or resume) the job in args.out; returns the checkpoint's state."""
     from ..dllm.lora import TARGETS, add_lora, load_lora, lora_state
 
+    began = time.perf_counter()  # the job's clock: loading and data count too
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model, tokenizer, device = load_base(args)
     if args.mask_id >= model.get_output_embeddings().weight.shape[0]:
         raise LabError(f"--mask-id {args.mask_id} is outside the vocabulary")
-    if args.data == "sharegpt":
+    cached = out / "pairs.pt"  # tokenized once: a resumed job does not read ShareGPT again
+    if cached.exists():
+        pairs, held = torch.load(cached, weights_only=False)
+    elif args.data == "sharegpt":
         if tokenizer is None:
             raise LabError("--data sharegpt needs a model with a tokenizer")
         pairs, held = sharegpt_pairs(tokenizer, args.pairs, args.val, args.seq)
+        save_atomic((pairs, held), cached)
     else:
         pairs, held = jsonl_pairs(Path(args.data), args.val)
     add_lora(model, args.rank, args.alpha)
@@ -286,7 +295,7 @@ def train(args) -> dict:
     elif held:
         state["validation"].append({"step": 0, "loss": validate(model, held, args)})
     order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed)).tolist()
-    began, job_steps = time.perf_counter(), 0
+    job_steps, step_s, looping = 0, 0.0, time.perf_counter()
 
     def checkpoint() -> None:
         save_atomic({"lora": {n: t.float().cpu() for n, t in lora_state(model).items()},
@@ -308,11 +317,13 @@ def train(args) -> dict:
         state["tokens"] += int(batch["ids"].numel())
         state["history"].append({"step": state["step"], "loss": round(float(loss.detach()), 5)})
         job_steps += 1
+        step_s = (time.perf_counter() - looping) / job_steps  # with validation and checkpoints averaged in
         if state["step"] % args.every == 0 or state["step"] == args.steps:
             if held:
                 state["validation"].append({"step": state["step"], "loss": validate(model, held, args)})
             checkpoint()
-        if (args.job_steps and job_steps >= args.job_steps) or time.perf_counter() - began > 60 * args.minutes:
+        if (args.job_steps and job_steps >= args.job_steps) or \
+                time.perf_counter() - began + 2 * step_s > 60 * args.minutes:  # stop before the limit, not after
             break
     state["seconds"] += time.perf_counter() - began
     checkpoint()
