@@ -52,10 +52,13 @@ class Round:
 
 
 def make_denoiser(dec: Decoding, method: str, block_size: int, cache: str, fallback: int = 32) -> Denoiser:
-    """block_size 0: the model's trained block size (block diffusion), else `fallback` (0: the whole canvas)."""
+    """block_size 0: the model's trained block size (block diffusion), else `fallback` (0: the whole canvas);
+    cache "auto": prefix on block diffusion (exact there), none on global attention (the papers' default)."""
     spec = spec_of(dec.target, method)
+    if cache == "auto":  # exact and cheap on block diffusion; the papers' full recompute on global attention
+        cache = "prefix" if spec.attention == "block" else "none"
     if cache not in CACHES:
-        raise LabError(f"cache={cache!r}: use one of {', '.join(CACHES)}")
+        raise LabError(f"cache={cache!r}: use auto or one of {', '.join(CACHES)}")
     size = block_size or spec.block_size or fallback or dec.max_new_tokens
     return Denoiser(dec.target, spec, dec.prompt, dec.max_new_tokens, size, cache)
 
@@ -72,7 +75,7 @@ def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[
 
 
 def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, block_size: int = 0,
-            cache: str = "prefix", confidence: str = "probability", fallback: int = 32,
+            cache: str = "auto", confidence: str = "probability", fallback: int = 32,
             fuse: Callable[[list[int], torch.Tensor, Denoiser], torch.Tensor] | None = None) -> Iterator[Step]:
     """Decode the canvas block by block; each forward commits the rows `pick` chooses. `fuse(window, logits,
     denoiser)` may rewrite the logits first (dInfer's credit)."""

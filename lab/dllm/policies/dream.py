@@ -20,7 +20,7 @@ ALGORITHMS = {"maskgit_plus": "probability", "topk_margin": "margin", "entropy":
                    "on nothing); optional semi-autoregressive blocks (Dream decodes the whole canvas at once, "
                    "block_size=0) with the steps shared over blocks; no alg_temp randomness in which positions unmask; "
                    "shifted logits are the model's property (lab.dllm.DLLM.shift), not the policy's.")
-def dream(dec, *, steps: int = 0, alg: str = "entropy", block_size: int = 0, cache: str = "prefix", eps: float = 1e-3):
+def dream(dec, *, steps: int = 0, alg: str = "entropy", block_size: int = 0, cache: str = "auto", eps: float = 1e-3):
     """Dream: unmask by entropy / margin / top probability on the noise schedule t -> s (1 - s/t of the masks)."""
     if alg not in ALGORITHMS:
         raise LabError(f"alg={alg!r}: use {', '.join(ALGORITHMS)}")

@@ -32,7 +32,7 @@ def decision(den, window, logits, start, end):
         departures="Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada steps=0, same "
                    "block_size and cache); drafts stay inside the current block; a round's candidates run as copies "
                    "in one forward of one row (each sees the cached context and itself) and count as one forward.")
-def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "prefix"):
+def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "auto"):
     """FreeDave: draft the next decisions from one forward, verify them all in the next; one-per-step exactly."""
     if not dec.greedy:
         raise LabError("freedave reproduces greedy one-token-per-step decoding: use temperature 0")

@@ -17,7 +17,7 @@ REMASKING = {"low_confidence": "probability", "random": "random"}
         departures="Steps need not divide evenly over the blocks (each block gets the ceiling of its share; LLaDA "
                    "asserts divisibility); no classifier-free guidance; the mask token is never proposed; block_size=0 "
                    "takes a block-diffusion model's trained block size (else 32).")
-def llada(dec, *, steps: int = 0, block_size: int = 0, remasking: str = "low_confidence", cache: str = "prefix"):
+def llada(dec, *, steps: int = 0, block_size: int = 0, remasking: str = "low_confidence", cache: str = "auto"):
     """LLaDA: an even share of each block per step, surest (or random) positions first; steps=0: one per step."""
     if remasking not in REMASKING:
         raise LabError(f"remasking={remasking!r}: use low_confidence or random")

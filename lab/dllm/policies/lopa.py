@@ -20,7 +20,7 @@ from ..loop import commit_step, make_denoiser
                    "devices) and count as one forward; confidence is the top probability (LoPA also offers entropy and "
                    "margin); branches stay inside the current block.")
 def lopa(dec, *, branches: int = 3, threshold: float = 0.9, branch_topp: float = 1.0, alpha: float = 0.0,
-         block_size: int = 0, cache: str = "prefix"):
+         block_size: int = 0, cache: str = "auto"):
     """LoPA: an anchor branch and lookahead branches (one extra fill each); continue from the surest-looking one."""
     if branches < 1:
         raise LabError("branches must be >= 1")

@@ -18,7 +18,7 @@ from ..loop import Round, denoise
                    "only the current block on a block-diffusion one (later blocks have no predictions yet); the gap "
                    "is the mean top-2 logit gap over those positions, with thresholds gap_high / gap_mid / gap_low for "
                    "progress below 1/3, below 2/3 and beyond.")
-def prophet(dec, *, steps: int = 0, block_size: int = 0, cache: str = "prefix", gap_high: float = 7.5,
+def prophet(dec, *, steps: int = 0, block_size: int = 0, cache: str = "auto", gap_high: float = 7.5,
             gap_mid: float = 5.0, gap_low: float = 2.5):
     """Prophet: LLaDA's schedule until the top-2 logit gap says the answer is settled, then commit all at once."""
     def pick(r: Round) -> list[int]:
