@@ -37,7 +37,8 @@ def grids(trace: Trace) -> dict[str, list[list]]:
         for p, t in zip(step.positions, step.committed):
             committed.setdefault(p, (n, t))
         info = step.info or {}
-        predicted = dict(zip(info.get("masked", []), zip(info.get("predicted", []), info.get("predicted_confidence", []))))
+        predicted = dict(zip(info.get("masked", []),
+                             zip(info.get("predicted", []), info.get("predicted_confidence", []))))
         when.append([committed[p][0] if p in committed else None for p in range(length)])
         text.append([trace.token_text(committed[p][1]) if p in committed else MASKED for p in range(length)])
         conf.append([predicted[p][1] if p in predicted else None for p in range(length)])
@@ -55,7 +56,8 @@ def commitment_figure(trace: Trace, step: int | None = None) -> go.Figure:
     g = grids(trace)
     fig = go.Figure(go.Heatmap(z=g["when"], text=[[_label(t) for t in row] for row in g["text"]],
                                colorscale="Viridis", colorbar=dict(title="committed<br>at step"),
-                               hovertemplate="position %{x}, step %{y}: %{text}<br>committed at step %{z}<extra></extra>"))
+                               hovertemplate="position %{x}, step %{y}: %{text}<br>"
+                                             "committed at step %{z}<extra></extra>"))
     if step is not None:
         fig.add_hline(y=step, line=dict(color="red", width=2))
     fig.update_layout(title=f"{trace.method}: when each position was committed ({trace.forwards} forwards, "

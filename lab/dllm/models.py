@@ -2,7 +2,8 @@
 converted models: `dllm-default` (the default model turned into a block-diffusion LM, shipped as a small delta in
 lab/data/dllm-default/) or any folder that `python -m lab train dllm` wrote (manifest.json + adapter.safetensors).
 
-Importing this module registers it with `lab.models.LOADERS` (lab.api imports lab.dllm), so `Lab("dllm-default")`, `--model dllm-default` and `--model DIR` work.
+Importing this module registers it with `lab.models.LOADERS` (lab.api imports lab.dllm), so `Lab("dllm-default")`,
+`--model dllm-default` and `--model DIR` work.
 """
 from __future__ import annotations
 

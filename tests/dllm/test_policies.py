@@ -37,9 +37,11 @@ def test_dream_ranks_by_its_confidence_measure():
         trace = tl.generate("dream", [5, 6, 7], max_new_tokens=8, alg=alg, steps=4, cache="none").trace
         assert trace.forwards == 4
         for step in trace.steps:  # the committed positions are the surest by this measure
-            left = [c for p, c in zip(step.info["masked"], step.info["predicted_confidence"]) if p not in step.positions]
+            predicted = zip(step.info["masked"], step.info["predicted_confidence"])
+            left = [c for p, c in predicted if p not in step.positions]
             assert min(step.confidence) >= max(left, default=-1e9)
-            assert all(c <= 0 for c in step.confidence) if alg == "entropy" else all(0 <= c <= 1 for c in step.confidence)
+            bounded = (lambda c: c <= 0) if alg == "entropy" else (lambda c: 0 <= c <= 1)
+            assert all(bounded(c) for c in step.confidence)
 
 
 def test_prophet_goes_all_in_once_the_gap_is_wide():
@@ -131,7 +133,8 @@ def test_dinfer_credit_is_the_threshold_rule_without_credit_and_earns_commits_wi
         zero = tl.generate("dinfer", prompt, max_new_tokens=16, decoder="credit", credit_alpha=0.0).trace
         assert zero.tokens == threshold.tokens and zero.forwards == threshold.forwards
         plain += threshold.forwards
-        with_credit += tl.generate("dinfer", prompt, max_new_tokens=16, decoder="credit", credit_alpha=3.0).trace.forwards
+        credit = tl.generate("dinfer", prompt, max_new_tokens=16, decoder="credit", credit_alpha=3.0).trace
+        with_credit += credit.forwards
     assert with_credit < plain  # tokens that keep winning get committed earlier
 
 

@@ -32,7 +32,8 @@ def runs(positions: list[int]) -> list[list[int]]:
 
 @method("dinfer", family="diffusion", lossless=False,
         paper="dInfer: An Efficient Inference Framework for Diffusion Language Models (Ma et al., 2025)",
-        departures="The decoders only (threshold, hierarchy, credit); dInfer's vicinity KV refresh, soft iterations and "
+        departures="The decoders only (threshold, hierarchy, credit); dInfer's vicinity KV refresh, soft iterations "
+                   "and "
                    "system work (CUDA graphs, loop unrolling, parallelism) are not reproduced; caches are the loop's.")
 def dinfer(dec, *, decoder: str = "hierarchy", threshold: float = 0.9, low_threshold: float = 0.4,
            credit_alpha: float = 0.7, boost_gamma: float = 0.2, decay_beta: float = 0.8, block_size: int = 0,

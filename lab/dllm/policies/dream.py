@@ -15,8 +15,10 @@ from ..loop import Round, denoise
 ALGORITHMS = {"maskgit_plus": "probability", "topk_margin": "margin", "entropy": "entropy"}
 
 
-@method("dream", family="diffusion", lossless=False, paper="Dream 7B: Diffusion Large Language Models (Ye et al., 2025)",
-        departures="At least one token per step (Dream's int() of the 1 - s/t share can unmask none and spend a forward "
+@method("dream", family="diffusion", lossless=False,
+        paper="Dream 7B: Diffusion Large Language Models (Ye et al., 2025)",
+        departures="At least one token per step (Dream's int() of the 1 - s/t share can unmask none and spend a "
+                   "forward "
                    "on nothing); optional semi-autoregressive blocks (Dream decodes the whole canvas at once, "
                    "block_size=0) with the steps shared over blocks; no alg_temp randomness in which positions unmask; "
                    "shifted logits are the model's property (lab.dllm.DLLM.shift), not the policy's.")

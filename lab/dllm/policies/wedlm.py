@@ -69,7 +69,8 @@ def wedlm(dec, *, window: int = 16, entropy_threshold: float = 0.4, position_pen
         for r in rows:
             filled[masked[r]] = chosen[r]
         canvas = [dec.tokens[p] if p < len(dec.tokens) else filled.get(p, -1) for p in range(length)]
-        yield Step(committed=[chosen[r] for r in rows], origin=["plain"] * len(rows), positions=[masked[r] for r in rows],
+        yield Step(committed=[chosen[r] for r in rows], origin=["plain"] * len(rows),
+                   positions=[masked[r] for r in rows],
                    confidence=[round(sure[r], 6) for r in rows], canvas=canvas, forwards=backend.forwards - before,
                    info={"masked": masked, "predicted": chosen, "predicted_confidence": [round(c, 6) for c in sure],
                          "pruned": prefix})
