@@ -22,7 +22,7 @@ def test_visibility_and_shifted_labels():
                               generator=torch.Generator().manual_seed(0))
     allowed = recipe.dense_mask(batch)[0, 0]
     P, R = 3, 5
-    clean, noisy = range(P + R), range(P + R, P + 2 * R)
+    noisy = range(P + R, P + 2 * R)
     assert torch.equal(allowed[:P + R, :P + R], torch.ones(P + R, P + R, dtype=torch.bool).tril())
     assert not allowed[:P + R, P + R:].any()  # clean text never sees the noisy copy
     for j, q in enumerate(noisy):
