@@ -25,9 +25,9 @@ class Round:
     """One forward's view of the canvas, for a policy to pick from."""
 
     window: list[int]  # output positions the forward predicted
-    logits: torch.Tensor  # [w, V]
-    tokens: torch.Tensor  # [w] the proposal at each window position
-    confidence: torch.Tensor  # [w]
+    logits: torch.Tensor  # [w, V] on the device
+    tokens: list[int]  # the proposal at each window position
+    confidence: list[float]  # the policy's confidence in each
     live: list[int]  # rows of the window still masked
     block: list[int]  # rows of the current block still masked (what semi-AR decoding may commit)
     step: int  # steps taken in this block so far
@@ -88,12 +88,12 @@ def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, b
             window, logits = den.predict(start, end)
             if fuse is not None:
                 logits = fuse(window, logits, den)
-            tokens = rules.propose(logits, dec.sampling.temperature, dec.rng)
-            conf = rules.confidence(logits, tokens, confidence, dec.rng)
+            proposal = rules.propose(logits, dec.sampling.temperature, dec.rng)
+            tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, confidence, dec.rng))  # one sync
             live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
             block = [j for j in live if start <= window[j] < end]
             rows = pick(Round(window, logits, tokens, conf, live, block, step, start, end, den))
             if not rows or any(r not in live for r in rows):
                 raise RuntimeError(f"{method}: a step must commit masked positions (got rows {rows})")
-            yield commit_step(den, window, tokens.tolist(), conf.tolist(), live, rows, backend.forwards - before)
+            yield commit_step(den, window, tokens, conf, live, rows, backend.forwards - before)
             step += 1

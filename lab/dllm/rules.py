@@ -1,6 +1,7 @@
 """What policies share: proposals with Gumbel-noise temperature, confidence measures, how many to commit.
 
-Everything here works on the window's logits [w, V] on the device and returns tensors; the loop syncs once a step.
+`propose` and `confidence` work on the window's logits [w, V] on the device; `host` brings a step's tokens and
+confidences back in one transfer (the loop's one sync a step); the commit rules then rank short host lists.
 """
 from __future__ import annotations
 
@@ -42,13 +43,15 @@ def top2_gap(logits: torch.Tensor) -> torch.Tensor:
     return top[..., 0] - top[..., 1]
 
 
-def rank(conf: torch.Tensor, rows: list[int]) -> list[int]:
+def host(tokens: torch.Tensor, conf: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Tokens and confidences as host lists, in one transfer (token ids are exact in float64)."""
+    both = torch.stack([tokens.to(torch.float64), conf.to(torch.float64)]).tolist()
+    return [int(t) for t in both[0]], both[1]
+
+
+def rank(conf: list[float], rows: list[int]) -> list[int]:
     """`rows` ordered by confidence, surest first; ties keep the left-most first (deterministic)."""
-    if not rows:
-        return []
-    index = torch.tensor(rows, device=conf.device)
-    order = torch.sort(conf[index], descending=True, stable=True).indices
-    return index[order].tolist()
+    return sorted(rows, key=lambda j: -conf[j])
 
 
 def block_steps(steps: int, size: int, length: int) -> int:
@@ -63,18 +66,17 @@ def transfer_counts(masked: int, steps: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(steps)]
 
 
-def above_threshold(conf: torch.Tensor, rows: list[int], threshold: float) -> list[int]:
+def above_threshold(conf: list[float], rows: list[int], threshold: float) -> list[int]:
     """Fast-dLLM's threshold rule: every position surer than `threshold`, and always the surest one."""
     ordered = rank(conf, rows)
-    values = conf[ordered].tolist() if ordered else []
-    return ordered[:max(1, sum(v >= threshold for v in values))]
+    return ordered[:max(1, sum(conf[j] >= threshold for j in ordered))]
 
 
-def by_factor(conf: torch.Tensor, rows: list[int], factor: float) -> list[int]:
+def by_factor(conf: list[float], rows: list[int], factor: float) -> list[int]:
     """Fast-dLLM's factor rule: the n surest positions, n the longest prefix (by confidence) with the n-th
     confidence c_n >= 1 - factor / (n + 1); always at least one."""
     ordered = rank(conf, rows)
-    values = conf[ordered].tolist() if ordered else []
+    values = [conf[j] for j in ordered]
     n = 1
     while n < len(values) and values[n] >= 1 - factor / (n + 2):
         n += 1

@@ -49,7 +49,8 @@ class DiffusionDraft(Drafter):
             window, logits = den.predict(0, n)
             rows = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
             if dec.greedy:
-                rows = rules.rank(rules.confidence(logits, logits.argmax(-1)), rows)
+                best = logits.argmax(-1)
+                rows = rules.rank(rules.host(best, rules.confidence(logits, best))[1], rows)
             for r in rows[:count]:
                 token, belief, q = draft_token(dec, logits[r])
                 p = window[r]

@@ -60,7 +60,7 @@ def dinfer(dec, *, decoder: str = "hierarchy", threshold: float = 0.9, low_thres
     def pick(r: Round) -> list[int]:
         if decoder != "hierarchy":
             return rules.above_threshold(r.confidence, r.block, threshold)
-        conf = r.confidence.tolist()
+        conf = r.confidence
         chosen = {j for j in r.block if conf[j] > threshold}
         for run in runs([r.window[j] for j in r.block]):
             best = max((r.block[i] for i in run), key=lambda j: conf[j])

@@ -19,11 +19,11 @@ from ..loop import commit_step, make_denoiser
 def decision(den, window, logits, start, end):
     """One-token-per-step decoding's view of these logits: the block's masked rows, surest first, with every
     row's token and confidence and the window's masked rows."""
-    tokens = logits.argmax(-1)
-    conf = rules.confidence(logits, tokens, "probability")
+    proposal = logits.argmax(-1)
+    tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, "probability"))
     live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
     block = [j for j in live if start <= window[j] < end]
-    return rules.rank(conf, block), tokens.tolist(), conf.tolist(), live
+    return rules.rank(conf, block), tokens, conf, live
 
 
 @method("freedave", family="diffusion", lossless=True,

@@ -8,6 +8,8 @@ mixed with the lookahead fill's own confidence by `alpha`).
 """
 from __future__ import annotations
 
+import torch
+
 from ...errors import LabError
 from ...registry import method
 from .. import rules
@@ -33,29 +35,29 @@ def lopa(dec, *, branches: int = 3, threshold: float = 0.9, branch_topp: float =
         while den.masked(start, end):
             before = backend.forwards
             window, many = den.predict_many(start, end, [c for c, _ in candidates])
-            scores = []
-            for (content, created), logits in zip(candidates, many):
+            futures = []  # on the device; one transfer for all branches
+            for (content, _), logits in zip(candidates, many):
                 rows = [j for j, p in enumerate(window)
                         if (content[p - start] if start <= p < end else den.canvas[p]) == den.mask]
                 if rows:
                     conf = rules.confidence(logits[rows], logits[rows].argmax(-1)).sort().values
-                    future = float(conf[:max(1, int(len(rows) * branch_topp))].mean())
+                    futures.append(conf[:max(1, int(len(rows) * branch_topp))].mean())
                 else:
-                    future = 1.0
-                scores.append(alpha * created + (1 - alpha) * future)
+                    futures.append(torch.ones((), dtype=torch.float64, device=logits.device))
+            scores = [alpha * created + (1 - alpha) * f
+                      for (_, created), f in zip(candidates, torch.stack(futures).tolist())]
             win = max(range(len(candidates)), key=lambda k: scores[k])  # ties: the anchor
             looked_ahead = [p for p in range(start, end) if den.canvas[p] == den.mask
                             and candidates[win][0][p - start] != den.mask]
             logits = many[win]
-            tokens = rules.propose(logits, dec.sampling.temperature, dec.rng)
-            conf = rules.confidence(logits, tokens)
+            proposal = rules.propose(logits, dec.sampling.temperature, dec.rng)
+            token_list, conf_list = rules.host(proposal, rules.confidence(logits, proposal))
             for p in looked_ahead:  # the winning branch's extra fill is decided now
                 den.canvas[p] = candidates[win][0][p - start]
             live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
             block = [j for j in live if start <= window[j] < end]
-            fills = rules.above_threshold(conf, block, threshold)
-            rest = [j for j in rules.rank(conf, block) if j not in fills]
-            token_list, conf_list = tokens.tolist(), conf.tolist()
+            fills = rules.above_threshold(conf_list, block, threshold)
+            rest = [j for j in rules.rank(conf_list, block) if j not in fills]
             step = commit_step(den, window, token_list, conf_list, live, fills, backend.forwards - before,
                                branch_scores=[round(s, 6) for s in scores], winner=win, branches=len(candidates))
             if looked_ahead:  # shown as committed in this step too, with the branch's creation confidence

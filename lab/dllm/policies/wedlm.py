@@ -63,9 +63,9 @@ def wedlm(dec, *, window: int = 16, entropy_threshold: float = 0.4, position_pen
         preds = preds.index_fill(-1, torch.tensor([mask], device=preds.device), float("-inf"))
         chosen = rules.propose(preds, dec.sampling.temperature, dec.rng)
         sure = rules.confidence(preds, chosen, "entropy")  # minus the entropy
-        adjusted = -sure + position_penalty * torch.tensor([p - masked[0] for p in masked], dtype=sure.dtype)
-        rows = (adjusted < entropy_threshold).nonzero().flatten().tolist() or [int(adjusted.argmin())]
-        chosen, sure = chosen.tolist(), sure.tolist()
+        chosen, sure = rules.host(chosen, sure)  # the step's one sync
+        adjusted = [-c + position_penalty * (p - masked[0]) for c, p in zip(sure, masked)]
+        rows = [r for r, a in enumerate(adjusted) if a < entropy_threshold] or [adjusted.index(min(adjusted))]
         for r in rows:
             filled[masked[r]] = chosen[r]
         canvas = [dec.tokens[p] if p < len(dec.tokens) else filled.get(p, -1) for p in range(length)]
