@@ -12,7 +12,13 @@ from .analysis import (  # noqa: F401
            speedup_contour_figure,
 )
 from .commitment_view import CommitmentView
-from .dllm_figures import canvas_html, commitment_figure, confidence_figure, predictions_figure  # noqa: F401
+from .dllm_figures import (  # noqa: F401
+           canvas_html,
+           commitment_figure,
+           confidence_figure,
+           predictions_figure,
+           tradeoff_figure,
+)
 from .draft_tree import DraftTree
 from .figures import acceptance_figure, draft_tree_figure, token_stream_html
 from .flow_figures import edge_heads_figure, head_frequency_figure, lens_figure, route_figure

@@ -119,3 +119,22 @@ def canvas_html(trace: Trace, step: int) -> str:
     return (f'<div class="dllm-canvas" style="font-family:ui-monospace,monospace;font-size:13px;line-height:1.7">'
             f'<div style="color:#666">step {step}: {done} of {len(g["when"][step])} positions committed</div>'
             f'{"".join(spans)}</div>')
+
+
+def tradeoff_figure(rows: list[dict], baseline: float | None = None, score: str = "task score") -> go.Figure:
+    """Quality against parallelism (ParallelBench-style): one line per policy through its settings.
+
+    `rows`: {"method", "setting", "score", "tokens_per_forward"}; `baseline`: the score of one-token-per-step
+    decoding, drawn as a horizontal line (a policy worth using sits right of 1 and close to it)."""
+    fig = go.Figure()
+    for name in sorted({r["method"] for r in rows}):
+        mine = sorted((r for r in rows if r["method"] == name), key=lambda r: r["tokens_per_forward"])
+        fig.add_trace(go.Scatter(x=[r["tokens_per_forward"] for r in mine], y=[r["score"] for r in mine],
+                                 mode="lines+markers", name=name, text=[str(r.get("setting", "")) for r in mine],
+                                 hovertemplate=f"{name} %{{text}}<br>%{{x:.2f}} tokens/forward, "
+                                               f"{score} %{{y:.3f}}<extra></extra>"))
+    if baseline is not None:
+        fig.add_hline(y=baseline, line=dict(color="grey", dash="dot"), annotation_text="one token per step")
+    fig.update_layout(title=f"{score} against tokens per forward", xaxis_title="tokens per forward",
+                      yaxis_title=score, height=420, margin=dict(l=50, r=20, t=50, b=40))
+    return fig

@@ -29,3 +29,15 @@ def test_commitment_view_from_a_real_trace(tmp_path):
     view.slider.value = 0
     assert f"{len(first.committed)} of 12" in view.canvas.value
     assert view.commitment.layout.shapes[0].y0 == 0
+
+
+def test_the_tradeoff_figure_draws_one_line_per_policy_in_order_of_parallelism():
+    from lab.widgets import tradeoff_figure
+
+    rows = [{"method": "fast-dllm", "setting": "threshold=0.9", "score": 0.61, "tokens_per_forward": 2.1},
+            {"method": "fast-dllm", "setting": "threshold=0.7", "score": 0.55, "tokens_per_forward": 3.4},
+            {"method": "llada", "setting": "steps=0", "score": 0.62, "tokens_per_forward": 1.0}]
+    fig = tradeoff_figure(rows, baseline=0.62)
+    lines = {t.name: t for t in fig.data}
+    assert list(lines["fast-dllm"].x) == [2.1, 3.4] and list(lines["fast-dllm"].y) == [0.61, 0.55]
+    assert list(lines["fast-dllm"].text) == ["threshold=0.9", "threshold=0.7"] and fig.layout.shapes[0].y0 == 0.62
