@@ -28,7 +28,7 @@ def decision(den, window, logits, start, end):
 
 @method("freedave", family="diffusion", lossless=True,
         paper="Free Draft-and-Verification: Toward Lossless Parallel Decoding for Diffusion Large Language Models "
-              "(2025)",
+              "(Wu and Zhang, 2025)",
         departures="Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada steps=0, same "
                    "block_size and cache); drafts stay inside the current block; a round's candidates run as copies "
                    "in one forward of one row (each sees the cached context and itself) and count as one forward.")
