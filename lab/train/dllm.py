@@ -42,8 +42,13 @@ MAX_ADAPTER_BYTES = 16 * 2**20
 EPS = 1e-3
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        raise LabError(f"{self.prog}: {message}")
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lab train dllm", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m lab train dllm", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for the checkpoint, adapter and manifest")
     p.add_argument("--model", default="default", help="the autoregressive base: default or a local folder")
     p.add_argument("--data", default="sharegpt", help="sharegpt, or a JSONL file of {prompt: ids, response: ids}")
@@ -64,14 +69,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attention", choices=("auto", "sdpa", "flex"), default="auto",
                    help="flex: a BlockMask for flex attention (GPU); sdpa: a dense mask; auto: flex on a GPU")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default="bfloat16", help="training dtype of the base weights (LoRA stays float32)")
+    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
+                   help="training dtype of the base weights (LoRA stays float32)")
     p.add_argument("--seed", type=int, default=0)
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as err:
-        if err.code:
-            raise LabError("train dllm: bad arguments (see python -m lab train dllm --help)") from None
-        raise
+    args = p.parse_args(argv)
     if args.attention == "auto":
         from .. import models
 
