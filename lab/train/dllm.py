@@ -77,6 +77,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         from .. import models
 
         args.attention = "flex" if models.check_device(args.device).startswith("cuda") else "sdpa"
+    if args.data != "sharegpt" and not Path(args.data).is_file():
+        raise LabError(f"--data {args.data}: no such file (use sharegpt or a JSONL file of prompt/response ids)")
     for name in ("block", "seq", "batch", "rank", "steps", "every"):
         if getattr(args, name) < 1:
             raise LabError(f"--{name} must be >= 1")
