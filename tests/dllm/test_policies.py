@@ -171,3 +171,22 @@ def test_lopa_with_one_branch_is_fast_dllm_and_lookahead_branches_save_forwards(
             assert step.info["winner"] == scores.index(max(scores)) and len(scores) == step.info["branches"] <= 4
         one, many = one + anchor.forwards, many + trace.forwards
     assert many < one
+
+
+def test_localleap_commits_anchors_and_their_sure_enough_neighbours():
+    tl = dllm_lab("block", block_size=8)
+    relaxed_total = fast_total = 0
+    for prompt in random_prompts(6, seed=5):
+        fast = tl.generate("fast-dllm", prompt, max_new_tokens=16, threshold=0.9, cache="prefix").trace
+        alone = tl.generate("localleap", prompt, max_new_tokens=16, radius=0).trace  # anchors only: fast-dllm
+        assert alone.tokens == fast.tokens and alone.forwards == fast.forwards
+        trace = tl.generate("localleap", prompt, max_new_tokens=16, relaxed=0.5, radius=2).trace
+        for step in trace.steps:
+            conf = dict(zip(step.info["masked"], step.info["predicted_confidence"]))
+            block = {p for p in conf if p // 8 == step.positions[0] // 8}
+            anchors = [p for p in block if conf[p] >= 0.9]
+            near = {p for p in block if conf[p] >= 0.5 and any(abs(p - a) <= 2 for a in anchors)}
+            want = set(anchors) | near if anchors else {max(block, key=lambda p: (conf[p], -p))}
+            assert set(step.positions) == want
+        relaxed_total, fast_total = relaxed_total + trace.forwards, fast_total + fast.forwards
+    assert relaxed_total < fast_total
