@@ -16,4 +16,4 @@ for name, folder in mapped.items():
         package_dir[f"{name}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"
 
 setup(packages=packages, package_dir=package_dir, include_package_data=True,
-      package_data={"lab.data": ["*.jsonl", "*.json", "fastdraft/*"]})
+      package_data={"lab.data": ["*.jsonl", "*.json", "fastdraft/*", "dllm-default/*"]})

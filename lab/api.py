@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import drafts, models, registry
+from . import dllm, drafts, models, registry  # noqa: F401  (lab.dllm registers its model loaders)
 from .backends import KINDS, Backend, backend_for
 from .decoding import Call, Decoding, drive
 from .errors import LabError

@@ -143,7 +143,7 @@ def cmd_generate(args) -> None:
     if args.trace_dir:
         check_trace_dir(Path(args.trace_dir))
     models.check_device(args.device)
-    lab = Lab(args.model, device=args.device)
+    lab = Lab(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     for row in rows:  # every prompt is tokenized and checked before anything runs
         lab.check_context(lab.encode(row["prompt"], row["chat"], args.special_tokens), args.max_new_tokens,
                           f"prompt {row['id']!r}")
@@ -249,6 +249,8 @@ def build() -> Parser:
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--seed", type=int)
     g.add_argument("--device")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="let a hub model run its own modelling code (LLaDA, Dream)")
     g.add_argument("--json", action="store_true")
     g.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
     g.add_argument("--trace-dir", help="also write each run's Trace as JSON here")

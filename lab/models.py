@@ -19,6 +19,7 @@ from .errors import LabError
 DEFAULT = "default"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOADERS: dict[str, tuple] = {}  # family -> (claims(name) -> bool, load(name, device, dtype, trust_remote_code))
 
 
 def cache_dir() -> Path:
@@ -139,6 +140,9 @@ def load(name: str = DEFAULT, device: str | None = None, dtype: torch.dtype | No
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    for claims, loader in LOADERS.values():  # model families loaded elsewhere (lab.dllm: LLaDA, Dream, dllm-default)
+        if claims(name):
+            return loader(name, device, dtype, trust_remote_code)
     device = check_device(device)
     dtype = dtype or default_dtype(device)
     source, extra = resolve(name)

@@ -18,7 +18,8 @@ from .distribution import MUTANTS, PLAIN, PROMPT, T, check, conditionals, mutant
 
 RUNS, TOKENS = 64, 32  # 2048 tokens per method
 ALPHA = 1e-5  # each p-value must be above it; the mutants' are far below
-LOSSLESS = sorted(name for name, m in registry.load_all().items() if m.lossless)
+LOSSLESS = sorted(name for name, m in registry.load_all().items() if m.lossless
+                  and m.family != "diffusion")  # dLLM drafts and references: tests/dllm
 # settings under which this far-off draft still reaches the leaves of the tree (so the target's own token after
 # an accepted leaf is drawn) and, for sequoia, a tree deeper than one level
 OPTIONS = {"specinfer": {"expansion": "2,1"}, "recursive-sd": {"branching": "3,1"}, "tetris": {"depth": 2},

@@ -11,6 +11,14 @@ from .analysis import (  # noqa: F401
            position_acceptance_figure,
            speedup_contour_figure,
 )
+from .commitment_view import CommitmentView
+from .dllm_figures import (  # noqa: F401
+           canvas_html,
+           commitment_figure,
+           confidence_figure,
+           predictions_figure,
+           tradeoff_figure,
+)
 from .draft_tree import DraftTree
 from .figures import acceptance_figure, draft_tree_figure, token_stream_html
 from .flow_figures import edge_heads_figure, head_frequency_figure, lens_figure, route_figure
@@ -20,4 +28,4 @@ from .token_stream import TokenStream
 
 __all__ = ["TokenStream", "DraftTree", "Acceptance", "FlowRoutes", "LensView", "token_stream_html",
            "draft_tree_figure", "acceptance_figure", "route_figure", "edge_heads_figure", "lens_figure",
-           "head_frequency_figure"]
+           "head_frequency_figure", "CommitmentView"]

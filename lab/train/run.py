@@ -5,7 +5,7 @@ import importlib
 
 from ..errors import LabError
 
-RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft"}
+RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "dllm": "lab.train.dllm"}
 
 
 def main(argv: list[str]) -> None:

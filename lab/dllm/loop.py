@@ -1,0 +1,99 @@
+"""The one denoise -> commit loop (LLaDA's `generate.py` in spirit): forward, propose, pick, commit; per block.
+
+A policy is a `pick(round) -> rows` rule: given one forward's proposals over the window, which masked positions
+to commit now. The loop does the rest: blocks, caches, Gumbel-noise temperature, confidence, the Step (positions,
+tokens, confidences, a canvas snapshot, the predictions at every masked position the forward saw) and the
+forward count. Draft-and-verify policies (freedave, deer) drive the Denoiser themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from ..decoding import Decoding
+from ..errors import LabError
+from ..trace import Step
+from . import rules
+from .denoiser import CACHES, Denoiser
+from .model import spec_of
+
+
+@dataclass
+class Round:
+    """One forward's view of the canvas, for a policy to pick from."""
+
+    window: list[int]  # output positions the forward predicted
+    logits: torch.Tensor  # [w, V] on the device
+    tokens: list[int]  # the proposal at each window position
+    confidence: list[float]  # the policy's confidence in each
+    live: list[int]  # rows of the window still masked
+    block: list[int]  # rows of the current block still masked (what semi-AR decoding may commit)
+    step: int  # steps taken in this block so far
+    start: int
+    end: int
+    denoiser: Denoiser
+
+    def scheduled(self, steps: int) -> list[int]:
+        """The rows LLaDA's schedule commits now: the block's share of `steps`, spread evenly, surest first."""
+        size = self.end - self.start
+        total = rules.block_steps(steps, size, self.denoiser.length)
+        if self.step == 0:
+            self.denoiser.plan = rules.transfer_counts(len(self.block), total)
+        plan = self.denoiser.plan
+        n = plan[self.step] if self.step < len(plan) - 1 else len(self.block)  # the last step: whatever is left
+        return rules.rank(self.confidence, self.block)[:n]
+
+    @property
+    def progress(self) -> float:
+        """Share of the canvas committed before this step."""
+        return 1 - len(self.denoiser.masked()) / self.denoiser.length
+
+
+def make_denoiser(dec: Decoding, method: str, block_size: int, cache: str, fallback: int = 32) -> Denoiser:
+    """block_size 0: the model's trained block size (block diffusion), else `fallback` (0: the whole canvas);
+    cache "auto": prefix on block diffusion (exact there), none on global attention (the papers' default)."""
+    spec = spec_of(dec.target, method)
+    if cache == "auto":  # exact and cheap on block diffusion; the papers' full recompute on global attention
+        cache = "prefix" if spec.attention == "block" else "none"
+    if cache not in CACHES:
+        raise LabError(f"cache={cache!r}: use auto or one of {', '.join(CACHES)}")
+    size = block_size or spec.block_size or fallback or dec.max_new_tokens
+    return Denoiser(dec.target, spec, dec.prompt, dec.max_new_tokens, size, cache)
+
+
+def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[float], live: list[int],
+                rows: list[int], forwards: int, **info) -> Step:
+    """Write rows into the canvas and describe it as a Step (predictions at every masked window position kept)."""
+    for r in rows:
+        den.canvas[window[r]] = tokens[r]
+    return Step(committed=[tokens[r] for r in rows], origin=["plain"] * len(rows), positions=[window[r] for r in rows],
+                confidence=[round(conf[r], 6) for r in rows], canvas=den.snapshot(), forwards=forwards,
+                info={"masked": [window[r] for r in live], "predicted": [tokens[r] for r in live],
+                      "predicted_confidence": [round(conf[r], 6) for r in live], **info})
+
+
+def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, block_size: int = 0,
+            cache: str = "auto", confidence: str = "probability", fallback: int = 32,
+            fuse: Callable[[list[int], torch.Tensor, Denoiser], torch.Tensor] | None = None) -> Iterator[Step]:
+    """Decode the canvas block by block; each forward commits the rows `pick` chooses. `fuse(window, logits,
+    denoiser)` may rewrite the logits first (dInfer's credit)."""
+    den = make_denoiser(dec, method, block_size, cache, fallback)
+    backend = dec.target
+    for start, end in den.blocks():
+        step = 0
+        while den.masked(start, end):
+            before = backend.forwards
+            window, logits = den.predict(start, end)
+            if fuse is not None:
+                logits = fuse(window, logits, den)
+            proposal = rules.propose(logits, dec.sampling.temperature, dec.rng)
+            tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, confidence, dec.rng))  # one sync
+            live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
+            block = [j for j in live if start <= window[j] < end]
+            rows = pick(Round(window, logits, tokens, conf, live, block, step, start, end, den))
+            if not rows or any(r not in live for r in rows):
+                raise RuntimeError(f"{method}: a step must commit masked positions (got rows {rows})")
+            yield commit_step(den, window, tokens, conf, live, rows, backend.forwards - before)
+            step += 1

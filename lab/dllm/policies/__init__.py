@@ -1,0 +1,1 @@
+"""dLLM commitment policies, one file each (registered with the family "diffusion")."""

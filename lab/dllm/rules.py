@@ -1,0 +1,83 @@
+"""What policies share: proposals with Gumbel-noise temperature, confidence measures, how many to commit.
+
+`propose` and `confidence` work on the window's logits [w, V] on the device; `host` brings a step's tokens and
+confidences back in one transfer (the loop's one sync a step); the commit rules then rank short host lists.
+"""
+from __future__ import annotations
+
+import torch
+
+CONFIDENCES = ("probability", "margin", "entropy", "random")
+
+
+def propose(logits: torch.Tensor, temperature: float, rng: torch.Generator | None) -> torch.Tensor:
+    """A token per position: argmax at temperature 0, else argmax(logits / T + Gumbel noise) in float64, which
+    draws from softmax(logits / T) (LLaDA's low-precision warning is why it is float64)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, generator=rng, dtype=torch.float64, device=logits.device).clamp_min(1e-300)
+    return (logits.double() / temperature - torch.log(-torch.log(u))).argmax(-1)
+
+
+def confidence(logits: torch.Tensor, tokens: torch.Tensor, kind: str = "probability",
+               rng: torch.Generator | None = None) -> torch.Tensor:
+    """How sure the model is at each position [w]: the chosen token's probability (LLaDA's low-confidence
+    remasking, Dream's maskgit_plus), the top-2 probability margin, minus the entropy, or random (LLaDA's random
+    remasking). Higher is surer."""
+    if kind == "random":
+        return torch.rand(tokens.shape, generator=rng, dtype=torch.float64, device=tokens.device)
+    probs = torch.softmax(logits.double(), -1)
+    if kind == "probability":
+        return probs.gather(-1, tokens[..., None])[..., 0]
+    if kind == "margin":
+        top = probs.topk(2, -1).values
+        return top[..., 0] - top[..., 1]
+    if kind == "entropy":
+        return (probs * torch.log(probs.clamp_min(1e-300))).sum(-1)
+    raise ValueError(f"confidence is one of {', '.join(CONFIDENCES)}, got {kind!r}")
+
+
+def top2_gap(logits: torch.Tensor) -> torch.Tensor:
+    """The gap between the two largest logits at each position [w] (Prophet's signal)."""
+    top = logits.double().topk(2, -1).values
+    return top[..., 0] - top[..., 1]
+
+
+def host(tokens: torch.Tensor, conf: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Tokens and confidences as host lists, in one transfer (token ids are exact in float64)."""
+    both = torch.stack([tokens.to(torch.float64), conf.to(torch.float64)]).tolist()
+    return [int(t) for t in both[0]], both[1]
+
+
+def rank(conf: list[float], rows: list[int]) -> list[int]:
+    """`rows` ordered by confidence, surest first; ties keep the left-most first (deterministic)."""
+    return sorted(rows, key=lambda j: -conf[j])
+
+
+def block_steps(steps: int, size: int, length: int) -> int:
+    """A block's share of `steps` over a canvas of `length` (its ceiling); 0 steps: one token per step."""
+    return size if steps == 0 else max(1, -(-steps * size // length))
+
+
+def transfer_counts(masked: int, steps: int) -> list[int]:
+    """LLaDA's schedule: `masked` tokens over `steps` steps, as evenly as possible, the extra ones first."""
+    steps = max(1, min(steps, masked))
+    base, extra = divmod(masked, steps)
+    return [base + (1 if i < extra else 0) for i in range(steps)]
+
+
+def above_threshold(conf: list[float], rows: list[int], threshold: float) -> list[int]:
+    """Fast-dLLM's threshold rule: every position surer than `threshold`, and always the surest one."""
+    ordered = rank(conf, rows)
+    return ordered[:max(1, sum(conf[j] >= threshold for j in ordered))]
+
+
+def by_factor(conf: list[float], rows: list[int], factor: float) -> list[int]:
+    """Fast-dLLM's factor rule: the n surest positions, n the longest prefix (by confidence) with the n-th
+    confidence c_n >= 1 - factor / (n + 1); always at least one."""
+    ordered = rank(conf, rows)
+    values = [conf[j] for j in ordered]
+    n = 1
+    while n < len(values) and values[n] >= 1 - factor / (n + 2):
+        n += 1
+    return ordered[:n]
