@@ -191,7 +191,7 @@ def make_batch(pairs: list, block: int, seq: int, mask_id: int, generator: torch
 def dense_mask(batch: dict) -> torch.Tensor:
     """[B, 1, T, T] bool from `visible`."""
     k, p, s, b = batch["kind"], batch["pos"], batch["start"], batch["block"]
-    idx = torch.arange(k.shape[1])
+    idx = torch.arange(k.shape[1], device=k.device)
     return visible(k[:, :, None], k[:, None, :], p[:, :, None], p[:, None, :], s[:, :, None], b[:, :, None],
                    b[:, None, :], idx[None, :, None], idx[None, None, :])[:, None]
 
