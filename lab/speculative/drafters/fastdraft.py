@@ -16,7 +16,7 @@ from .sps import DraftModel
 @method("fastdraft", family="speculative", lossless=True, training_free=False,
         paper="FastDraft: How to Train Your Draft",
         departures="the draft is four decoder layers of the target's own shape started from target layers 0, 1, "
-                   "2 and 29 and sharing its embeddings, distilled for five minutes on 6,650 of the target's answers "
+                   "2 and 29 and sharing its embeddings, distilled for about eight minutes on 6,650 of the target's answers "
                    "(the paper pre-trains a separate small model on a large corpus first); it exists for the "
                    "default model only; the chain length adapts as in transformers' assisted generation")
 def fastdraft(dec, *, length: int = 4, adaptive: bool = True):
