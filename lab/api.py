@@ -199,7 +199,8 @@ class Lab:
         return [Result(trace) for trace in generate_batch(self, method, prompts, **kwargs)]
 
     def draft(self, spec: str) -> Backend:
-        """A draft backend: 'layers:N' (the target's first N layers) or another model with the same tokenizer.
+        """A draft backend: 'default' (the trained 'fastdraft' on the default model, else half the target's layers),
+        'fastdraft', 'layers:N' (the target's first N layers) or another model with the same tokenizer.
         Each is made once per Lab; decoding calls get forks of it (`Call.draft`)."""
         with self._lock:
             if spec not in self._drafts:

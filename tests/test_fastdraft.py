@@ -85,3 +85,23 @@ def test_exported_files_load_as_the_trained_draft(target, tmp_path):
         drafts.load_fastdraft(other, tmp_path / "ship")
     with pytest.raises(LabError, match="no trained draft"):
         drafts.load_fastdraft(target, tmp_path / "nothing")
+
+
+def test_the_default_draft_is_fastdraft_on_the_default_model_and_half_the_layers_elsewhere(default_lab, reference):
+    from .conftest import IDENTITY_PROMPTS, tiny_lab
+
+    draft = default_lab.draft("default")
+    assert draft is default_lab.draft("fastdraft") and draft.num_layers == len(drafts.manifest()["init_layers"])
+    # the shipped weights are the trained ones: the draft's argmax agrees with the target's greedy tokens often
+    # (about 0.6 on held-out chat; an untrained 4-layer draft, or a wrong load, agrees on almost none)
+    agree = total = 0
+    for p in IDENTITY_PROMPTS[:6]:
+        ids = default_lab.encode(p["prompt"], p["chat"])
+        want = reference[p["id"]]
+        with torch.no_grad():
+            logits = draft.model(input_ids=torch.tensor([ids + want[:-1]])).logits[0, len(ids) - 1:]
+        agree += int((logits.argmax(-1) == torch.tensor(want)).sum())
+        total += len(want)
+    assert agree / total > 0.35, agree / total
+    tl = tiny_lab("llama", layers=4)
+    assert tl.draft("default").layers == [0, 1]  # a view through the first half
