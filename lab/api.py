@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -216,6 +217,8 @@ class Lab:
             return self.draft(f"layers:{max(1, self.target.num_layers // 2)}")
         if spec == "fastdraft":
             return backend_for(drafts.load_fastdraft(self.model), self.backend)
+        if drafts.manifest(Path(spec).expanduser()) is not None:  # a folder exported by `train fastdraft`
+            return backend_for(drafts.load_fastdraft(self.model, Path(spec).expanduser()), self.backend)
         if spec.startswith("layers:"):
             try:
                 n = int(spec.split(":", 1)[1])

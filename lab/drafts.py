@@ -51,8 +51,12 @@ def own_state(draft: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def manifest(folder: Path = SHIPPED) -> dict | None:
+    """A FastDraft export's manifest (the shipped one by default), or None where the folder holds none."""
     path = folder / "manifest.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    about = json.loads(path.read_text(encoding="utf-8"))
+    return about if about.get("name") == "fastdraft" else None
 
 
 def fits(target: nn.Module, about: dict) -> bool:

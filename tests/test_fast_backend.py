@@ -24,6 +24,21 @@ def close(a, b):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_one_layer_on_given_states_matches_the_hf_backend(arch):
+    """CLaSp's run_layer: layer i on given states over the cached context (some columns hidden), cache untouched."""
+    model = tiny(arch, vocab_size=96, layers=3, seed=4)
+    hf, fast = HFBackend(model), FastBackend(model)
+    ids = [1, 2, 3, 4, 5, 6]
+    hf.prefill(ids), fast.prefill(ids)
+    states = torch.randn(2, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    visible = torch.tensor([True, True, False, True, True, True])
+    for layer in range(3):
+        close(hf.run_layer(layer, states, [5, 6]), fast.run_layer(layer, states, [5, 6]))
+        close(hf.run_layer(layer, states, [5, 6], visible), fast.run_layer(layer, states, [5, 6], visible))
+    close(hf.decode(7), fast.decode(7))  # neither cache was written
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_every_forward_matches_the_hf_backend(arch):
     model = tiny(arch, vocab_size=96, layers=3, seed=4)
     hf, fast = HFBackend(model), FastBackend(model)

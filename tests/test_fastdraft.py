@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lab import drafts
+from lab.api import Lab
 from lab.errors import LabError
 from lab.models import tiny
 from lab.train.fastdraft import export, train, validate
@@ -69,7 +70,7 @@ def test_exported_files_load_as_the_trained_draft(target, tmp_path):
     draft, _ = train(target, None, rows, [], tmp_path / "ck", [0, 3], steps=5, minutes=5, batch=8, max_len=32,
                      lr=1e-3, progress=False)
     config = target.config
-    about = {"base": {"name": "tiny", "architecture": type(target).__name__, "vocab_size": config.vocab_size,
+    about = {"name": "fastdraft", "base": {"name": "tiny", "architecture": type(target).__name__, "vocab_size": config.vocab_size,
                       "hidden_size": config.hidden_size, "num_layers": config.num_hidden_layers},
              "init_layers": [0, 3]}
     export(draft, tmp_path / "ship", about)
@@ -80,6 +81,9 @@ def test_exported_files_load_as_the_trained_draft(target, tmp_path):
     with torch.no_grad():
         want, got = draft(input_ids=ids).logits, loaded(input_ids=ids).logits
     assert torch.allclose(want, got, atol=0.05)  # shipped in bf16
+    tl = Lab(model_obj=target)  # an export folder is a draft spec of its own
+    assert tl.generate("fastdraft", [1, 2, 3], max_new_tokens=6, draft=str(tmp_path / "ship")).tokens == \
+        tl.generate("greedy", [1, 2, 3], max_new_tokens=6).tokens
     other = tiny("llama", vocab_size=VOCAB, layers=3, hidden=32, seed=5)
     with pytest.raises(LabError, match="another shape"):
         drafts.load_fastdraft(other, tmp_path / "ship")

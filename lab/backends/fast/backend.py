@@ -18,7 +18,7 @@ from ..layers import kv_bytes_per_token
 from ..taps import check
 from ..transfer import to_device
 from .graphs import Pool, Slab
-from .weights import Weights, step
+from .weights import Weights, one_layer, step
 
 _WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (Weights, Pool)
 
@@ -208,6 +208,15 @@ class FastBackend(Backend):
         return HFBackend(self.base, self.layers).on(device, dtype)
 
     # -- the LM head -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run_layer(self, layer: int, hidden: torch.Tensor, positions: list[int],
+                  visible: torch.Tensor | None = None) -> torch.Tensor:
+        length = len(self._ids)
+        states = hidden.to(self.device, self.dtype)
+        out = one_layer(self.w, layer, states, to_device(list(positions), self.device), self.slab.keys,
+                        self.slab.values, length, None if visible is None else to_device(visible, self.device))
+        return out.float()
+
     @torch.inference_mode()
     def head(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
         weight = self.w.head if vocab is None else self.w.head[vocab.to(self.device)]

@@ -104,6 +104,40 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def attention_inputs(w: Weights, lw, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """A layer's queries [heads, k, D] and rotated keys and values [kv_heads, k, D] for states x [k, hidden]."""
+    k, q_size, kv_size = x.shape[0], w.heads * w.head_dim, w.kv_heads * w.head_dim
+    qkv = F.linear(rms_norm(x, lw.norm, w.eps), lw.qkv, lw.qkv_bias)
+    q = qkv[:, :q_size].view(k, w.heads, w.head_dim).transpose(0, 1)
+    key = qkv[:, q_size:q_size + kv_size].view(k, w.kv_heads, w.head_dim).transpose(0, 1)
+    value = qkv[:, q_size + kv_size:].view(k, w.kv_heads, w.head_dim).transpose(0, 1)
+    return rotate(q, cos, sin), rotate(key, cos, sin), value
+
+
+def layer_output(w: Weights, lw, x: torch.Tensor, attended: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual stream after the attention output [k, heads * D] and the MLP; and the MLP's output."""
+    x = x + F.linear(attended, lw.out, lw.out_bias)
+    gate, up = F.linear(rms_norm(x, lw.post_norm, w.eps), lw.gate_up).chunk(2, dim=-1)
+    mlp = F.linear(F.silu(gate) * up, lw.down)
+    return x + mlp, mlp
+
+
+def one_layer(w: Weights, index: int, x: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor,
+              values: torch.Tensor, length: int, visible: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoder layer `index` on given states x [k, hidden] at `positions`: each state sees the first `length` cache
+    columns (those where `visible` [length] is True) and itself, and the cache is not written (CLaSp's DP)."""
+    k = x.shape[0]
+    q, key, value = attention_inputs(w, w.layers[index], x, w.cos[positions][None], w.sin[positions][None])
+    ks = torch.cat([keys[index][:, :length], key], dim=1)
+    vs = torch.cat([values[index][:, :length], value], dim=1)
+    prefix = torch.ones(k, length, dtype=torch.bool, device=x.device) if visible is None else \
+        visible.to(x.device, torch.bool).reshape(1, length).expand(k, -1)
+    mask = torch.cat([prefix, torch.eye(k, dtype=torch.bool, device=x.device)], dim=1)
+    attended = F.scaled_dot_product_attention(q[None], ks[None], vs[None], attn_mask=mask[None, None],
+                                              enable_gqa=True)[0]
+    return layer_output(w, w.layers[index], x, attended.transpose(0, 1).reshape(k, -1))[0]
+
+
 def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
          mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int, taps: tuple = (),
          logits: bool = True) -> tuple[torch.Tensor | None, dict]:
@@ -116,15 +150,10 @@ def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tens
     found: dict[str, list[torch.Tensor]] = {name: [] for name in taps}
     if "hidden" in found:
         found["hidden"].append(x)
-    q_size, kv_size = w.heads * w.head_dim, w.kv_heads * w.head_dim
+    q_size = w.heads * w.head_dim
     for n, index in enumerate(layers):
         lw = w.layers[index]
-        h = rms_norm(x, lw.norm, w.eps)
-        qkv = F.linear(h, lw.qkv, lw.qkv_bias)
-        q = qkv[:, :q_size].view(k, w.heads, w.head_dim).transpose(0, 1)
-        key = qkv[:, q_size:q_size + kv_size].view(k, w.kv_heads, w.head_dim).transpose(0, 1)
-        value = qkv[:, q_size + kv_size:].view(k, w.kv_heads, w.head_dim).transpose(0, 1)
-        q, key = rotate(q, cos, sin), rotate(key, cos, sin)
+        q, key, value = attention_inputs(w, lw, x, cos, sin)
         keys[index].index_copy_(1, slots, key)
         values[index].index_copy_(1, slots, value)
         ks, vs = keys[index][:, :columns], values[index][:, :columns]
@@ -140,13 +169,9 @@ def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tens
         attended = attended.transpose(0, 1).reshape(k, q_size)
         if "heads" in found:
             found["heads"].append(attended.view(k, w.heads, w.head_dim))
-        x = x + F.linear(attended, lw.out, lw.out_bias)
-        h = rms_norm(x, lw.post_norm, w.eps)
-        gate, up = F.linear(h, lw.gate_up).chunk(2, dim=-1)
-        mlp = F.linear(F.silu(gate) * up, lw.down)
+        x, mlp = layer_output(w, lw, x, attended)
         if "mlp" in found:
             found["mlp"].append(mlp)
-        x = x + mlp
         if "hidden" in found and n + 1 < len(layers):
             found["hidden"].append(x)
     x = rms_norm(x, w.norm, w.eps)

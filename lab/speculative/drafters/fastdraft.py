@@ -4,7 +4,8 @@ Paper: "FastDraft: How to Train Your Draft" (Zafrir et al., 2024). The draft is 
 architecture and tokenizer, aligned to the target on text the target wrote itself; decoding is then plain
 speculative sampling (draft a chain, verify it in one target forward). The lab ships such a draft for the
 default model (lab/drafts.py; trained by lab/train/fastdraft.py, its manifest in lab/data/fastdraft/), and it is
-the default draft of every draft-model method on that model. The chain length adapts as in `sps`.
+the default draft of every draft-model method on that model; `draft=FOLDER` takes another export of the recipe.
+The chain length adapts as in `sps`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .sps import DraftModel
                    "2 and 29 and sharing its embeddings, distilled for about eight minutes on 6,650 of the target's answers "
                    "(the paper pre-trains a separate small model on a large corpus first); it exists for the "
                    "default model only; the chain length adapts as in transformers' assisted generation")
-def fastdraft(dec, *, length: int = 4, adaptive: bool = True):
-    """Speculative sampling with the draft trained for the target (FastDraft); the default model only."""
-    yield from speculate(dec, DraftModel(dec.lab.draft("fastdraft"), length, adaptive, 0.0))
+def fastdraft(dec, *, draft: str = "fastdraft", length: int = 4, adaptive: bool = True):
+    """Speculative sampling with a draft trained for the target (FastDraft): the shipped one for the default model,
+    or the folder a `python -m lab train fastdraft --export` wrote."""
+    yield from speculate(dec, DraftModel(dec.lab.draft(draft), length, adaptive, 0.0))
