@@ -1,0 +1,461 @@
+"""The diffusion benchmark: one-token-per-step decoding and every diffusion policy at several settings, on tasks a
+135M model can do, scored automatically: quality against denoiser forwards (a ParallelBench-style trade-off).
+
+    python -m lab bench dllm [--model dllm-default] [--per-task 10] [--max-new-tokens 64]
+                             [--policies fast-dllm,freedave | fast-dllm:threshold=0.8] [--judge default | none]
+                             [--device cuda] [--dtype bfloat16] [--suite FILE.jsonl | --write-suite FILE.jsonl]
+                             [--out results/dllm_bench.json] [--no-plots] [--no-png]
+
+Tasks (prompts from installed packages only, deterministic; `--write-suite` for a machine without them):
+
+- qa: a held-out ShareGPT answer as the passage; how does the sentence that begins with its first words end?
+  The answer is a span of the passage. Score 1 if the answer (normalised: lower case, punctuation dropped) equals
+  the output or is contained in it, word for word.
+- copy: copy a list (seeded words) or a held-out ShareGPT sentence with one edit (replace, remove or append a
+  word). Score 1 if a line of the output is exactly the edited text (outer quotes, spaces, a final period aside).
+- arithmetic: templated sums, differences, products and unit conversions with seeded numbers. Score 1 if the last
+  number of the output's first line is the answer.
+- chat: first user turns of held-out ShareGPT conversations (lab.bench.suite's held-out set), judged by an
+  autoregressive model (`--judge`, the default model): the per-token negative log-likelihood of the dLLM's answer
+  given the prompt (lower is better; like any likelihood judge it favours bland and repetitive text).
+
+Every setting runs every prompt at temperature 0. Per setting: the task scores, their mean over qa, copy and
+arithmetic (`accuracy`, in percent), the chat NLL, and tokens per forward (all new tokens / all denoiser forwards).
+deer runs on the judge (the autoregressive model verifies, the dLLM drafts): its forwards are the verifier's, its
+dLLM forwards are `draft_forwards`. Writes the JSON (with the command), the trade-off plots (HTML; a PNG each when
+Chromium is there) and prints a Markdown table last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import re
+import statistics
+from datetime import date
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import registry
+from ..errors import LabError
+from .quality import parse_spec
+
+TASKS = ("qa", "copy", "arithmetic", "chat")
+SCORED = ("qa", "copy", "arithmetic")  # accuracy tasks; chat is judged by NLL
+BASELINE = "one token per step"
+
+
+# -- scorers ----------------------------------------------------------------------------------------------------
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def score_span(output: str, answer: str) -> dict:
+    """qa: exact (the whole output is the answer) or contained (the answer's words appear, in a row, in it)."""
+    out, gold = _words(output), _words(answer)
+    exact = bool(gold) and out == gold
+    contained = bool(gold) and f" {gold} " in f" {out} "
+    return {"score": float(exact or contained), "exact": exact, "contained": contained}
+
+
+def _line(text: str) -> str:
+    text = " ".join(text.split()).strip("\"'`“”‘’ ")
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def score_exact(output: str, answer: str) -> dict:
+    """copy: some line of the output is the answer (spaces, outer quotes and one final period aside)."""
+    gold = _line(answer)
+    exact = any(_line(line) == gold for line in output.splitlines() if line.strip())
+    return {"score": float(exact), "exact": exact}
+
+
+def score_number(output: str, answer: str) -> dict:
+    """arithmetic: the last number of the output's first non-empty line equals the answer."""
+    first = next((line for line in output.splitlines() if line.strip()), "")
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", first.replace(",", ""))
+    got = numbers[-1] if numbers else None
+    right = got is not None and float(got) == float(answer)
+    return {"score": float(right), "number": got}
+
+
+SCORERS = {"qa": score_span, "copy": score_exact, "arithmetic": score_number}
+
+
+class Judge:
+    """Per-token NLL of an answer under an autoregressive Lab, given the prompt (chat-templated)."""
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    def nll(self, prompt: str, answer: str, ended: bool) -> float | None:
+        ids = self.lab.encode(prompt, chat=True)
+        tok = self.lab.tokenizer
+        answer_ids = list(tok(answer, add_special_tokens=False)["input_ids"]) if answer else []
+        if ended and tok.eos_token_id is not None:
+            answer_ids.append(tok.eos_token_id)  # the dLLM chose to stop here: the judge weighs that too
+        if not answer_ids:
+            return None
+        backend = self.lab.target.fork()
+        first = backend.prefill(ids)
+        logits = torch.cat([first[None], backend.forward(answer_ids[:-1]).logits]) if len(answer_ids) > 1 \
+            else first[None]
+        logp = logits.double().log_softmax(-1).gather(-1, torch.tensor(answer_ids, device=logits.device)[:, None])
+        return round(float(-logp.mean()), 5)
+
+
+# -- the task set -----------------------------------------------------------------------------------------------
+WORDS = ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum", "orange", "melon", "red", "blue",
+         "green", "yellow", "black", "white", "cat", "dog", "horse", "mouse", "tiger", "zebra", "Paris", "London",
+         "Rome", "Berlin", "Madrid", "Vienna")
+REPLACEMENTS = ("purple", "window", "seven", "river", "garden", "silver")
+ARITHMETIC = (
+    ("What is {a} + {b}? Answer with the number only.", lambda r: (r.randint(10, 99), r.randint(10, 99)),
+     lambda a, b: a + b),
+    ("What is {a} - {b}? Answer with the number only.", lambda r: (r.randint(50, 99), r.randint(10, 49)),
+     lambda a, b: a - b),
+    ("What is {a} times {b}? Answer with the number only.", lambda r: (r.randint(2, 12), r.randint(2, 12)),
+     lambda a, b: a * b),
+    ("How many centimetres are in {a} metres? Answer with the number only.", lambda r: (r.randint(2, 9), 0),
+     lambda a, b: 100 * a),
+    ("How many minutes are in {a} hours? Answer with the number only.", lambda r: (r.randint(2, 9), 0),
+     lambda a, b: 60 * a),
+    ("How many grams are in {a} kilograms? Answer with the number only.", lambda r: (r.randint(2, 9), 0),
+     lambda a, b: 1000 * a),
+    ("How many days are in {a} weeks? Answer with the number only.", lambda r: (r.randint(2, 9), 0),
+     lambda a, b: 7 * a),
+)
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text.replace("\n", " ")) if s.strip()]
+
+
+def qa_prompts(n: int) -> list[dict]:
+    from .suite import _digest, _plain, sharegpt_pool
+
+    out = []
+    for r in sharegpt_pool()["retrieval"]:
+        passage = r["answer"]
+        if not (200 <= len(passage) <= 900 and _plain(passage, 0.99)):
+            continue
+        candidates = [s for s in _sentences(passage) if 8 <= len(s.split()) <= 30
+                      and re.fullmatch(r"[A-Za-z0-9 ,;:'\"()\-.!?]+", s) and passage.count(s) == 1]
+        if not candidates:
+            continue
+        sentence = candidates[_digest(r["id"])[3] % len(candidates)].split()
+        k = min(4, len(sentence) // 2)
+        start, rest = " ".join(sentence[:k]), " ".join(sentence[k:])
+        prompt = (f"Passage:\n{passage}\n\nQuestion: in the passage, how does the sentence that begins with "
+                  f"\"{start}\" end? Answer with the rest of that sentence, copied from the passage.")
+        out.append({"id": f"qa/{r['id']}", "task": "qa", "prompt": prompt, "answer": rest,
+                    "source": f"sharegpt:{r['id']}"})
+        if len(out) == n:
+            break
+    return out
+
+
+def copy_prompts(n: int) -> list[dict]:
+    from .suite import _first_sentence, _plain, sharegpt_pool
+
+    sentences = iter([(r["id"], s) for r in sharegpt_pool()["translation"] if _plain(r["answer"], 0.99)
+                      and (s := _first_sentence(r["answer"]))])
+    out = []
+    for i in range(n):
+        rnd = random.Random(f"decoding-lab/dllm-copy/{i}")
+        if i % 2 == 0:  # a list with one edit
+            items = rnd.sample(WORDS, rnd.randint(4, 7))
+            kind, target = rnd.choice(("replace", "remove", "append")), rnd.choice(items)
+            new = rnd.choice([w for w in WORDS if w not in items])
+            edited = ([new if w == target else w for w in items] if kind == "replace"
+                      else [w for w in items if w != target] if kind == "remove" else items + [new])
+            edit = {"replace": f"replace \"{target}\" with \"{new}\"", "remove": f"remove \"{target}\"",
+                    "append": f"add \"{new}\" at the end"}[kind]
+            prompt = f"Copy this list, but {edit}. Answer with the list only.\n\n{', '.join(items)}"
+            out.append({"id": f"copy/list-{i}", "task": "copy", "prompt": prompt, "answer": ", ".join(edited),
+                        "source": f"template:list-{kind}"})
+            continue
+        rid, sentence = next(sentences, (None, None))
+        if sentence is None:
+            break
+        words = sentence.split()
+        choices = [w for w in words if w.isalpha() and len(w) >= 4 and words.count(w) == 1]
+        target, new = rnd.choice(choices or [words[0]]), rnd.choice(REPLACEMENTS)
+        edited = " ".join(new if w == target else w for w in words)
+        prompt = (f"Copy this sentence, but replace the word \"{target}\" with \"{new}\". Answer with the sentence "
+                  f"only.\n\n{sentence}")
+        out.append({"id": f"copy/{rid}", "task": "copy", "prompt": prompt, "answer": edited,
+                    "source": f"sharegpt:{rid}"})
+    return out
+
+
+def arithmetic_prompts(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        rnd = random.Random(f"decoding-lab/dllm-arithmetic/{i}")
+        template, numbers, solve = ARITHMETIC[i % len(ARITHMETIC)]
+        a, b = numbers(rnd)
+        out.append({"id": f"arithmetic/{i}", "task": "arithmetic", "prompt": template.format(a=a, b=b),
+                    "answer": str(solve(a, b)), "source": f"template:{i % len(ARITHMETIC)}"})
+    return out
+
+
+def build_tasks(per_task: int = 10, tasks=TASKS) -> list[dict]:
+    """`per_task` prompts of each task: dicts with id, task, prompt, answer (None for chat) and source."""
+    from .suite import _sharegpt_prompts
+
+    if per_task < 1:
+        raise LabError(f"--per-task must be >= 1, got {per_task}")
+    rows: list[dict] = []
+    for task in tasks:
+        if task == "chat":
+            rows += [{"id": p["id"], "task": "chat", "prompt": p["prompt"], "answer": None, "source": p["source"]}
+                     for p in _sharegpt_prompts("chat", per_task)]
+        else:
+            rows += {"qa": qa_prompts, "copy": copy_prompts, "arithmetic": arithmetic_prompts}[task](per_task)
+    return rows
+
+
+# -- settings ---------------------------------------------------------------------------------------------------
+def default_settings(n: int) -> list[tuple[str, dict]]:
+    """(policy, options) pairs; the first is the reference, one token per step (llada steps=0)."""
+    return [("llada", {"steps": 0}), ("llada", {"steps": max(1, n // 2)}), ("llada", {"steps": max(1, n // 4)}),
+            ("fast-dllm", {"threshold": 0.9}), ("fast-dllm", {"threshold": 0.7}), ("fast-dllm", {"threshold": 0.5}),
+            ("fast-dllm", {"factor": 1.0}), ("dream", {"steps": max(1, n // 2)}), ("dream", {"steps": max(1, n // 4)}),
+            ("prophet", {}), ("freedave", {"drafts": 4}), ("dinfer", {"decoder": "hierarchy"}),
+            ("dinfer", {"decoder": "credit"}), ("lopa", {}), ("localleap", {}), ("wedlm", {}),
+            ("wedlm", {"entropy_threshold": 1.0}), ("deer", {"draft_steps": 1})]
+
+
+def diffusion_policies() -> list[str]:
+    return sorted(n for n, m in registry.load_all().items() if m.family == "diffusion")
+
+
+def label(policy: str, options: dict) -> str:
+    return policy + "".join(f" {k}={v}" for k, v in options.items())
+
+
+def choose_settings(spec: str, n: int) -> list[tuple[str, dict]]:
+    """--policies: names (all their settings above, or their defaults) or name:key=value specs; always the
+    reference first. A name that is not a diffusion policy is a one-line error."""
+    known = diffusion_policies()
+    table = default_settings(n)
+    ordered = list(dict.fromkeys([s[0] for s in table[1:]] + known))  # the table's order, then any newer policy
+    wanted = [parse_spec(s) for s in spec.split(",") if s.strip()] if spec.strip() else \
+        [(p, None) for p in ordered if p in known]
+    chosen = [table[0]]
+    for name, options in wanted:
+        if name not in known:
+            raise LabError(f"unknown diffusion policy {name!r}: use {', '.join(known)}")
+        if options:
+            chosen.append((name, registry.parse_options(registry.get(name), options)))
+        else:
+            chosen += [s for s in table[1:] if s[0] == name] or [(name, {})]
+    seen, out = set(), []
+    for s in chosen:
+        if label(*s) not in seen:
+            seen.add(label(*s))
+            out.append(s)
+    return out
+
+
+# -- running ----------------------------------------------------------------------------------------------------
+def run_one(lab, judge: Judge | None, p: dict, policy: str, options: dict, n: int) -> dict:
+    runner = lab
+    if policy == "deer":  # the autoregressive model verifies, the dLLM drafts
+        runner = judge.lab
+        runner._drafts.setdefault(f"bench:{lab.name}", lab.target)  # the loaded dLLM serves as the draft
+        options = {**options, "draft": f"bench:{lab.name}"}
+    trace = runner.generate(policy, p["prompt"], chat=True, max_new_tokens=n, temperature=0.0, seed=0,
+                            **options).trace
+    row = {"new_tokens": trace.new_tokens, "forwards": trace.forwards, "draft_forwards": trace.draft_forwards,
+           "wall_s": round(trace.wall_s, 4), "stop": trace.stop, "text": trace.text}
+    if p["task"] == "chat":
+        row["score"] = judge.nll(p["prompt"], trace.text, trace.stop == "eos") if judge else None
+    else:
+        row.update(SCORERS[p["task"]](trace.text, p["answer"]))
+    return row
+
+
+def summarize(runs: list[dict], settings: list[str], tasks: list[str]) -> dict:
+    out = {}
+    for s in settings:
+        mine = [r for r in runs if r["setting"] == s and "error" not in r]
+        row = {"runs": len(mine), "errors": sum(r["setting"] == s and "error" in r for r in runs),
+               "new_tokens": sum(r["new_tokens"] for r in mine), "forwards": sum(r["forwards"] for r in mine),
+               "draft_forwards": sum(r["draft_forwards"] for r in mine)}
+        row["tokens_per_forward"] = round(row["new_tokens"] / row["forwards"], 4) if row["forwards"] else None
+        for task in tasks:
+            scores = [r["score"] for r in mine if r["task"] == task and r["score"] is not None]
+            row[task] = round(statistics.mean(scores) * (1 if task == "chat" else 100), 3) if scores else None
+        accuracy = [r["score"] for r in mine if r["task"] in SCORED]
+        row["accuracy"] = round(100 * statistics.mean(accuracy), 3) if accuracy else None
+        out[s] = row
+    return out
+
+
+def markdown_table(results: dict) -> str:
+    summary, tasks = results["summary"], results["tasks"]
+    base = summary[results["settings"][0]["label"]]["accuracy"]
+    head = ["setting", "lossless", "tokens/forward", "forwards", *[f"{t} NLL" if t == "chat" else f"{t} %"
+                                                                   for t in tasks], "accuracy %", "vs one/step"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    cell = lambda x, f: "–" if x is None else format(x, f)  # noqa: E731
+    for s in results["settings"]:
+        row = summary[s["label"]]
+        delta = None if row["accuracy"] is None or base is None else row["accuracy"] - base
+        lines.append("| " + " | ".join([s["label"] + (f" ({row['errors']} errors)" if row["errors"] else ""),
+                                        "reference" if s is results["settings"][0] else
+                                        "yes" if s["lossless"] else "no", cell(row["tokens_per_forward"], ".2f"),
+                                        str(row["forwards"]), *[cell(row[t], ".3f" if t == "chat" else ".1f")
+                                                                for t in tasks],
+                                        cell(row["accuracy"], ".1f"), cell(delta, "+.1f")]) + " |")
+    return "\n".join(lines)
+
+
+def figures(results: dict) -> dict:
+    from ..widgets.dllm_figures import tradeoff_figure
+
+    summary = results["summary"]
+    points = lambda key: [{"method": s["policy"], "setting": s["label"], "score": summary[s["label"]][key],  # noqa
+                           "tokens_per_forward": summary[s["label"]]["tokens_per_forward"]}
+                          for s in results["settings"] if summary[s["label"]][key] is not None
+                          and summary[s["label"]]["tokens_per_forward"] is not None]
+    base = summary[results["settings"][0]["label"]]
+    out = {"accuracy": tradeoff_figure(points("accuracy"), base["accuracy"], "accuracy % (qa, copy, arithmetic)")}
+    if "chat" in results["tasks"] and points("chat"):
+        out["chat"] = tradeoff_figure(points("chat"), base["chat"], "chat NLL per token (lower is better)")
+    return out
+
+
+def save_plots(results: dict, out: Path, png: bool) -> list[Path]:
+    import tempfile
+
+    from .spec import html_to_png
+
+    figs = figures(results)
+    html = out.with_suffix(".html")
+    parts = [f.to_html(include_plotlyjs="cdn" if i == 0 else False, full_html=False)
+             for i, f in enumerate(figs.values())]
+    html.write_text(f"<html><head><meta charset='utf-8'><title>{out.stem}</title></head><body>{''.join(parts)}"
+                    "</body></html>")
+    written = [html]
+    if png:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, fig in figs.items():
+                page = Path(tmp) / f"{name}.html"
+                page.write_text(fig.to_html(include_plotlyjs=True, full_html=True, config={"staticPlot": True}))
+                target = out.with_name(f"{out.stem}_{name}.png")
+                if html_to_png(page, target, 1000, int(fig.layout.height or 420)):
+                    written.append(target)
+    return written
+
+
+def load_dllm(name: str, device, dtype):
+    from ..api import Lab
+    from ..dllm.model import spec_of
+
+    lab = Lab(name, device=device, dtype=dtype)
+    spec_of(lab.target, f"bench dllm --model {name!r}")  # not a diffusion LM: one line naming the fix
+    if lab.tokenizer is None:
+        raise LabError(f"--model {name!r} has no tokenizer: the tasks are text")
+    return lab
+
+
+def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict] | None = None) -> dict:
+    """`judge`: a Lab of an autoregressive model, or "none" (tests pass tiny ones)."""
+    ap = argparse.ArgumentParser(prog="python -m lab bench dllm")
+    ap.add_argument("--model", default="dllm-default", help="a dLLM the lab loads (dllm-default, a train dllm folder)")
+    ap.add_argument("--judge", default="default", help="the autoregressive model that judges chat (none: skip)")
+    ap.add_argument("--device")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--per-task", type=int, default=10)
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--policies", default="", help="comma-separated names or name:key=value; default: all")
+    ap.add_argument("--suite", help="a JSONL of tasks (written by --write-suite) instead of building them")
+    ap.add_argument("--write-suite", help="only build the tasks and write them to this JSONL")
+    ap.add_argument("--out", default="results/dllm_bench.json")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-png", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if [t for t in tasks if t not in TASKS] or not tasks:
+        raise LabError(f"--tasks {args.tasks!r}: use some of {', '.join(TASKS)}")
+    if args.max_new_tokens < 1:
+        raise LabError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    settings = choose_settings(args.policies, args.max_new_tokens)
+    if prompts is None and args.suite:
+        try:
+            prompts = [json.loads(line) for line in Path(args.suite).read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as err:
+            raise LabError(f"--suite {args.suite}: {err}") from None
+    if args.write_suite:
+        prompts = prompts if prompts is not None else build_tasks(args.per_task, tasks)
+        Path(args.write_suite).write_text("".join(json.dumps(p) + "\n" for p in prompts))
+        print(f"wrote {len(prompts)} tasks to {args.write_suite}")
+        return {"prompts": prompts}
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    lab = lab if lab is not None else load_dllm(args.model, args.device, dtype)
+    if judge is None and args.judge != "none":
+        from ..api import Lab
+        judge = Lab(args.judge, device=str(lab.target.device), dtype=dtype)
+    judge = None if judge is None or judge == "none" else Judge(judge)
+    if judge is None or (judge.lab.tokenizer.get_vocab() != lab.tokenizer.get_vocab()):
+        settings = [s for s in settings if s[0] != "deer"]  # deer needs an AR verifier with the dLLM's vocabulary
+    prompts = prompts if prompts is not None else build_tasks(args.per_task, tasks)
+    prompts = [p for p in prompts if p["task"] in tasks]
+    infos = registry.load_all()
+    labels = [label(*s) for s in settings]
+    runs = []
+    bar = tqdm(total=len(prompts) * len(settings), desc="dllm bench", disable=args.no_progress)
+    for p in prompts:
+        for (policy, options), name in zip(settings, labels):
+            bar.set_postfix_str(f"{p['task']}: {name}")
+            row = {"id": p["id"], "task": p["task"], "setting": name}
+            try:
+                row.update(run_one(lab, judge, p, policy, options, args.max_new_tokens))
+            except LabError as err:
+                row["error"] = str(err)
+            except Exception as err:  # one failing run is reported; the benchmark goes on
+                row["error"] = f"{type(err).__name__}: {err}"
+            runs.append(row)
+            bar.update(1)
+    bar.close()
+    results = {"benchmark": "dllm", "model": lab.name, "judge": judge.lab.name if judge else None,
+               "device": str(lab.target.device), "dtype": str(lab.target.dtype).removeprefix("torch."),
+               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "date": date.today().isoformat(),
+               "command": "python -m lab bench dllm " + " ".join(argv or []),
+               "max_new_tokens": args.max_new_tokens, "temperature": 0.0, "tasks": tasks,
+               "settings": [{"label": n, "policy": p, "options": o, "lossless": infos[p].lossless}
+                            for (p, o), n in zip(settings, labels)],
+               "prompts": [{k: p.get(k) for k in ("id", "task", "answer", "source")} for p in prompts],
+               "summary": summarize(runs, labels, tasks), "runs": runs}
+    return report(results, Path(args.out), args)
+
+
+def to_json(results: dict) -> str:
+    head = json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=1)
+    runs = ",\n  ".join(json.dumps(r) for r in results["runs"])
+    return head[:-2] + f',\n "runs": [\n  {runs}\n ]\n}}\n'
+
+
+def report(results: dict, out: Path, args) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(to_json(results))
+    written = [] if args.no_plots else save_plots(results, out, png=not args.no_png)
+    print(f"\nwrote {out}" + "".join(f", {p}" for p in written))
+    print(f"\n{len(results['prompts'])} tasks x up to {results['max_new_tokens']} new tokens on {results['model']} "
+          f"({results['device']}), temperature 0; accuracy: mean of {', '.join(t for t in SCORED)}; chat judged by "
+          f"{results['judge'] or 'nobody'}\n")
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
