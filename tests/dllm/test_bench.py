@@ -5,36 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
 
 import pytest
 import torch
 
-import lab
 from lab import cli, models
 from lab.bench import dllm as bench
-from lab.dllm import tiny_dllm
 from lab.errors import LabError
 
+from .helpers import text_ar, text_dllm
+
 torch.set_num_threads(1)
-
-
-@lru_cache(maxsize=1)
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(models.default_path())
-
-
-def text_dllm() -> lab.Lab:
-    """A tiny random block-diffusion LM that speaks the default model's vocabulary (so the tasks are text)."""
-    tok = tokenizer()
-    return lab.Lab(model_obj=tiny_dllm("block", vocab_size=len(tok), hidden=32, block_size=4), tokenizer=tok)
-
-
-def text_judge() -> lab.Lab:
-    tok = tokenizer()
-    return lab.Lab(model_obj=models.tiny("llama", vocab_size=len(tok), hidden=32), tokenizer=tok)
 
 
 def test_span_scorer():
@@ -66,7 +47,7 @@ def test_number_scorer():
 
 
 def test_judge_nll_is_lower_for_what_the_judge_would_say():
-    judge = text_judge()
+    judge = text_ar()
     own = judge.generate("greedy", "What is 2 + 2?", chat=True, max_new_tokens=8).text
     scorer = bench.Judge(judge)
     mine = scorer.nll("What is 2 + 2?", own, ended=False)
@@ -94,7 +75,7 @@ def test_tasks_are_deterministic_and_answers_are_right():
 
 
 def test_the_bench_runs_end_to_end_and_freedave_scores_like_one_token_per_step(tmp_path, capsys):
-    d, judge = text_dllm(), text_judge()
+    d, judge = text_dllm(), text_ar()
     tasks = bench.build_tasks(2)
     for t in tasks:  # answers one-token-per-step decoding gets right, so that scores can differ between settings
         if t["task"] in ("qa", "copy"):
