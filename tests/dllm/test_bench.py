@@ -135,3 +135,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs a diffusion LM" in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_write_suite_then_run_it_elsewhere_without_a_judge(tmp_path, capsys):
+    suite = tmp_path / "tasks.jsonl"
+    bench.main(["--write-suite", str(suite), "--per-task", "1"])  # on a machine with the data packages
+    assert [json.loads(line) for line in suite.read_text().splitlines()] == bench.build_tasks(1)
+    results = bench.main(["--suite", str(suite), "--tasks", "arithmetic,copy", "--policies", "freedave,deer",
+                          "--max-new-tokens", "4", "--out", str(tmp_path / "b.json"), "--no-plots", "--no-progress"],
+                         lab=text_dllm(), judge="none")
+    assert [s["label"] for s in results["settings"]] == ["llada steps=0", "freedave drafts=4"]  # deer needs a judge
+    assert [p["task"] for p in results["prompts"]] == ["copy", "arithmetic"] and results["judge"] is None
