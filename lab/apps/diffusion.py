@@ -45,6 +45,15 @@ def diffusion_models(labs) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def none_message(labs) -> str:
+    """One line: why there is no diffusion LM to pick, what this server loads, and how to serve one."""
+    why = ("dllm-default is not shipped yet (python -m lab train dllm makes it)"
+           if not dllm_models.is_adapter(dllm_models.SHIPPED) else "this server was not started with one")
+    return (f"No diffusion LM here: {why}. This server loads {', '.join(labs.allowed)}; serve one with "
+            "python -m lab serve --model default --model dllm-default (or --model DIR, a folder from "
+            "python -m lab train dllm).")
+
+
 class DiffusionTab:
     """One browser session's Diffusion tab; reads the prompt and settings from its Arena."""
 
@@ -61,9 +70,7 @@ class DiffusionTab:
         if models:
             self.message = "Runs the chosen policies side by side on the arena's prompt."
         else:
-            self.message = ("No diffusion LM here: dllm-default is not shipped yet (python -m lab train dllm); "
-                            f"this server loads {', '.join(arena.labs.allowed)}; start it with --models DIR "
-                            "(a train dllm folder) or a LLaDA / Dream hub id.")
+            self.message = none_message(arena.labs)
         self.status = pn.pane.HTML(html.escape(self.message), css_classes=["diffusion-status"])  # escaped text
         self.panes = pn.Row(sizing_mode="stretch_width")
 

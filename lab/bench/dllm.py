@@ -405,8 +405,10 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
         from ..api import Lab
         judge = Lab(args.judge, device=str(lab.target.device), dtype=dtype)
     judge = None if judge is None or judge == "none" else Judge(judge)
-    if judge is None or (judge.lab.tokenizer.get_vocab() != lab.tokenizer.get_vocab()):
-        settings = [s for s in settings if s[0] != "deer"]  # deer needs an AR verifier with the dLLM's vocabulary
+    if any(s[0] == "deer" for s in settings) and (judge is None
+                                                  or judge.lab.tokenizer.get_vocab() != lab.tokenizer.get_vocab()):
+        settings = [s for s in settings if s[0] != "deer"]
+        print("deer skipped: it needs an autoregressive verifier (--judge) with the dLLM's vocabulary")
     prompts = prompts if prompts is not None else build_tasks(args.per_task, tasks)
     prompts = [p for p in prompts if p["task"] in tasks]
     infos = registry.load_all()

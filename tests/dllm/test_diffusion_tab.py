@@ -14,7 +14,7 @@ def test_without_a_diffusion_lm_the_tab_says_so():
     tab = DiffusionTab(Arena("default", labs))
     assert tab.model.options == [] and tab.start_button.disabled
     assert "\n" not in tab.message and "dllm-default is not shipped yet" in tab.message
-    assert "this server loads default" in tab.message
+    assert "This server loads default;" in tab.message and "--model dllm-default" in tab.message
     tab.start()
     assert not tab.busy and tab.traces == {}
 
