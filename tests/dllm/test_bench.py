@@ -104,6 +104,10 @@ def test_the_bench_runs_end_to_end_and_freedave_scores_like_one_token_per_step(t
     assert [r["text"] for r in saved["runs"] if r["setting"] == "freedave drafts=4"] == \
         [r["text"] for r in saved["runs"] if r["setting"] == "llada steps=0"]
     assert free["forwards"] < base["forwards"]
+    best = saved["best_within_1_point"]  # lossless freedave at least; nothing that lost a point
+    assert best["tokens_per_forward"] >= free["tokens_per_forward"] and best["accuracy"] >= base["accuracy"] - 1
+    assert all(s["tokens_per_forward"] <= best["tokens_per_forward"] for s in saved["summary"].values()
+               if s["accuracy"] >= base["accuracy"] - 1)
     assert min(saved["summary"][n]["copy"] for n in labels) < 100.0  # lossy settings lose points here
     table = printed.strip().splitlines()[-len(labels) - 2:]  # the Markdown table comes last
     assert table[0].startswith("| setting |") and all(line.count("|") == table[0].count("|") for line in table)
