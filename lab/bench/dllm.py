@@ -219,6 +219,22 @@ def build_tasks(per_task: int = 10, tasks=TASKS) -> list[dict]:
     return rows
 
 
+def read_suite(path: str) -> list[dict]:
+    """Tasks written by --write-suite; anything else is a one-line error before a model loads."""
+    try:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise LabError(f"--suite {path}: {err}") from None
+    for n, row in enumerate(rows, 1):
+        if not (isinstance(row, dict) and row.get("task") in TASKS and isinstance(row.get("prompt"), str)
+                and (row["task"] == "chat" or isinstance(row.get("answer"), str))):
+            raise LabError(f"--suite {path}: line {n} is not a dllm task (id, task, prompt, answer): write the file "
+                           "with python -m lab bench dllm --write-suite")
+    if not rows:
+        raise LabError(f"--suite {path} holds no tasks")
+    return rows
+
+
 # -- settings ---------------------------------------------------------------------------------------------------
 def default_settings(n: int) -> list[tuple[str, dict]]:
     """(policy, options) pairs; the first is the reference, one token per step (llada steps=0)."""
@@ -403,10 +419,7 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
         raise LabError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     settings = choose_settings(args.policies, args.max_new_tokens)
     if prompts is None and args.suite:
-        try:
-            prompts = [json.loads(line) for line in Path(args.suite).read_text().splitlines() if line.strip()]
-        except (OSError, ValueError) as err:
-            raise LabError(f"--suite {args.suite}: {err}") from None
+        prompts = read_suite(args.suite)
     if args.write_suite:
         prompts = prompts if prompts is not None else build_tasks(args.per_task, tasks)
         Path(args.write_suite).write_text("".join(json.dumps(p) + "\n" for p in prompts))

@@ -150,3 +150,6 @@ def test_write_suite_then_run_it_elsewhere_without_a_judge(tmp_path, capsys):
                          lab=text_dllm(), judge="none")
     assert [s["label"] for s in results["settings"]] == ["llada steps=0", "freedave drafts=4"]  # deer needs a judge
     assert [p["task"] for p in results["prompts"]] == ["copy", "arithmetic"] and results["judge"] is None
+    (tmp_path / "spec.jsonl").write_text(json.dumps({"id": "x", "category": "chat", "prompt": "hi"}) + "\n")
+    with pytest.raises(LabError, match="line 1 is not a dllm task"):  # a spec-bench suite by mistake
+        bench.main(["--suite", str(tmp_path / "spec.jsonl")], lab=text_dllm(), judge="none")
