@@ -41,3 +41,14 @@ def test_policies_run_side_by_side():
     llada, freedave = tab.traces["llada"], tab.traces["freedave"]
     assert freedave.tokens == llada.tokens and freedave.forwards < llada.forwards == 12
     assert tab.view() is not None
+
+
+def test_a_served_train_dllm_folder_is_offered_before_it_loads(tmp_path):
+    import json
+
+    from lab.dllm import models as dllm_models
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": dllm_models.KIND}))
+    labs = Labs([str(tmp_path)], load=lambda name: (_ for _ in ()).throw(AssertionError("nothing should load")))
+    tab = DiffusionTab(Arena("default", labs))
+    assert tab.model.options == [str(tmp_path)] and not tab.start_button.disabled
