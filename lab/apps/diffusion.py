@@ -17,6 +17,7 @@ import panel as pn
 
 from .. import registry
 from ..dllm import models as dllm_models
+from ..bench.quality import parse_spec
 from ..errors import LabError
 from ..trace import Trace
 from ..widgets.dllm_figures import canvas_html, commitment_figure
@@ -65,6 +66,8 @@ class DiffusionTab:
         names = policies()
         self.policies = pn.widgets.MultiChoice(name="Policies", options=names,
                                                value=[p for p in DEFAULT_POLICIES if p in names])
+        self.extra = pn.widgets.TextInput(name="More settings (policy:key=value, comma-separated)",
+                                          placeholder="fast-dllm:threshold=0.5, dream:steps=16")
         self.start_button = pn.widgets.Button(name="Run the policies", button_type="primary", disabled=not models)
         self.stop_button = pn.widgets.Button(name="Stop the policies", button_type="warning", disabled=True)
         if models:
@@ -87,7 +90,11 @@ class DiffusionTab:
     def start(self, event=None) -> None:
         if self.busy or self.model.value not in self.model.options:  # a browser can send anything
             return
-        chosen = [p for p in self.policies.value if p in self.policies.options]
+        try:
+            chosen = self.runs()
+        except LabError as err:
+            self.message = f"Error: {err}"
+            return self.refresh()
         if not chosen:
             self.message = "Choose at least one policy."
             return self.refresh()
@@ -98,20 +105,31 @@ class DiffusionTab:
                          daemon=True).start()
         self.refresh()
 
-    def _work(self, chosen: list[str], s: dict) -> None:
+    def runs(self) -> list[tuple[str, str, dict]]:
+        """(label, policy, options) of every run: the chosen policies with their defaults, then the extra settings."""
+        out = [(p, p, {}) for p in self.policies.value if p in self.policies.options]  # a browser can send anything
+        for spec in (x for x in self.extra.value.split(",") if x.strip()):
+            name, options = parse_spec(spec)
+            if name not in self.policies.options:
+                raise LabError(f"unknown policy {name!r} in {spec.strip()!r}: use {', '.join(self.policies.options)}")
+            options = registry.parse_options(registry.get(name), options)
+            out.append((name + "".join(f" {k}={v}" for k, v in options.items()), name, options))
+        return list({label: (label, p, o) for label, p, o in out}.values())
+
+    def _work(self, chosen: list[tuple[str, str, dict]], s: dict) -> None:
         try:
             lab = self.arena.labs.get(s["model"]).fork()
             if getattr(lab.model, "dllm", None) is None:
                 raise LabError(f"{s['model']} is not a diffusion LM")
-            traces, self.errors = {p: Trace(p) for p in chosen}, {}
+            traces, self.errors = {label: Trace(p) for label, p, _ in chosen}, {}
             streams = {}
-            for p in chosen:
+            for label, p, options in chosen:
                 try:
-                    streams[p] = lab.stream(p, s["prompt"], chat=s["chat"], max_new_tokens=s["max_new_tokens"],
-                                            temperature=0.0, seed=s["seed"], trace=traces[p],
-                                            cancel=self._cancel.is_set)
+                    streams[label] = lab.stream(p, s["prompt"], chat=s["chat"], max_new_tokens=s["max_new_tokens"],
+                                                temperature=0.0, seed=s["seed"], trace=traces[label],
+                                                cancel=self._cancel.is_set, **options)
                 except LabError as err:
-                    self.errors[p] = str(err)
+                    self.errors[label] = str(err)
             self.traces = traces  # shown from now on
             self.message = "Running " + ", ".join(streams) + " ..."
             while streams and not self._cancel.is_set():
@@ -127,7 +145,7 @@ class DiffusionTab:
                         del streams[p]
             for stream in streams.values():
                 stream.close()
-            self.message = "Stopped." if self._cancel.is_set() else f"Done: {len(chosen)} policies."
+            self.message = "Stopped." if self._cancel.is_set() else f"Done: {len(chosen)} runs."
         except LabError as err:
             self.message = f"Error: {err}"
         except Exception as err:
@@ -170,5 +188,5 @@ class DiffusionTab:
 
     def view(self) -> pn.viewable.Viewable:
         pn.state.add_periodic_callback(self.refresh, period=300)
-        return pn.Column(pn.Row(self.model, self.policies, pn.Column(self.start_button, self.stop_button)),
+        return pn.Column(pn.Row(self.model, self.policies, self.extra, pn.Column(self.start_button, self.stop_button)),
                          self.status, self.panes, sizing_mode="stretch_width")

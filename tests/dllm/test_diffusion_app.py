@@ -37,7 +37,7 @@ def test_policies_run_side_by_side_in_the_browser(browser, tiny_arena_url, tmp_p
     page.goto(tiny_arena_url)
     page.get_by_text("Diffusion", exact=True).click()
     page.get_by_role("button", name="Run the policies").click()
-    page.get_by_text("Done: 3 policies.").wait_for(timeout=60_000)
+    page.get_by_text("Done: 3 runs.").wait_for(timeout=60_000)
     assert page.locator(".dllm-canvas").count() == 3  # llada, fast-dllm, freedave side by side
     heads = [page.locator(".diffusion-header").nth(i).inner_text() for i in range(3)]
     assert [h.split(":")[0] for h in heads] == ["llada", "fast-dllm", "freedave"]
