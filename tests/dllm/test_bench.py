@@ -11,6 +11,7 @@ import torch
 
 from lab import cli, models
 from lab.bench import dllm as bench
+from lab.bench import dllm_tasks as dt
 from lab.errors import LabError
 
 from .helpers import text_ar, text_dllm
@@ -20,36 +21,36 @@ torch.set_num_threads(1)
 
 def test_span_scorer():
     gold = "to help you with your issue."
-    assert bench.score_span("To help you with your issue", gold)["exact"]
-    right = bench.score_span("The sentence ends: \"to help you, with your issue!\"", gold)
+    assert dt.score_span("To help you with your issue", gold)["exact"]
+    right = dt.score_span("The sentence ends: \"to help you, with your issue!\"", gold)
     assert right["score"] == 1.0 and right["contained"] and not right["exact"]
-    assert bench.score_span("to help you with an issue", gold)["score"] == 0.0
-    assert bench.score_span("xto help you with your issue", gold)["score"] == 0.0  # word for word, not characters
-    assert bench.score_span("", gold)["score"] == 0.0
+    assert dt.score_span("to help you with an issue", gold)["score"] == 0.0
+    assert dt.score_span("xto help you with your issue", gold)["score"] == 0.0  # word for word, not characters
+    assert dt.score_span("", gold)["score"] == 0.0
 
 
 def test_exact_scorer():
     gold = "apple, cherry, grape"
-    assert bench.score_exact("apple, cherry, grape", gold)["score"] == 1.0
-    assert bench.score_exact("Here it is:\n\"apple,  cherry, grape.\"\n", gold)["score"] == 1.0
-    assert bench.score_exact("apple, banana, grape", gold)["score"] == 0.0
-    assert bench.score_exact("apple, cherry, grape, lemon", gold)["score"] == 0.0
-    assert bench.score_exact("Apple, cherry, grape", gold)["score"] == 0.0  # exact means exact
+    assert dt.score_exact("apple, cherry, grape", gold)["score"] == 1.0
+    assert dt.score_exact("Here it is:\n\"apple,  cherry, grape.\"\n", gold)["score"] == 1.0
+    assert dt.score_exact("apple, banana, grape", gold)["score"] == 0.0
+    assert dt.score_exact("apple, cherry, grape, lemon", gold)["score"] == 0.0
+    assert dt.score_exact("Apple, cherry, grape", gold)["score"] == 0.0  # exact means exact
 
 
 def test_number_scorer():
-    assert bench.score_number("42", "42")["score"] == 1.0
-    assert bench.score_number("7 metres is 700 centimetres.\nBecause 7 x 100 = 700", "700")["score"] == 1.0
-    assert bench.score_number("The answer is 1,000.", "1000")["score"] == 1.0
-    assert bench.score_number("41", "42")["score"] == 0.0
-    assert bench.score_number("no idea\n42", "42")["score"] == 0.0  # only the first line counts
-    assert bench.score_number("", "42") == {"score": 0.0, "number": None}
+    assert dt.score_number("42", "42")["score"] == 1.0
+    assert dt.score_number("7 metres is 700 centimetres.\nBecause 7 x 100 = 700", "700")["score"] == 1.0
+    assert dt.score_number("The answer is 1,000.", "1000")["score"] == 1.0
+    assert dt.score_number("41", "42")["score"] == 0.0
+    assert dt.score_number("no idea\n42", "42")["score"] == 0.0  # only the first line counts
+    assert dt.score_number("", "42") == {"score": 0.0, "number": None}
 
 
 def test_judge_nll_is_lower_for_what_the_judge_would_say():
     judge = text_ar()
     own = judge.generate("greedy", "What is 2 + 2?", chat=True, max_new_tokens=8).text
-    scorer = bench.Judge(judge)
+    scorer = dt.Judge(judge)
     mine = scorer.nll("What is 2 + 2?", own, ended=False)
     other = scorer.nll("What is 2 + 2?", "zebra quantum violet", ended=False)
     assert 0 < mine < other
@@ -57,9 +58,9 @@ def test_judge_nll_is_lower_for_what_the_judge_would_say():
 
 
 def test_tasks_are_deterministic_and_answers_are_right():
-    tasks = bench.build_tasks(7)
-    assert tasks == bench.build_tasks(7)
-    assert {t["task"] for t in tasks} == set(bench.TASKS) and len(tasks) == 28
+    tasks = dt.build_tasks(7)
+    assert tasks == dt.build_tasks(7)
+    assert {t["task"] for t in tasks} == set(dt.TASKS) and len(tasks) == 28
     for t in tasks:
         if t["task"] == "qa":  # the answer is a span of the passage
             assert t["answer"] in t["prompt"].split("Passage:\n", 1)[1]
@@ -76,7 +77,7 @@ def test_tasks_are_deterministic_and_answers_are_right():
 
 def test_the_bench_runs_end_to_end_and_freedave_scores_like_one_token_per_step(tmp_path, capsys):
     d, judge = text_dllm(), text_ar()
-    tasks = bench.build_tasks(2)
+    tasks = dt.build_tasks(2)
     for t in tasks:  # answers one-token-per-step decoding gets right, so that scores can differ between settings
         if t["task"] in ("qa", "copy"):
             text = d.generate("llada", t["prompt"], chat=True, max_new_tokens=8, steps=0).text
@@ -144,7 +145,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_write_suite_then_run_it_elsewhere_without_a_judge(tmp_path, capsys):
     suite = tmp_path / "tasks.jsonl"
     bench.main(["--write-suite", str(suite), "--per-task", "1"])  # on a machine with the data packages
-    assert [json.loads(line) for line in suite.read_text().splitlines()] == bench.build_tasks(1)
+    assert [json.loads(line) for line in suite.read_text().splitlines()] == dt.build_tasks(1)
     results = bench.main(["--suite", str(suite), "--tasks", "arithmetic,copy", "--policies", "freedave,deer",
                           "--max-new-tokens", "4", "--out", str(tmp_path / "b.json"), "--no-plots", "--no-progress"],
                          lab=text_dllm(), judge="none")
