@@ -24,6 +24,7 @@ from ..widgets.figures import (
     speculative_steps,
     token_stream_html,
 )
+from .diffusion import DiffusionTab
 from .drafters import DraftersTab
 from .labs import Labs
 from .routes import RoutesTab
@@ -195,6 +196,7 @@ class Arena:
                                      sizing_mode="stretch_width")),
             ("Acceptance", pn.Column(self.acceptance_method, self.acceptance, sizing_mode="stretch_width")),
             ("Table", self.table), ("Drafters", DraftersTab(self).view()), ("Routes", RoutesTab(self).view()),
+            ("Diffusion", DiffusionTab(self).view()),
             sizing_mode="stretch_width")
         main = pn.Column("### Tokens (green: accepted draft, blue: target after a draft, grey: target alone)",
                          self.streams, tabs, sizing_mode="stretch_width")

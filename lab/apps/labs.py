@@ -33,6 +33,11 @@ class Labs:
                            "or start the server with --model NAME or --allow-any-model")
         return name
 
+    def loaded(self) -> dict:
+        """The Labs loaded now, by name (nothing loads)."""
+        with self._lock:
+            return dict(self._labs)
+
     def get(self, name: str):
         """The Lab of `name`, loaded on first use (one load at a time)."""
         name = self.check(name)

@@ -6,7 +6,7 @@ import importlib
 from ..errors import LabError
 
 BENCHMARKS = {"greedy-vs-hf": "lab.bench.greedy_vs_hf", "spec": "lab.bench.spec", "engine": "lab.bench.engine",
-              "gpu": "lab.bench.gpu", "routes": "lab.bench.routes"}
+              "gpu": "lab.bench.gpu", "routes": "lab.bench.routes", "dllm": "lab.bench.dllm"}
 
 
 def main(argv: list[str]) -> None:

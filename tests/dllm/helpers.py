@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 
 import torch
 
@@ -18,3 +19,26 @@ def dllm_lab(attention: str = "block", shift: bool = True, block_size: int = 4, 
 def random_prompts(n: int, seed: int = 0, vocab: int = 64) -> list[list[int]]:
     rnd = random.Random(seed)
     return [[rnd.randrange(4, vocab) for _ in range(rnd.randrange(1, 9))] for _ in range(n)]
+
+
+@lru_cache(maxsize=1)
+def default_tokenizer():
+    from transformers import AutoTokenizer
+
+    from lab import models
+
+    return AutoTokenizer.from_pretrained(models.default_path())
+
+
+def text_dllm() -> lab.Lab:
+    """A tiny random block-diffusion LM that speaks the default model's vocabulary (prompts and outputs are text)."""
+    tok = default_tokenizer()
+    return lab.Lab(model_obj=tiny_dllm("block", vocab_size=len(tok), hidden=32, block_size=4), tokenizer=tok)
+
+
+def text_ar() -> lab.Lab:
+    """A tiny random autoregressive model with the default model's vocabulary (a stand-in judge)."""
+    from lab.models import tiny
+
+    tok = default_tokenizer()
+    return lab.Lab(model_obj=tiny("llama", vocab_size=len(tok), hidden=32), tokenizer=tok)
