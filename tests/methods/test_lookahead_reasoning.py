@@ -166,3 +166,12 @@ def test_bad_options_are_one_line(options, words):
     with pytest.raises(LabError) as err:
         tl.generate("lookahead-reasoning", PROMPTS[0], max_new_tokens=4, **options)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_math_measurement_knows_the_answers():
+    from lab.bench.quality import final_number
+    from lab.bench.suite import build_suite
+
+    problems = build_suite(6, ["math"])
+    assert [p["answer"] for p in problems] == [22, 2620, 119, 250, 30, 44]  # worked out by hand from the prompts
+    assert final_number("19 x 12 = 228, so the change is 1,022.") == 1022 and final_number("none") is None
