@@ -119,20 +119,20 @@ def lookahead_reasoning(dec, *, judge: str = "math", threshold: float = 0.5, ste
         kept = next((i for i in range(len(drafted)) if not verdicts[i][0]), len(drafted))
         accepted = [t for piece in drafted[:kept] for t in piece.tokens]
         tail = mine[kept].tokens if kept < len(mine) else []
-        records = []
+        records = []  # per prefix: the draft's step, the target's step (when it finished) and the verdict
         for i, row in enumerate(mine):
-            record = {"target": row.tokens, "target_text": text(row.tokens), "target_complete": row.complete}
+            record = {"tokens": len(drafted[i].tokens) if i < len(drafted) else 0, "used": i <= kept}
             if i < len(drafted):
-                ok, why, score = verdicts.get(i, (False, "not needed", 0.0))
-                record = {"draft": drafted[i].tokens, "draft_text": text(drafted[i].tokens),
-                          "draft_complete": drafted[i].complete, **record,
-                          "verdict": ("accepted" if ok else "rejected") if i in verdicts else "not judged",
-                          "reason": why, "likelihood": score}
-                if i not in verdicts:
-                    record.pop("target"), record.pop("target_text")
+                record.update(draft=drafted[i].tokens, draft_text=text(drafted[i].tokens),
+                              draft_complete=drafted[i].complete)
+            if i in verdicts or (i == kept and i == len(drafted)):
+                record.update(target=row.tokens, target_text=text(row.tokens), target_complete=row.complete)
+            if i in verdicts:
+                ok, why, score = verdicts[i]
+                record.update(verdict="accepted" if ok else "rejected", reason=why, likelihood=score)
             else:
-                record["verdict"] = "bonus step"
-            records.append({"tokens": len(drafted[i].tokens) if i < len(drafted) else 0, **record})
+                record["verdict"] = "target step" if i == kept else "not needed"
+            records.append(record)
         flat = [t for piece in drafted for t in piece.tokens]
         yield Step(committed=accepted + tail, origin=["draft"] * len(accepted) + ["bonus"] + ["plain"] * (len(tail) - 1)
                    if tail else ["draft"] * len(accepted), proposed=flat, parents=list(range(-1, len(flat) - 1)),
