@@ -175,3 +175,16 @@ def test_the_math_measurement_knows_the_answers():
     problems = build_suite(6, ["math"])
     assert [p["answer"] for p in problems] == [22, 2620, 119, 250, 30, 44]  # worked out by hand from the prompts
     assert final_number("19 x 12 = 228, so the change is 1,022.") == 1022 and final_number("none") is None
+
+
+def test_on_the_default_model_steps_end_at_blank_lines_and_the_exact_judge_is_greedy(default_lab):
+    """The real tokenizer writes a blank line as two newline tokens; the trained draft drafts the steps."""
+    from lab.bench.suite import build_suite
+
+    problem = build_suite(1, ["math"])[0]
+    ids = default_lab.encode(problem["prompt"], True)
+    trace = default_lab.generate("lookahead-reasoning", ids, max_new_tokens=32, judge="exact").trace
+    assert trace.tokens == hf_greedy(default_lab.model, ids, 32)
+    steps = [r[f"{who}_text"] for s in trace.spec_steps for r in s.info["steps"] for who in ("draft", "target")
+             if r.get(f"{who}_complete")]
+    assert steps and all(text.endswith("\n\n") and "\n\n" not in text[:-2] for text in steps)
