@@ -18,6 +18,7 @@ import json
 import platform
 import re
 import statistics
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -98,6 +99,9 @@ def quality(lab: Lab, specs: list[str], prompts: list[dict], tokens: int) -> dic
                           "reference_final_number": final_number(reference.trace.text)}
                 scored["correct"] = scored["final_number"] == p["answer"]
                 scored["reference_correct"] = scored["reference_final_number"] == p["answer"]
+            judged = [r for step in trace.steps for r in step.info.get("steps", []) if r.get("used") and "reason" in r]
+            if judged:  # a step-level method (lookahead-reasoning): why each draft step was kept or not
+                scored["step_verdicts"] = dict(Counter(f"{r['verdict']}: {r['reason']}" for r in judged))
             rows.append({"method": spec, "prompt": p["id"], **agreement(reference.tokens, trace.tokens), **scored,
                          "new_tokens": trace.new_tokens, "forwards": trace.forwards,
                          "tokens_per_forward": round(trace.tokens_per_forward, 4),
@@ -116,6 +120,11 @@ def quality(lab: Lab, specs: list[str], prompts: list[dict], tokens: int) -> dic
                                                     max(sum(r["forwards"] for r in mine), 1), 4),
                         "wall_ratio_vs_greedy": round(sum(r["wall_s"] for r in mine) /
                                                       max(sum(r["reference_wall_s"] for r in mine), 1e-9), 4)})
+        verdicts = Counter()
+        for r in mine:
+            verdicts.update(r.get("step_verdicts", {}))
+        if verdicts:
+            summary[-1]["step_verdicts"] = dict(verdicts.most_common())
         if all("correct" in r for r in mine):
             summary[-1].update(answer_accuracy=round(sum(r["correct"] for r in mine) / len(mine), 4),
                                greedy_answer_accuracy=round(sum(r["reference_correct"] for r in mine) / len(mine), 4),
