@@ -175,6 +175,12 @@ MATH_TEMPLATES = (
 )
 
 
+MATH_ANSWERS = (  # the number each template asks for last (the rectangle: its perimeter)
+    lambda a, b, c: c - a * b, lambda a, b, c, d: a * b + c * d, lambda a, b, c: a * b - c,
+    lambda a, b, c: a * c // b, lambda a, b, c: a - b + c, lambda a, b: 2 * (a + b),
+)
+
+
 def _math_prompts(n: int) -> list[dict]:
     out = []
     for i in range(n):
@@ -183,7 +189,8 @@ def _math_prompts(n: int) -> list[dict]:
         values = numbers(*(rng.randint(2, 19) for _ in range(4)))
         prompt = template.format(**dict(zip("abcd", values)))
         out.append({"id": f"math/{i}", "category": "math", "prompt": prompt, "chat": True,
-                    "source": f"template:{i % len(MATH_TEMPLATES)}"})
+                    "source": f"template:{i % len(MATH_TEMPLATES)}",
+                    "answer": MATH_ANSWERS[i % len(MATH_TEMPLATES)](*values)})
     return out
 
 

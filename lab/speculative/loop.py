@@ -2,8 +2,9 @@
 
 Every speculative method runs here, one prompt (a batch of one) or B prompts at once: a drafter (drafter.py)
 says what is new about its proposals, a verifier says what is accepted (exact by default: greedy at T = 0,
-multi-round rejection sampling at T > 0; fuzzy-sd and lookahead-reasoning plug in lossy ones), the backend
-keeps each row's accepted path. Per step the host reads back one small tensor per row: what was accepted.
+multi-round rejection sampling at T > 0; fuzzy-sd plugs in a lossy one), the backend keeps each row's accepted
+path (lookahead-reasoning runs rounds of whole steps instead: steps.py). Per step the host reads back one small
+tensor per row: what was accepted.
 """
 from __future__ import annotations
 
