@@ -25,6 +25,9 @@ OWN = ("model.layers.", "model.norm.")  # the draft's own weights; the rest is t
 def draft_model(target: nn.Module, layers: list[int]) -> nn.Module:
     """A draft of the target's architecture: copies of the target's decoder layers `layers` (in that order), its
     final norm, and the target's embeddings and LM head shared with it."""
+    if not hasattr(getattr(target, "model", None), "layers") or not hasattr(target, "lm_head"):
+        raise LabError(f"a FastDraft draft is built from a Llama-family model's layers; {type(target).__name__} "
+                       "has none to start from")
     total = target.config.num_hidden_layers
     if not layers or any(not 0 <= i < total for i in layers):
         raise LabError(f"draft layers {layers} must be indices of the target's {total} layers")

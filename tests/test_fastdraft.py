@@ -43,6 +43,8 @@ def test_a_draft_of_every_layer_is_the_target_and_shares_its_embeddings(target):
     assert set(drafts.own_state(part)) == {k for k in part.state_dict() if k.startswith(("model.layers.", "model.norm."))}
     with pytest.raises(LabError, match="indices"):
         drafts.draft_model(target, [4])
+    with pytest.raises(LabError, match="Llama-family"):
+        drafts.draft_model(tiny("gpt2", vocab_size=VOCAB), [0])
 
 
 def test_training_raises_acceptance_and_a_job_resumes(target, tmp_path):
