@@ -105,3 +105,13 @@ def summarize(runs: list[dict]) -> dict:
         out[m] = {c: group_metrics([r for r in mine if r["category"] == c], greedy) for c in categories}
         out[m]["overall"] = group_metrics(mine, greedy)
     return out
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two sequences share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

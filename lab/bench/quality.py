@@ -27,16 +27,8 @@ import torch
 from .. import registry
 from ..api import Lab
 from ..errors import LabError
+from ..metrics import common_prefix
 from .greedy_vs_hf import prompts as load_prompts
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def levenshtein(a: list[int], b: list[int]) -> int:

@@ -19,6 +19,7 @@ import torch
 
 from ..backends import Backend
 from ..decoding import Decoding
+from ..metrics import common_prefix
 from ..tree import Tree
 from .drafters.pld import lookup
 from .expand import draft_token
@@ -93,15 +94,6 @@ def likelihood(logits: torch.Tensor, tokens: list[int]) -> float:
     return float((picked - logp.max(-1).values).mean().exp())
 
 
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def target_steps(dec: Decoding, target: Backend, prefixes: list[list[int]], rooms: list[int], max_tokens: int,
                  ends: StepEnds | None, drafts: list[Piece] = (), lookup_tokens: int = 6,
                  done: Callable[[int, Piece, float], bool] | None = None) -> tuple[list[Piece], int, list[float]]:
@@ -111,7 +103,7 @@ def target_steps(dec: Decoding, target: Backend, prefixes: list[list[int]], room
     (they stop). Returns the steps (unfinished for rows that stopped), the batched forwards spent, and per row the
     target's likelihood of drafts[b] (see `likelihood`)."""
     B = len(prefixes)
-    sources = [max(range(target.rows), key=lambda r: _common(target.tokens(r), p)) for p in prefixes]
+    sources = [max(range(target.rows), key=lambda r: common_prefix(target.tokens(r), p)) for p in prefixes]
     target.reorder(torch.tensor(sources))
     steps, finished = [Piece() for _ in range(B)], [False] * B
     scores, last, forwards = [1.0] * B, B - 1, 0
@@ -122,7 +114,7 @@ def target_steps(dec: Decoding, target: Backend, prefixes: list[list[int]], room
                 inputs.append([]), plans.append(None)
                 continue
             want = prefixes[b] + steps[b].tokens
-            common = min(_common(target.tokens(b), want), len(want) - 1)
+            common = min(common_prefix(target.tokens(b), want), len(want) - 1)
             target.rollback(common, row=b)
             left = min(max_tokens, rooms[b]) - len(steps[b].tokens)
             if forwards == 0 and b < len(drafts):
