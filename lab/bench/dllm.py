@@ -41,6 +41,7 @@ from tqdm import tqdm
 from .. import registry
 from ..errors import LabError
 from .dllm_tasks import SCORED, SCORERS, TASKS, Judge, build_tasks, read_suite
+from .output import to_json, write_figures
 from .quality import parse_spec
 
 
@@ -170,26 +171,7 @@ def figures(results: dict) -> dict:
 
 
 def save_plots(results: dict, out: Path, png: bool) -> list[Path]:
-    import tempfile
-
-    from .spec import html_to_png
-
-    figs = figures(results)
-    html = out.with_suffix(".html")
-    parts = [f.to_html(include_plotlyjs="cdn" if i == 0 else False, full_html=False)
-             for i, f in enumerate(figs.values())]
-    html.write_text(f"<html><head><meta charset='utf-8'><title>{out.stem}</title></head><body>{''.join(parts)}"
-                    "</body></html>")
-    written = [html]
-    if png:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, fig in figs.items():
-                page = Path(tmp) / f"{name}.html"
-                page.write_text(fig.to_html(include_plotlyjs=True, full_html=True, config={"staticPlot": True}))
-                target = out.with_name(f"{out.stem}_{name}.png")
-                if html_to_png(page, target, 1000, int(fig.layout.height or 420)):
-                    written.append(target)
-    return written
+    return write_figures(figures(results), out, png, height=420)
 
 
 def load_dllm(name: str, device, dtype):
@@ -275,12 +257,6 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
                "summary": summarize(runs, labels, tasks), "runs": runs}
     results["best_within_1_point"] = best_within(results)
     return report(results, Path(args.out), args)
-
-
-def to_json(results: dict) -> str:
-    head = json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=1)
-    runs = ",\n  ".join(json.dumps(r) for r in results["runs"])
-    return head[:-2] + f',\n "runs": [\n  {runs}\n ]\n}}\n'
 
 
 def report(results: dict, out: Path, args) -> dict:
