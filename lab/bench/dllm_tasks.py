@@ -105,11 +105,12 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text.replace("\n", " ")) if s.strip()]
 
 
-def qa_prompts(n: int) -> list[dict]:
+def qa_prompts(n: int, records=None) -> list[dict]:
+    """`records` ({id, answer} dicts): the passages; default the held-out ShareGPT retrieval bucket."""
     from .suite import _digest, _plain, sharegpt_pool
 
     out = []
-    for r in sharegpt_pool()["retrieval"]:
+    for r in sharegpt_pool()["retrieval"] if records is None else records:
         passage = r["answer"]
         if not (200 <= len(passage) <= 900 and _plain(passage, 0.99)):
             continue
@@ -129,14 +130,16 @@ def qa_prompts(n: int) -> list[dict]:
     return out
 
 
-def copy_prompts(n: int) -> list[dict]:
+def copy_prompts(n: int, records=None, salt: str = "") -> list[dict]:
+    """`records`: where the sentences come from (default the held-out translation bucket); `salt` changes the
+    seeded lists (training data uses its own)."""
     from .suite import _first_sentence, _plain, sharegpt_pool
 
-    sentences = iter([(r["id"], s) for r in sharegpt_pool()["translation"] if _plain(r["answer"], 0.99)
-                      and (s := _first_sentence(r["answer"]))])
+    sentences = iter([(r["id"], s) for r in (sharegpt_pool()["translation"] if records is None else records)
+                      if _plain(r["answer"], 0.99) and (s := _first_sentence(r["answer"]))])
     out = []
     for i in range(n):
-        rnd = random.Random(f"decoding-lab/dllm-copy/{i}")
+        rnd = random.Random(f"decoding-lab/dllm-copy/{salt}{i}")
         if i % 2 == 0:  # a list with one edit
             items = rnd.sample(WORDS, rnd.randint(4, 7))
             kind, target = rnd.choice(("replace", "remove", "append")), rnd.choice(items)
@@ -146,7 +149,7 @@ def copy_prompts(n: int) -> list[dict]:
             edit = {"replace": f"replace \"{target}\" with \"{new}\"", "remove": f"remove \"{target}\"",
                     "append": f"add \"{new}\" at the end"}[kind]
             prompt = f"Copy this list, but {edit}. Answer with the list only.\n\n{', '.join(items)}"
-            out.append({"id": f"copy/list-{i}", "task": "copy", "prompt": prompt, "answer": ", ".join(edited),
+            out.append({"id": f"copy/list-{salt}{i}", "task": "copy", "prompt": prompt, "answer": ", ".join(edited),
                         "source": f"template:list-{kind}"})
             continue
         rid, sentence = next(sentences, (None, None))
@@ -163,13 +166,13 @@ def copy_prompts(n: int) -> list[dict]:
     return out
 
 
-def arithmetic_prompts(n: int) -> list[dict]:
+def arithmetic_prompts(n: int, salt: str = "") -> list[dict]:
     out = []
     for i in range(n):
-        rnd = random.Random(f"decoding-lab/dllm-arithmetic/{i}")
+        rnd = random.Random(f"decoding-lab/dllm-arithmetic/{salt}{i}")
         template, numbers, solve = ARITHMETIC[i % len(ARITHMETIC)]
         a, b = numbers(rnd)
-        out.append({"id": f"arithmetic/{i}", "task": "arithmetic", "prompt": template.format(a=a, b=b),
+        out.append({"id": f"arithmetic/{salt}{i}", "task": "arithmetic", "prompt": template.format(a=a, b=b),
                     "answer": str(solve(a, b)), "source": f"template:{i % len(ARITHMETIC)}"})
     return out
 

@@ -25,6 +25,7 @@ are copied into lab/data/dllm-default/.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import io
 import json
@@ -54,7 +55,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data", default="sharegpt", help="sharegpt, or a JSONL file of {prompt: ids, response: ids}")
     p.add_argument("--pairs", type=int, default=25000, help="training pairs (sharegpt)")
     p.add_argument("--val", type=int, default=256, help="validation pairs, held apart from training")
-    p.add_argument("--block", type=int, default=16, help="block size (tokens decoded in parallel)")
+    p.add_argument("--block", type=blocks_arg, default=[16],
+                   help="block size (tokens decoded in parallel); several (4,8,16,32): each example draws one, so "
+                        "one adapter serves them all and decoding picks the size by measurement")
     p.add_argument("--seq", type=int, default=320, help="prompt + response tokens per example")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -79,10 +82,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.attention = "flex" if models.check_device(args.device).startswith("cuda") else "sdpa"
     if args.data != "sharegpt" and not Path(args.data).is_file():
         raise LabError(f"--data {args.data}: no such file (use sharegpt or a JSONL file of prompt/response ids)")
-    for name in ("block", "seq", "batch", "rank", "steps", "every"):
+    for name in ("seq", "batch", "rank", "steps", "every"):
         if getattr(args, name) < 1:
             raise LabError(f"--{name} must be >= 1")
     return args
+
+
+def blocks_arg(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: block sizes are integers, e.g. 16 or 4,8,16,32") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: block sizes must be >= 1")
+    return sizes
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -128,7 +141,8 @@ def sharegpt_pairs(tokenizer, count: int, val: int, seq: int) -> tuple[list, lis
 
 def jsonl_pairs(path: Path, val: int) -> tuple[list, list]:
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: \u2028 may sit inside a string
         if line.strip():
             row = json.loads(line)
             if not isinstance(row.get("prompt"), list) or not isinstance(row.get("response"), list):
@@ -153,13 +167,21 @@ def visible(kind_q, kind_k, pos_q, pos_k, start_q, block_q, block_k, q, k):
     return clean | noisy | ((kind_q == PAD) & (q == k))
 
 
-def make_batch(pairs: list, block: int, seq: int, mask_id: int, generator: torch.Generator) -> dict:
+def make_batch(pairs: list, block, seq: int, mask_id: int, generator: torch.Generator, eos: int | None = None,
+               multiple: int = 1) -> dict:
     """Inputs [B, T] (clean prompt + response, then the noisy response), positions, the visibility tensors, the
-    shifted labels (-100: none) and their 1/t weights."""
+    shifted labels (-100: none) and their 1/t weights. `block`: a size, or sizes each example draws one of. A
+    response that ends with `eos` is padded with it to its block's end (LLaDA trains on EOS padding, so decoding
+    fills a finished block in one step). T is a multiple of `multiple` (few shapes: flex attention compiles once
+    per shape)."""
+    sizes = [block] if isinstance(block, int) else list(block)
     rows = []
     for prompt, response in pairs:
-        prompt, response = list(prompt)[-(seq // 2):], list(response)
-        response = response[:max(1, seq - len(prompt))]
+        block = sizes[int(torch.randint(len(sizes), (1,), generator=generator))] if len(sizes) > 1 else sizes[0]
+        response = list(response)[:max(seq // 2, seq - len(prompt))]  # the prompt's end gives way first
+        prompt = list(prompt)[-max(1, seq - len(response)):]
+        if eos is not None and response[-1] == eos and len(response) % block:
+            response += [eos] * (block - len(response) % block)
         P, R = len(prompt), len(response)
         blocks = torch.arange(R) // block
         t = EPS + (1 - EPS) * torch.rand(int(blocks[-1]) + 1, generator=generator)
@@ -177,7 +199,7 @@ def make_batch(pairs: list, block: int, seq: int, mask_id: int, generator: torch
             row = P + R + j - 1 if j % block else P + j - 1  # inside the block: its noisy row; a block's first: clean
             labels[row], weights[row] = response[j], float(1 / t[blocks[j]])
         rows.append((ids, kind, pos, blk, start, labels, weights, R))
-    T = max(len(r[0]) for r in rows)
+    T = -(-max(len(r[0]) for r in rows) // multiple) * multiple
 
     def pad(i, value, dtype):
         return torch.tensor([r[i] + [value] * (T - len(r[i])) for r in rows], dtype=dtype)
@@ -246,8 +268,8 @@ def validate(model, pairs: list, args) -> float:
     with torch.no_grad():
         for i in range(0, len(pairs), args.batch):
             chunk = pairs[i:i + args.batch]
-            total += float(loss_of(model, make_batch(chunk, args.block, args.seq, args.mask_id, generator),
-                                   args.attention)) * len(chunk)
+            total += float(loss_of(model, make_batch(chunk, args.block, args.seq, args.mask_id, generator, args.eos,
+                                                     args.multiple), args.attention)) * len(chunk)
             n += len(chunk)
     model.train()
     return total / max(n, 1)
@@ -280,6 +302,8 @@ def train(args) -> dict:
         save_atomic((pairs, held), cached)
     else:
         pairs, held = jsonl_pairs(Path(args.data), args.val)
+    args.eos = tokenizer.eos_token_id if tokenizer is not None else model.config.eos_token_id
+    args.multiple = 128 if args.attention == "flex" else 1
     add_lora(model, args.rank, args.alpha)
     for module in model.modules():  # LoRA weights train in float32 on a low-precision base
         if hasattr(module, "lora_A"):
@@ -308,7 +332,7 @@ def train(args) -> dict:
         step = state["step"]
         chunk = [pairs[order[(step * args.batch + i) % len(pairs)]] for i in range(args.batch)]
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)  # resumable noise
-        batch = make_batch(chunk, args.block, args.seq, args.mask_id, generator)
+        batch = make_batch(chunk, args.block, args.seq, args.mask_id, generator, args.eos, args.multiple)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / max(args.warmup, 1))
         loss = loss_of(model, batch, args.attention)
@@ -353,7 +377,8 @@ def finish(model, state: dict, args, out: Path, train_pairs: int, val_pairs: int
     validation = state["validation"]
     manifest = {
         "kind": KIND, "base": base,
-        "dllm": {"mask_id": args.mask_id, "shift": True, "attention": "block", "block_size": args.block},
+        "dllm": {"mask_id": args.mask_id, "shift": True, "attention": "block", "block_size": args.block[-1]},
+        "block_sizes_trained": args.block,
         "lora": {"rank": args.rank, "alpha": args.alpha, "targets": list(targets), "dtype": "bfloat16"},
         "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "device")},
         "data": {"source": args.data, "train_pairs": train_pairs, "validation_pairs": val_pairs,

@@ -5,7 +5,8 @@ import importlib
 
 from ..errors import LabError
 
-RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "dllm": "lab.train.dllm"}
+RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "dllm": "lab.train.dllm",
+           "dllm-data": "lab.train.dllm_data"}
 
 
 def main(argv: list[str]) -> None:

@@ -37,6 +37,24 @@ def test_visibility_and_shifted_labels():
     assert sum(label != -100 for label in labels) == sum(ids[q] == MASK for q in noisy)
 
 
+def test_mixed_block_sizes_each_example_draws_one():
+    pairs = [([10, 11], list(range(20, 32)))] * 24
+    batch = recipe.make_batch(pairs, block=[2, 6], seq=32, mask_id=MASK, generator=torch.Generator().manual_seed(1))
+    P, R = 2, 12
+    starts = {tuple(row[P + R:P + 2 * R].tolist()) for row in batch["start"]}
+    by_size = {size: tuple(P + (j // size) * size for j in range(R)) for size in (2, 6)}
+    assert starts == set(by_size.values())  # both sizes drawn, and nothing else
+
+
+def test_gzipped_pairs_read_like_plain_ones(tmp_path):
+    import gzip
+
+    lines = "".join(json.dumps({"prompt": [5, i], "response": [6, i]}) + "\n" for i in range(20))
+    (tmp_path / "p.jsonl").write_text(lines)
+    (tmp_path / "p.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    assert recipe.jsonl_pairs(tmp_path / "p.jsonl", 2) == recipe.jsonl_pairs(tmp_path / "p.jsonl.gz", 2)
+
+
 @pytest.fixture
 def tiny_base(tmp_path):
     model = tiny("llama", vocab_size=64, layers=2, hidden=64, init_std=0.02)

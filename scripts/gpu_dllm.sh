@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# dllm-default on the GPU machine, in calls of under ten minutes made back to back (the machine keeps /tmp while
+# warm). Run from the repository root (see ../shared/GPU.md):
+#   bash scripts/gpu_dllm.sh stage DIR     # calls 1-3: one piece of the split GGUF to /tmp/g
+#   bash scripts/gpu_dllm.sh train DIR     # call 4: the last piece; the default model; the first training job
+#   bash scripts/gpu_dllm.sh finish        # call 5: the second job, sized to end inside the call; adapter + manifest
+# Inputs: .gguf6/ .. .gguf9/ (the GGUF in four pieces: `split -n 4`; the working tree plus a piece must fit in one
+# call's 64 MiB), .whl/ (the gguf wheel), .dd/pairs.jsonl.gz (`python -m lab train dllm-data`). Outputs under $OUT.
+set -euo pipefail
+export PYTHONPATH=.:/tmp/pylib DECODING_LAB_CACHE=/tmp/cache HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/g
+[ -e lab/kernels ] || ln -sfn ../kernels lab/kernels
+[ -e lab/widgets ] || ln -sfn ../widgets lab/widgets
+python -c "import gguf" 2>/dev/null || pip install -q --no-deps --no-index --target /tmp/pylib .whl/*.whl
+RECIPE=(--data .dd/pairs.jsonl.gz --block 4,8,16,32 --seq 512 --batch 32 --lr 3e-4 --warmup 100 --rank 16 --alpha 32
+        --every 250 --val 256 --device cuda --attention flex)
+
+export_checkpoint() {  # the LoRA of the newest checkpoint as bfloat16 (a run that dies later still brings it back)
+  python - "$1" <<'PY'
+import sys, torch
+from safetensors.torch import save_file
+ck = torch.load("/tmp/dllm/checkpoint.pt", map_location="cpu", weights_only=False)
+save_file({n: t.to(torch.bfloat16).contiguous() for n, t in ck["lora"].items()}, sys.argv[1] + "/adapter_partial.safetensors")
+st = ck["state"]
+print("step", st["step"], "tokens", st["tokens"], "seconds", round(st["seconds"], 1), "validation", st["validation"][-3:])
+open(sys.argv[1] + "/history.json", "w").write(__import__("json").dumps(st))
+PY
+}
+
+case "$1" in
+  stage)
+    cp "$2"/* /tmp/g/ && ls -la /tmp/g && nvidia-smi --query-gpu=name,memory.used --format=csv
+    if [ "${3:-}" = smoke ]; then  # the recipe on a tiny model with the default vocabulary: flex masks on CUDA
+      python -c "from lab.models import tiny; tiny('llama', vocab_size=49152, layers=2, hidden=64).save_pretrained('/tmp/tiny')"
+      python -m lab train dllm --out /tmp/smoke --model /tmp/tiny "${RECIPE[@]}" --steps 30 --every 15 --val 32 2>&1 \
+        | grep -v "Loading weights" | tail -n 5
+    fi
+    ;;
+  train)
+    cp "$2"/* /tmp/g/
+    cat /tmp/g/ggpart0* > /tmp/g/m.gguf && md5sum /tmp/g/m.gguf
+    python -c "from pathlib import Path; from lab import models; \
+models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)"
+    python -m lab train dllm --out /tmp/dllm "${RECIPE[@]}" --steps 100000 --minutes "${3:-8.2}" 2>&1 \
+      | grep -v "Loading weights" | tail -n 20
+    export_checkpoint "$OUT"
+    ;;
+  finish)
+    steps=$(python -c "
+import torch; st = torch.load('/tmp/dllm/checkpoint.pt', map_location='cpu', weights_only=False)['state']
+rate = st['step'] / st['seconds']; print(st['step'] + int(rate * 60 * ${2:-8.3} * 0.93))")
+    echo "finishing at step $steps"
+    python -m lab train dllm --out /tmp/dllm "${RECIPE[@]}" --steps "$steps" --minutes 9.3 2>&1 \
+      | grep -v "Loading weights" | tail -n 20
+    export_checkpoint "$OUT"
+    cp /tmp/dllm/adapter.safetensors /tmp/dllm/manifest.json "$OUT/" 2>/dev/null || true
+    ls -la "$OUT"
+    ;;
+esac
