@@ -1,5 +1,6 @@
-"""The commitment policies: each rule checked on what its Trace records; freedave against one-token-per-step
-decoding and deer against the autoregressive model's greedy output, token for token, on many prompts."""
+"""The commitment policies: each rule checked on what its Trace records; freedave and ssd-dllm against
+one-token-per-step decoding and deer against the autoregressive model's greedy output, token for token, on many
+prompts."""
 from __future__ import annotations
 
 import pytest
@@ -74,6 +75,36 @@ def test_freedave_refuses_sampling():
         dllm_lab().generate("freedave", [5, 6], max_new_tokens=4, temperature=0.5)
 
 
+@pytest.mark.parametrize("attention,cache", [("block", "prefix"), ("global", "none"), ("global", "dual")])
+def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache):
+    tl = dllm_lab(attention, block_size=8)
+    saved = reference = siblings = 0
+    for prompt in random_prompts(20, seed=1):  # the issue asks for at least 20 prompts
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
+        got = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
+        assert got.tokens == ref.tokens, prompt
+        decided = [p for s in got.steps for p in s.positions]
+        assert decided == [p for s in ref.steps for p in s.positions]  # the same decisions in the same order
+        assert got.forwards <= ref.forwards, prompt
+        assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * 2 for s in got.steps)  # drafts=4, branches=2
+        saved, reference = saved + got.forwards, reference + ref.forwards
+        siblings += sum(s.info["sibling"] for s in got.steps)
+    assert saved < 0.9 * reference  # drafts were accepted: fewer forwards than tokens
+    assert siblings > 0  # the tree accepted a token a chain of drafts would have missed
+
+
+def test_ssd_dllm_with_one_branch_is_a_chain_and_refuses_sampling():
+    tl = dllm_lab("block", block_size=8)
+    for prompt in random_prompts(4, seed=6):
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8).trace
+        chain = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, branches=1).trace
+        assert chain.tokens == ref.tokens and not any(s.info["sibling"] for s in chain.steps)
+        one = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, drafts=1).trace  # no tree at all
+        assert one.tokens == ref.tokens and one.forwards == ref.forwards
+    with pytest.raises(LabError, match="temperature 0"):
+        tl.generate("ssd-dllm", [5, 6], max_new_tokens=4, temperature=0.5)
+
+
 def deer_lab(draft_model) -> lab.Lab:
     target = lab.Lab(model_obj=tiny("llama", vocab_size=64, seed=0), tokenizer=None)
     target._drafts["dllm-default"] = HFBackend(draft_model)
@@ -102,10 +133,11 @@ def test_deer_needs_a_dllm_draft():
 
 def test_the_policies_are_registered_as_diffusion_methods():
     methods = lab.registry.load_all()
-    for name in ("llada", "dream", "fast-dllm", "prophet", "freedave", "deer"):
+    for name in ("llada", "dream", "fast-dllm", "prophet", "freedave", "ssd-dllm", "deer"):
         info = methods[name]
         assert info.family == "diffusion" and info.departures and info.paper
-    assert methods["freedave"].lossless and methods["deer"].lossless and not methods["fast-dllm"].lossless
+    assert methods["freedave"].lossless and methods["ssd-dllm"].lossless and methods["deer"].lossless
+    assert not methods["fast-dllm"].lossless
 
 
 def test_dinfer_hierarchy_commits_the_surest_of_each_masked_run():
