@@ -26,7 +26,8 @@ DEFAULT_POLICIES = ["llada", "fast-dllm", "freedave"]
 
 
 def policies() -> list[str]:
-    """The diffusion policies that decode on a dLLM itself (deer drafts for an autoregressive model instead)."""
+    """The diffusion policies that decode on a dLLM itself (deer drafts for an autoregressive model instead; apd
+    decodes on the dLLM and loads its autoregressive verifier, the default model, through the dLLM's Lab)."""
     return sorted(n for n, m in registry.load_all().items() if m.family == "diffusion" and "draft" not in m.options)
 
 

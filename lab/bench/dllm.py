@@ -23,8 +23,9 @@ machine without them):
 Every setting runs every prompt at temperature 0. Per setting: the task scores, their mean over qa, copy and
 arithmetic (`accuracy`, in percent), the chat NLL, and tokens per forward (all new tokens / all denoiser forwards).
 deer runs on the judge (the autoregressive model verifies, the dLLM drafts): its forwards are the verifier's, its
-dLLM forwards are `draft_forwards`. Writes the JSON (with the command), the trade-off plots (HTML; a PNG each when
-Chromium is there) and prints a Markdown table last.
+dLLM forwards are `draft_forwards`. apd runs on the dLLM with the judge's model as its verifier: its forwards are
+the dLLM's, the verifier's are `draft_forwards`. Writes the JSON (with the command), the trade-off plots (HTML; a
+PNG each when Chromium is there) and prints a Markdown table last.
 """
 from __future__ import annotations
 
@@ -51,9 +52,12 @@ def default_settings(n: int) -> list[tuple[str, dict]]:
     return [("llada", {"steps": 0}), ("llada", {"steps": max(1, n // 2)}), ("llada", {"steps": max(1, n // 4)}),
             ("fast-dllm", {"threshold": 0.9}), ("fast-dllm", {"threshold": 0.7}), ("fast-dllm", {"threshold": 0.5}),
             ("fast-dllm", {"factor": 1.0}), ("dream", {"steps": max(1, n // 2)}), ("dream", {"steps": max(1, n // 4)}),
-            ("prophet", {}), ("freedave", {"drafts": 4}), ("dinfer", {"decoder": "hierarchy"}),
-            ("dinfer", {"decoder": "credit"}), ("lopa", {}), ("localleap", {}), ("wedlm", {}),
-            ("wedlm", {"entropy_threshold": 1.0}), ("deer", {"draft_steps": 1})]
+            ("prophet", {}), ("freedave", {"drafts": 4}), ("ssd-dllm", {"drafts": 4}),
+            ("dinfer", {"decoder": "hierarchy"}), ("dinfer", {"decoder": "credit"}), ("lopa", {}), ("localleap", {}),
+            ("wedlm", {}), ("wedlm", {"entropy_threshold": 1.0}), ("deer", {"draft_steps": 1}),
+            ("apd", {"mixture_weight": 0.7}), ("apd", {"mixture_weight": 0.9})]
+
+AR_VERIFIED = ("deer", "apd")  # policies that need the judge's autoregressive model (its vocabulary = the dLLM's)
 
 
 def diffusion_policies() -> list[str]:
@@ -95,6 +99,9 @@ def run_one(lab, judge: Judge | None, p: dict, policy: str, options: dict, n: in
         runner = judge.lab
         runner._drafts.setdefault(f"bench:{lab.name}", lab.target)  # the loaded dLLM serves as the draft
         options = {**options, "draft": f"bench:{lab.name}"}
+    elif policy == "apd":  # the dLLM proposes, the judge's autoregressive model verifies through the mixture
+        lab._drafts.setdefault(f"bench:{judge.lab.name}", judge.lab.target)
+        options = {**options, "verifier": f"bench:{judge.lab.name}"}
     trace = runner.generate(policy, p["prompt"], chat=True, max_new_tokens=n, temperature=0.0, seed=0,
                             **options).trace
     row = {"new_tokens": trace.new_tokens, "forwards": trace.forwards, "draft_forwards": trace.draft_forwards,
@@ -222,10 +229,10 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
         from ..api import Lab
         judge = Lab(args.judge, device=str(lab.target.device), dtype=dtype)
     judge = None if judge is None or judge == "none" else Judge(judge)
-    if any(s[0] == "deer" for s in settings) and (judge is None
-                                                  or judge.lab.tokenizer.get_vocab() != lab.tokenizer.get_vocab()):
-        settings = [s for s in settings if s[0] != "deer"]
-        print("deer skipped: it needs an autoregressive verifier (--judge) with the dLLM's vocabulary")
+    skipped = sorted({s[0] for s in settings if s[0] in AR_VERIFIED})
+    if skipped and (judge is None or judge.lab.tokenizer.get_vocab() != lab.tokenizer.get_vocab()):
+        settings = [s for s in settings if s[0] not in AR_VERIFIED]
+        print(f"{' and '.join(skipped)} skipped: needs an autoregressive verifier (--judge) with the dLLM's vocabulary")
     prompts = prompts if prompts is not None else build_tasks(args.per_task, tasks)
     prompts = [p for p in prompts if p["task"] in tasks]
     infos = registry.load_all()

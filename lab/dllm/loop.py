@@ -3,7 +3,8 @@
 A policy is a `pick(round) -> rows` rule: given one forward's proposals over the window, which masked positions
 to commit now. The loop does the rest: blocks, caches, Gumbel-noise temperature, confidence, the Step (positions,
 tokens, confidences, a canvas snapshot, the predictions at every masked position the forward saw) and the
-forward count. Draft-and-verify policies (freedave, deer) drive the Denoiser themselves.
+forward count. Draft-and-verify policies (freedave, ssd-dllm, deer, apd) drive the Denoiser themselves; `decision`
+is what one-token-per-step decoding would do next, which the lossless ones verify against.
 """
 from __future__ import annotations
 
@@ -72,6 +73,16 @@ def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[
                 confidence=[round(conf[r], 6) for r in rows], canvas=den.snapshot(), forwards=forwards,
                 info={"masked": [window[r] for r in live], "predicted": [tokens[r] for r in live],
                       "predicted_confidence": [round(conf[r], 6) for r in live], **info})
+
+
+def decision(den: Denoiser, window: list[int], logits: torch.Tensor, start: int, end: int):
+    """One-token-per-step (greedy, low-confidence) decoding's view of these logits: the block's masked rows,
+    surest first, with every row's token and confidence and the window's masked rows."""
+    proposal = logits.argmax(-1)
+    tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, "probability"))
+    live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
+    block = [j for j in live if start <= window[j] < end]
+    return rules.rank(conf, block), tokens, conf, live
 
 
 def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, block_size: int = 0,

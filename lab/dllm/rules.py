@@ -10,13 +10,21 @@ import torch
 CONFIDENCES = ("probability", "margin", "entropy", "random")
 
 
-def propose(logits: torch.Tensor, temperature: float, rng: torch.Generator | None) -> torch.Tensor:
+def gumbel(shape, rng: torch.Generator | None, device) -> torch.Tensor:
+    """Standard Gumbel noise in float64."""
+    u = torch.rand(shape, generator=rng, dtype=torch.float64, device=device).clamp_min(1e-300)
+    return -torch.log(-torch.log(u))
+
+
+def propose(logits: torch.Tensor, temperature: float, rng: torch.Generator | None,
+            noise: torch.Tensor | None = None) -> torch.Tensor:
     """A token per position: argmax at temperature 0, else argmax(logits / T + Gumbel noise) in float64, which
-    draws from softmax(logits / T) (LLaDA's low-precision warning is why it is float64)."""
+    draws from softmax(logits / T) (LLaDA's low-precision warning is why it is float64). Passing the same `noise`
+    for two distributions couples their draws (equal where the distributions agree; APD's coupling)."""
     if temperature <= 0:
         return logits.argmax(-1)
-    u = torch.rand(logits.shape, generator=rng, dtype=torch.float64, device=logits.device).clamp_min(1e-300)
-    return (logits.double() / temperature - torch.log(-torch.log(u))).argmax(-1)
+    noise = gumbel(logits.shape, rng, logits.device) if noise is None else noise
+    return (logits.double() / temperature + noise).argmax(-1)
 
 
 def confidence(logits: torch.Tensor, tokens: torch.Tensor, kind: str = "probability",

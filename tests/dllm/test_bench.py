@@ -88,6 +88,7 @@ def test_the_bench_runs_end_to_end_and_freedave_scores_like_one_token_per_step(t
     printed = capsys.readouterr().out
     labels = [s["label"] for s in results["settings"]]
     assert labels[0] == "llada steps=0" and "freedave drafts=4" in labels and "deer draft_steps=1" in labels
+    assert "ssd-dllm drafts=4" in labels and "apd mixture_weight=0.7" in labels
     assert {s["policy"] for s in results["settings"]} == set(bench.diffusion_policies())  # every policy
     saved = json.loads(out.read_text())
     assert saved["command"].startswith("python -m lab bench dllm") and len(saved["runs"]) == 8 * len(labels)
@@ -102,9 +103,12 @@ def test_the_bench_runs_end_to_end_and_freedave_scores_like_one_token_per_step(t
     assert base["tokens_per_forward"] == 1.0
     assert base["qa"] == base["copy"] == 100.0 and base["chat"] > 0
     assert all(free[t] == base[t] for t in ("qa", "copy", "arithmetic", "chat", "accuracy"))
-    assert [r["text"] for r in saved["runs"] if r["setting"] == "freedave drafts=4"] == \
-        [r["text"] for r in saved["runs"] if r["setting"] == "llada steps=0"]
-    assert free["forwards"] < base["forwards"]
+    for lossless in ("freedave drafts=4", "ssd-dllm drafts=4"):
+        assert [r["text"] for r in saved["runs"] if r["setting"] == lossless] == \
+            [r["text"] for r in saved["runs"] if r["setting"] == "llada steps=0"]
+        assert saved["summary"][lossless]["forwards"] < base["forwards"]
+    apd = saved["summary"]["apd mixture_weight=0.7"]  # the judge verified: one of its forwards per dLLM forward
+    assert apd["draft_forwards"] == apd["forwards"] > 0
     best = saved["best_within_1_point"]  # lossless freedave at least; nothing that lost a point
     assert best["tokens_per_forward"] >= free["tokens_per_forward"] and best["accuracy"] >= base["accuracy"] - 1
     assert all(s["tokens_per_forward"] <= best["tokens_per_forward"] for s in saved["summary"].values()
@@ -146,10 +150,10 @@ def test_write_suite_then_run_it_elsewhere_without_a_judge(tmp_path, capsys):
     suite = tmp_path / "tasks.jsonl"
     bench.main(["--write-suite", str(suite), "--per-task", "1"])  # on a machine with the data packages
     assert [json.loads(line) for line in suite.read_text().splitlines()] == dt.build_tasks(1)
-    results = bench.main(["--suite", str(suite), "--tasks", "arithmetic,copy", "--policies", "freedave,deer",
+    results = bench.main(["--suite", str(suite), "--tasks", "arithmetic,copy", "--policies", "freedave,deer,apd",
                           "--max-new-tokens", "4", "--out", str(tmp_path / "b.json"), "--no-plots", "--no-progress"],
                          lab=text_dllm(), judge="none")
-    assert [s["label"] for s in results["settings"]] == ["llada steps=0", "freedave drafts=4"]  # deer needs a judge
+    assert [s["label"] for s in results["settings"]] == ["llada steps=0", "freedave drafts=4"]  # deer, apd: a judge
     assert [p["task"] for p in results["prompts"]] == ["copy", "arithmetic"] and results["judge"] is None
     (tmp_path / "spec.jsonl").write_text(json.dumps({"id": "x", "category": "chat", "prompt": "hi"}) + "\n")
     with pytest.raises(LabError, match="line 1 is not a dllm task"):  # a spec-bench suite by mistake

@@ -25,7 +25,7 @@ def test_policies_run_side_by_side():
     arena = Arena("default", labs)
     tab = DiffusionTab(arena)
     assert tab.model.options == ["tiny-dllm"] and "deer" not in tab.policies.options
-    assert set(policies()) >= {"llada", "fast-dllm", "freedave", "wedlm", "lopa"}
+    assert set(policies()) >= {"llada", "fast-dllm", "freedave", "ssd-dllm", "wedlm", "lopa", "apd"}  # apd: on the dLLM
     arena.prompt.value, arena.max_tokens.value = "Name three colours.", 12
     tab.policies.value = ["llada", "freedave", "fast-dllm", "wedlm"]
     tab.extra.value = "fast-dllm:threshold=0.01, llada:steps=3"  # more settings of a policy, side by side

@@ -1,8 +1,10 @@
-"""The commitment policies: each rule checked on what its Trace records; freedave against one-token-per-step
-decoding and deer against the autoregressive model's greedy output, token for token, on many prompts."""
+"""The commitment policies: each rule checked on what its Trace records; freedave and ssd-dllm against
+one-token-per-step decoding and deer against the autoregressive model's greedy output, token for token, on many
+prompts; apd against the autoregressive model's greedy output when its mixture lets that model decide."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 import lab
 from lab.backends.hf import HFBackend
@@ -74,6 +76,36 @@ def test_freedave_refuses_sampling():
         dllm_lab().generate("freedave", [5, 6], max_new_tokens=4, temperature=0.5)
 
 
+@pytest.mark.parametrize("attention,cache", [("block", "prefix"), ("global", "none"), ("global", "dual")])
+def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache):
+    tl = dllm_lab(attention, block_size=8)
+    saved = reference = siblings = 0
+    for prompt in random_prompts(20, seed=1):  # the issue asks for at least 20 prompts
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
+        got = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
+        assert got.tokens == ref.tokens, prompt
+        decided = [p for s in got.steps for p in s.positions]
+        assert decided == [p for s in ref.steps for p in s.positions]  # the same decisions in the same order
+        assert got.forwards <= ref.forwards, prompt
+        assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * 2 for s in got.steps)  # drafts=4, branches=2
+        saved, reference = saved + got.forwards, reference + ref.forwards
+        siblings += sum(s.info["sibling"] for s in got.steps)
+    assert saved < 0.9 * reference  # drafts were accepted: fewer forwards than tokens
+    assert siblings > 0  # the tree accepted a token a chain of drafts would have missed
+
+
+def test_ssd_dllm_with_one_branch_is_a_chain_and_refuses_sampling():
+    tl = dllm_lab("block", block_size=8)
+    for prompt in random_prompts(4, seed=6):
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8).trace
+        chain = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, branches=1).trace
+        assert chain.tokens == ref.tokens and not any(s.info["sibling"] for s in chain.steps)
+        one = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, drafts=1).trace  # no tree at all
+        assert one.tokens == ref.tokens and one.forwards == ref.forwards
+    with pytest.raises(LabError, match="temperature 0"):
+        tl.generate("ssd-dllm", [5, 6], max_new_tokens=4, temperature=0.5)
+
+
 def deer_lab(draft_model) -> lab.Lab:
     target = lab.Lab(model_obj=tiny("llama", vocab_size=64, seed=0), tokenizer=None)
     target._drafts["dllm-default"] = HFBackend(draft_model)
@@ -100,12 +132,84 @@ def test_deer_needs_a_dllm_draft():
         target.generate("deer", [5, 6], max_new_tokens=4)
 
 
+def apd_lab(attention: str, ar_seed: int) -> tuple[lab.Lab, lab.Lab]:
+    """A tiny dLLM with a tiny AR verifier of its vocabulary (seed 0: the dLLM's own weights), and the AR's Lab."""
+    ar_model = tiny("llama", vocab_size=64, seed=ar_seed)
+    tl = dllm_lab(attention, block_size=4, seed=0)
+    tl._drafts["tiny-ar"] = HFBackend(ar_model)
+    return tl, lab.Lab(model_obj=ar_model, tokenizer=None)
+
+
+@pytest.mark.parametrize("attention,ar_seed", [("block", 0), ("block", 1), ("global", 1)])
+def test_apd_with_the_ar_model_decisive_is_its_greedy_output(attention, ar_seed):
+    """R = 0: p_T = p_AR (the mask token aside), so at temperature 0 every committed token is the AR model's argmax
+    given the committed text: the agreed proposals equal it and the first disagreement is replaced by it."""
+    tl, ar = apd_lab(attention, ar_seed)
+    tokens = forwards = compared = 0
+    for prompt in random_prompts(6, seed=7):
+        greedy = ar.generate("greedy", prompt, max_new_tokens=16).tokens
+        trace = tl.generate("apd", prompt, max_new_tokens=16, verifier="tiny-ar", mixture_weight=0.0).trace
+        n = greedy.index(3) if 3 in greedy else 16  # the mask token is never committed
+        assert trace.tokens[:n] == greedy[:n], prompt
+        compared += n
+        assert all(s.forwards == 1 and s.info["verifier_forwards"] == s.draft_forwards == 1 for s in trace.steps)
+        tokens, forwards = tokens + len(trace.tokens), forwards + trace.forwards
+    assert compared >= 64
+    if ar_seed == 0:  # the dLLM is the AR model's own weights: its first proposal is always the AR model's token
+        assert tokens / forwards > 1.5
+
+
+def test_apd_mixture_is_the_normalised_product_of_powers():
+    from lab.dllm.policies.apd import mixture
+
+    gen = torch.Generator().manual_seed(0)
+    dllm, ar = torch.randn(5, 64, generator=gen) * 3, torch.randn(5, 64, generator=gen) * 3
+    dllm[:, 3] = float("-inf")  # the dLLM never proposes its mask token
+    for weight in (0.0, 0.3, 0.7, 1.0):
+        product = torch.softmax(dllm.double(), -1) ** weight * torch.softmax(ar.double(), -1) ** (1 - weight)
+        product[:, 3] = 0
+        want = product / product.sum(-1, keepdim=True)
+        assert torch.allclose(torch.softmax(mixture(dllm, ar, weight, 3), -1), want, atol=1e-12)
+
+
+def test_apd_commits_between_one_and_lookahead_valid_tokens_per_step():
+    tl, _ = apd_lab("block", 1)
+    runs = {}
+    for weight, temperature in ((0.7, 0.0), (0.5, 1.0), (1.0, 0.0)):
+        trace = tl.generate("apd", [5, 6, 7], max_new_tokens=16, verifier="tiny-ar", mixture_weight=weight,
+                            temperature=temperature, seed=0, lookahead=4).trace
+        assert len(trace.tokens) == 16 and all(0 <= t < 64 and t != 3 for t in trace.tokens)
+        for step in trace.steps:
+            k = len(step.committed)
+            assert 1 <= k <= 4 and step.positions == list(range(step.positions[0], step.positions[0] + k))
+            assert step.committed[:-1] == step.info["predicted"][:k - 1] == step.info["mixture"][:k - 1]
+            assert step.committed[-1] == step.info["mixture"][k - 1]  # the mixture's draw at the first disagreement
+        runs[weight] = trace
+    assert runs[1.0].forwards == 4  # the dLLM alone: every proposal is kept, a whole lookahead per forward
+    assert runs[0.7].forwards > 4
+    again = tl.generate("apd", [5, 6, 7], max_new_tokens=16, verifier="tiny-ar", mixture_weight=0.5, temperature=1.0,
+                        seed=0, lookahead=4).trace
+    assert again.tokens == runs[0.5].tokens  # one seeded noise stream
+
+
+def test_apd_errors_name_the_fix():
+    tl, _ = apd_lab("block", 1)
+    tl._drafts["other-vocab"] = HFBackend(tiny("llama", vocab_size=80))
+    with pytest.raises(LabError, match="the dLLM's vocabulary"):
+        tl.generate("apd", [5, 6], max_new_tokens=4, verifier="other-vocab")
+    with pytest.raises(LabError, match="must be in"):
+        tl.generate("apd", [5, 6], max_new_tokens=4, verifier="tiny-ar", mixture_weight=1.5)
+    with pytest.raises(LabError, match="cache='dual'"):
+        tl.generate("apd", [5, 6], max_new_tokens=4, verifier="tiny-ar", cache="dual")
+
+
 def test_the_policies_are_registered_as_diffusion_methods():
     methods = lab.registry.load_all()
-    for name in ("llada", "dream", "fast-dllm", "prophet", "freedave", "deer"):
+    for name in ("llada", "dream", "fast-dllm", "prophet", "freedave", "ssd-dllm", "deer", "apd"):
         info = methods[name]
         assert info.family == "diffusion" and info.departures and info.paper
-    assert methods["freedave"].lossless and methods["deer"].lossless and not methods["fast-dllm"].lossless
+    assert methods["freedave"].lossless and methods["ssd-dllm"].lossless and methods["deer"].lossless
+    assert not methods["fast-dllm"].lossless and not methods["apd"].lossless
 
 
 def test_dinfer_hierarchy_commits_the_surest_of_each_masked_run():

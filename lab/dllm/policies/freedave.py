@@ -12,18 +12,7 @@ from __future__ import annotations
 
 from ...errors import LabError
 from ...registry import method
-from .. import rules
-from ..loop import commit_step, make_denoiser
-
-
-def decision(den, window, logits, start, end):
-    """One-token-per-step decoding's view of these logits: the block's masked rows, surest first, with every
-    row's token and confidence and the window's masked rows."""
-    proposal = logits.argmax(-1)
-    tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, "probability"))
-    live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
-    block = [j for j in live if start <= window[j] < end]
-    return rules.rank(conf, block), tokens, conf, live
+from ..loop import commit_step, decision, make_denoiser
 
 
 @method("freedave", family="diffusion", lossless=True,
