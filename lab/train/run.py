@@ -5,7 +5,8 @@ import importlib
 
 from ..errors import LabError
 
-RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "dllm": "lab.train.dllm"}
+RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "dllm": "lab.train.dllm",
+           "learn2pd": "lab.train.learn2pd", "tracelock": "lab.train.tracelock"}
 
 
 def main(argv: list[str]) -> None:
