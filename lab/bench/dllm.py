@@ -24,8 +24,10 @@ Every setting runs every prompt at temperature 0. Per setting: the task scores, 
 arithmetic (`accuracy`, in percent), the chat NLL, and tokens per forward (all new tokens / all denoiser forwards).
 deer runs on the judge (the autoregressive model verifies, the dLLM drafts): its forwards are the verifier's, its
 dLLM forwards are `draft_forwards`. apd runs on the dLLM with the judge's model as its verifier: its forwards are
-the dLLM's, the verifier's are `draft_forwards`. Writes the JSON (with the command), the trade-off plots (HTML; a
-PNG each when Chromium is there) and prints a Markdown table last.
+the dLLM's, the verifier's are `draft_forwards`. The learned policies (learn2pd, tracelock) run with the filter
+shipped for the model (only dllm-default has them) or one named in --policies (learn2pd:filter=DIR); otherwise they
+are skipped. Writes the JSON (with the command), the trade-off plots (HTML; a PNG each when Chromium is there) and
+prints a Markdown table last.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from .. import registry
+from ..dllm import filters
 from ..errors import LabError
 from .dllm_tasks import SCORED, SCORERS, TASKS, Judge, build_tasks, read_suite
 from .output import to_json, write_figures
@@ -233,9 +236,14 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
     if skipped and (judge is None or judge.lab.tokenizer.get_vocab() != lab.tokenizer.get_vocab()):
         settings = [s for s in settings if s[0] not in AR_VERIFIED]
         print(f"{' and '.join(skipped)} skipped: needs an autoregressive verifier (--judge) with the dLLM's vocabulary")
+    infos = registry.load_all()
+    for name in dict.fromkeys(s[0] for s in settings if "filter" in infos[s[0]].options and not s[1].get("filter")):
+        if not filters.shipped(name, lab.name):  # a learned policy with no filter for this model
+            settings = [s for s in settings if s[0] != name]
+            print(f"{name} skipped: no trained filter ships for {lab.name} (python -m lab train {name} --model "
+                  f"{lab.name} --out DIR, then --policies {name}:filter=DIR)")
     prompts = prompts if prompts is not None else build_tasks(args.per_task, tasks)
     prompts = [p for p in prompts if p["task"] in tasks]
-    infos = registry.load_all()
     labels = [label(*s) for s in settings]
     runs = []
     bar = tqdm(total=len(prompts) * len(settings), desc="dllm bench", disable=args.no_progress)

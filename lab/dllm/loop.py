@@ -1,14 +1,15 @@
 """The one denoise -> commit loop (LLaDA's `generate.py` in spirit): forward, propose, pick, commit; per block.
 
 A policy is a `pick(round) -> rows` rule: given one forward's proposals over the window, which masked positions
-to commit now. The loop does the rest: blocks, caches, Gumbel-noise temperature, confidence, the Step (positions,
-tokens, confidences, a canvas snapshot, the predictions at every masked position the forward saw) and the
-forward count. Draft-and-verify policies (freedave, ssd-dllm, deer, apd) drive the Denoiser themselves; `decision`
-is what one-token-per-step decoding would do next, which the lossless ones verify against.
+to commit now (a row it also puts in `round.fill` is committed with that token instead of its proposal: Learn2PD's
+end-of-text padding). The loop does the rest: blocks, caches, Gumbel-noise temperature, confidence, the Step
+(positions, tokens, confidences, a canvas snapshot, the predictions at every masked position the forward saw) and
+the forward count. Draft-and-verify policies (freedave, ssd-dllm, deer, apd) drive the Denoiser themselves;
+`decision` is what one-token-per-step decoding would do next, which the lossless ones verify against.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -35,6 +36,7 @@ class Round:
     start: int
     end: int
     denoiser: Denoiser
+    fill: dict[int, int] = field(default_factory=dict)  # row -> a token to commit there instead of the proposal
 
     def scheduled(self, steps: int) -> list[int]:
         """The rows LLaDA's schedule commits now: the block's share of `steps`, spread evenly, surest first."""
@@ -52,27 +54,38 @@ class Round:
         return 1 - len(self.denoiser.masked()) / self.denoiser.length
 
 
+def block_size_of(dec: Decoding, method: str, block_size: int = 0, fallback: int = 32) -> int:
+    """block_size 0: the model's trained block size (block diffusion), else `fallback` (0: the whole canvas)."""
+    return block_size or spec_of(dec.target, method).block_size or fallback or dec.max_new_tokens
+
+
 def make_denoiser(dec: Decoding, method: str, block_size: int, cache: str, fallback: int = 32) -> Denoiser:
-    """block_size 0: the model's trained block size (block diffusion), else `fallback` (0: the whole canvas);
-    cache "auto": prefix on block diffusion (exact there), none on global attention (the papers' default)."""
+    """The block size as `block_size_of` says; cache "auto": prefix on block diffusion (exact there), none on
+    global attention (the papers' default)."""
     spec = spec_of(dec.target, method)
     if cache == "auto":  # exact and cheap on block diffusion; the papers' full recompute on global attention
         cache = "prefix" if spec.attention == "block" else "none"
     if cache not in CACHES:
         raise LabError(f"cache={cache!r}: use auto or one of {', '.join(CACHES)}")
-    size = block_size or spec.block_size or fallback or dec.max_new_tokens
+    size = block_size_of(dec, method, block_size, fallback)
     return Denoiser(dec.target, spec, dec.prompt, dec.max_new_tokens, size, cache)
 
 
 def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[float], live: list[int],
-                rows: list[int], forwards: int, **info) -> Step:
-    """Write rows into the canvas and describe it as a Step (predictions at every masked window position kept)."""
-    for r in rows:
-        den.canvas[window[r]] = tokens[r]
-    return Step(committed=[tokens[r] for r in rows], origin=["plain"] * len(rows), positions=[window[r] for r in rows],
-                confidence=[round(conf[r], 6) for r in rows], canvas=den.snapshot(), forwards=forwards,
-                info={"masked": [window[r] for r in live], "predicted": [tokens[r] for r in live],
-                      "predicted_confidence": [round(conf[r], 6) for r in live], **info})
+                rows: list[int], forwards: int, fill: dict[int, int] | None = None, **info) -> Step:
+    """Write rows into the canvas and describe it as a Step (predictions at every masked window position kept).
+    `fill` (row -> token): rows committed with a token set by rule rather than proposed (confidence 1; their
+    positions in info["filled"])."""
+    fill = fill or {}
+    committed = [fill.get(r, tokens[r]) for r in rows]
+    for r, token in zip(rows, committed):
+        den.canvas[window[r]] = token
+    if fill:
+        info = {"filled": [window[r] for r in rows if r in fill], **info}
+    return Step(committed=committed, origin=["plain"] * len(rows), positions=[window[r] for r in rows],
+                confidence=[1.0 if r in fill else round(conf[r], 6) for r in rows], canvas=den.snapshot(),
+                forwards=forwards, info={"masked": [window[r] for r in live], "predicted": [tokens[r] for r in live],
+                                         "predicted_confidence": [round(conf[r], 6) for r in live], **info})
 
 
 def decision(den: Denoiser, window: list[int], logits: torch.Tensor, start: int, end: int):
@@ -103,8 +116,9 @@ def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, b
             tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, confidence, dec.rng))  # one sync
             live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
             block = [j for j in live if start <= window[j] < end]
-            rows = pick(Round(window, logits, tokens, conf, live, block, step, start, end, den))
+            here = Round(window, logits, tokens, conf, live, block, step, start, end, den)
+            rows = pick(here)
             if not rows or any(r not in live for r in rows):
                 raise RuntimeError(f"{method}: a step must commit masked positions (got rows {rows})")
-            yield commit_step(den, window, tokens, conf, live, rows, backend.forwards - before)
+            yield commit_step(den, window, tokens, conf, live, rows, backend.forwards - before, fill=here.fill)
             step += 1
