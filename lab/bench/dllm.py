@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
     ap.add_argument("--per-task", type=int, default=10)
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--block-size", type=int, default=0,
+                    help="every setting's block size unless it names its own (0: the model's default)")
     ap.add_argument("--policies", default="", help="comma-separated names or name:key=value; default: all")
     ap.add_argument("--suite", help="a JSONL of tasks (written by --write-suite) instead of building them")
     ap.add_argument("--write-suite", help="only build the tasks and write them to this JSONL")
@@ -219,6 +221,12 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
     if args.max_new_tokens < 1:
         raise LabError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     settings = choose_settings(args.policies, args.max_new_tokens)
+    if args.block_size < 0:
+        raise LabError(f"--block-size must be >= 0, got {args.block_size}")
+    if args.block_size:
+        infos = registry.load_all()
+        settings = [(p, {"block_size": args.block_size, **o} if "block_size" in infos[p].options else o)
+                    for p, o in settings]
     if prompts is None and args.suite:
         prompts = read_suite(args.suite)
     if args.write_suite:
@@ -265,7 +273,8 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
                "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "date": date.today().isoformat(),
                "command": "python -m lab bench dllm " + " ".join(argv or []),
-               "max_new_tokens": args.max_new_tokens, "temperature": 0.0, "tasks": tasks,
+               "max_new_tokens": args.max_new_tokens, "block_size": args.block_size or None, "temperature": 0.0,
+               "tasks": tasks,
                "settings": [{"label": n, "policy": p, "options": o, "lossless": infos[p].lossless}
                             for (p, o), n in zip(settings, labels)],
                "prompts": [{k: p.get(k) for k in ("id", "task", "answer", "source")} for p in prompts],

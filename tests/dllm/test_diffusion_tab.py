@@ -5,18 +5,21 @@ from __future__ import annotations
 from lab.apps.arena import Arena
 from lab.apps.diffusion import DiffusionTab, policies
 from lab.apps.labs import Labs
+from lab.dllm import models as dllm_models
 
 from .helpers import text_dllm
 
 
-def test_without_a_diffusion_lm_the_tab_says_so():
+def test_without_a_diffusion_lm_the_tab_says_so(monkeypatch, tmp_path):
     labs = Labs(load=lambda name: (_ for _ in ()).throw(AssertionError("nothing should load")))
-    tab = DiffusionTab(Arena("default", labs))
+    tab = DiffusionTab(Arena("default", labs))  # dllm-default ships, but this server did not load it
     assert tab.model.options == [] and tab.start_button.disabled
-    assert "\n" not in tab.message and "dllm-default is not shipped yet" in tab.message
+    assert "\n" not in tab.message and "this server was not started with one" in tab.message
     assert "This server loads default;" in tab.message and "--model dllm-default" in tab.message
     tab.start()
     assert not tab.busy and tab.traces == {}
+    monkeypatch.setattr(dllm_models, "SHIPPED", tmp_path / "nothing-here")  # an install without it
+    assert "dllm-default is not shipped yet" in DiffusionTab(Arena("default", labs)).message
 
 
 def test_policies_run_side_by_side():
