@@ -72,6 +72,16 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    special = gguf_special_tokens(gguf)  # transformers' GGUF conversion has varied between versions: the file decides
+    if "eos" in special:  # (5.17 on the GPU machine gave eos 1, <|im_start|>, where the file says 2, <|im_end|>)
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(special["eos"])
+        model.config.eos_token_id = model.generation_config.eos_token_id = special["eos"]
+    if "bos" in special:
+        tokenizer.bos_token = tokenizer.convert_ids_to_tokens(special["bos"])
+        model.config.bos_token_id = model.generation_config.bos_token_id = special["bos"]
+    if "padding" in special:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(special["padding"])
+        model.config.pad_token_id = model.generation_config.pad_token_id = special["padding"]
     model.hf_quantizer = None  # the weights are plain float32 now: save them as such
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
@@ -86,6 +96,19 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return out
+
+
+def gguf_special_tokens(gguf: Path) -> dict[str, int]:
+    """{'bos' | 'eos' | 'padding': token id} as the GGUF's metadata names them."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+    out = {}
+    for name in ("bos", "eos", "padding"):
+        field = fields.get(f"tokenizer.ggml.{name}_token_id")
+        if field is not None:
+            out[name] = int(field.parts[field.data[0]][0])
     return out
 
 

@@ -46,3 +46,25 @@ def test_local_folder_without_tokenizer_takes_token_ids(tmp_path):
     assert len(folder_lab.generate("greedy", [1, 2, 3], max_new_tokens=5).tokens) == 5
     with pytest.raises(LabError, match="token ids"):
         folder_lab.generate("greedy", "text needs a tokenizer")
+
+
+def test_conversion_takes_special_tokens_from_the_gguf(tmp_path, monkeypatch):
+    """transformers 5.17 (the GPU machine's) converted the GGUF's tokenizer with eos <|im_start|> (1): generation
+    stopped one turn late there. The file's metadata decides, whatever transformers' conversion says."""
+    import transformers
+
+    load = transformers.AutoTokenizer.from_pretrained
+
+    def wrong_eos(*args, **kwargs):
+        tok = load(*args, **kwargs)
+        tok.eos_token = "<|im_start|>"  # what the older conversion gave
+        return tok
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", wrong_eos)
+    out = models.convert_gguf(models.default_gguf(), tmp_path / "converted")
+    monkeypatch.undo()
+    assert models.gguf_special_tokens(models.default_gguf()) == {"bos": 1, "eos": 2, "padding": 2}
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    config = transformers.AutoConfig.from_pretrained(out)
+    generation = transformers.GenerationConfig.from_pretrained(out)
+    assert tok.eos_token_id == config.eos_token_id == generation.eos_token_id == 2
