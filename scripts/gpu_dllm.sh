@@ -4,6 +4,8 @@
 #   bash scripts/gpu_dllm.sh stage DIR     # calls 1-3: one piece of the split GGUF to /tmp/g
 #   bash scripts/gpu_dllm.sh train DIR     # call 4: the last piece; the default model; the first training job
 #   bash scripts/gpu_dllm.sh finish        # call 5: the second job, sized to end inside the call; adapter + manifest
+#   bash scripts/gpu_dllm.sh bench DIR B   # after staging: the dLLM bench (float32, block size B, the settings in
+#                                          # POLICIES below) on .whl/dllm_suite.jsonl (`bench dllm --write-suite`)
 # Inputs: .gguf6/ .. .gguf9/ (the GGUF in four pieces: `split -n 4`; the working tree plus a piece must fit in one
 # call's 64 MiB), .whl/ (the gguf wheel), .dd/pairs.jsonl.gz (`python -m lab train dllm-data`). Outputs under $OUT.
 set -euo pipefail
@@ -15,6 +17,11 @@ mkdir -p "$OUT" /tmp/g
 python -c "import gguf" 2>/dev/null || pip install -q --no-deps --no-index --target /tmp/pylib .whl/*.whl
 RECIPE=(--data .dd/pairs.jsonl.gz --block 4,8,16,32 --seq 512 --batch 32 --lr 3e-4 --warmup 100 --rank 16 --alpha 32
         --every 250 --val 256 --device cuda --attention flex)
+
+POLICIES="llada:steps=24,fast-dllm:threshold=0.9,fast-dllm:threshold=0.7,fast-dllm:factor=1.0,\
+fast-dllm:threshold=0.9:block_size=4,fast-dllm:threshold=0.9:block_size=16,dream:steps=24,prophet,freedave,\
+freedave:drafts=8,freedave:drafts=16:block_size=16,ssd-dllm,ssd-dllm:drafts=8,dinfer,lopa,localleap,wedlm,deer,apd,\
+learn2pd,tracelock"
 
 export_checkpoint() {  # the LoRA of the newest checkpoint as bfloat16 (a run that dies later still brings it back)
   python - "$1" <<'PY'
@@ -45,6 +52,14 @@ models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_N
     python -m lab train dllm --out /tmp/dllm "${RECIPE[@]}" --steps 100000 --minutes "${3:-8.2}" 2>&1 \
       | grep -v "Loading weights" | tail -n 20
     export_checkpoint "$OUT"
+    ;;
+  bench)
+    cp "$2"/* /tmp/g/
+    cat /tmp/g/ggpart0* > /tmp/g/m.gguf && md5sum /tmp/g/m.gguf
+    python -c "from pathlib import Path; from lab import models; \
+models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" 2>&1 | tail -n 1
+    timeout -s INT "${4:-450}" python -m lab bench dllm --suite .whl/dllm_suite.jsonl --device cuda --dtype float32 --max-new-tokens 48 \
+      --block-size "$3" --policies "$POLICIES" --out "$OUT/dllm_bench.json" --no-png --no-progress 2>&1 | grep -v "Loading weights" | tail -n 40
     ;;
   finish)
     steps=$(python -c "

@@ -255,18 +255,27 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
     labels = [label(*s) for s in settings]
     runs = []
     bar = tqdm(total=len(prompts) * len(settings), desc="dllm bench", disable=args.no_progress)
-    for p in prompts:
-        for (policy, options), name in zip(settings, labels):
-            bar.set_postfix_str(f"{p['task']}: {name}")
-            row = {"id": p["id"], "task": p["task"], "setting": name}
-            try:
-                row.update(run_one(lab, judge, p, policy, options, args.max_new_tokens))
-            except LabError as err:
-                row["error"] = str(err)
-            except Exception as err:  # one failing run is reported; the benchmark goes on
-                row["error"] = f"{type(err).__name__}: {err}"
-            runs.append(row)
-            bar.update(1)
+    interrupted = False
+    try:
+        for p in prompts:
+            done = []
+            for (policy, options), name in zip(settings, labels):
+                bar.set_postfix_str(f"{p['task']}: {name}")
+                row = {"id": p["id"], "task": p["task"], "setting": name}
+                try:
+                    row.update(run_one(lab, judge, p, policy, options, args.max_new_tokens))
+                except LabError as err:
+                    row["error"] = str(err)
+                except Exception as err:  # one failing run is reported; the benchmark goes on
+                    row["error"] = f"{type(err).__name__}: {err}"
+                done.append(row)
+                bar.update(1)
+            runs += done
+    except KeyboardInterrupt:  # Ctrl-C (or timeout -s INT): keep the prompts every setting finished
+        interrupted = True
+        finished = {r["id"] for r in runs}
+        prompts = [p for p in prompts if p["id"] in finished]
+        print(f"\ninterrupted: {len(prompts)} prompts finished every setting; writing those")
     bar.close()
     results = {"benchmark": "dllm", "model": lab.name, "judge": judge.lab.name if judge else None,
                "device": str(lab.target.device), "dtype": str(lab.target.dtype).removeprefix("torch."),
@@ -279,6 +288,8 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
                             for (p, o), n in zip(settings, labels)],
                "prompts": [{k: p.get(k) for k in ("id", "task", "answer", "source")} for p in prompts],
                "summary": summarize(runs, labels, tasks), "runs": runs}
+    if interrupted:
+        results["interrupted"] = True
     results["best_within_1_point"] = best_within(results)
     return report(results, Path(args.out), args)
 

@@ -162,3 +162,21 @@ def test_write_suite_then_run_it_elsewhere_without_a_judge(tmp_path, capsys):
     (tmp_path / "spec.jsonl").write_text(json.dumps({"id": "x", "category": "chat", "prompt": "hi"}) + "\n")
     with pytest.raises(LabError, match="line 1 is not a dllm task"):  # a spec-bench suite by mistake
         bench.main(["--suite", str(tmp_path / "spec.jsonl")], lab=text_dllm(), judge="none")
+
+
+def test_an_interrupted_bench_writes_the_prompts_every_setting_finished(tmp_path, monkeypatch, capsys):
+    real, calls = bench.run_one, []
+
+    def run_one(*args):
+        calls.append(args[2]["id"])
+        if len(calls) == 4:  # the second prompt's second setting: Ctrl-C
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(bench, "run_one", run_one)
+    out = tmp_path / "b.json"
+    results = bench.main(["--tasks", "arithmetic", "--per-task", "3", "--policies", "freedave", "--max-new-tokens", "4",
+                          "--out", str(out), "--no-plots", "--no-progress"], lab=text_dllm(), judge="none")
+    assert results["interrupted"] and [p["id"] for p in results["prompts"]] == [calls[0]]
+    assert {r["id"] for r in results["runs"]} == {calls[0]} and len(results["runs"]) == 2
+    assert json.loads(out.read_text())["interrupted"] and "interrupted: 1 prompts" in capsys.readouterr().out

@@ -1,0 +1,71 @@
+"""dllm-default (the default model turned into a block-diffusion LM, lab/data/dllm-default/) on the CPU, as CI runs
+it: every diffusion policy runs on it; freedave and ssd-dllm give one-token-per-step decoding's tokens exactly, and
+deer gives the default model's greedy tokens exactly (transformers' generate), on the 20 identity prompts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import lab
+from lab import registry
+from lab.dllm import models as dllm_models
+
+from ..conftest import IDENTITY_PROMPTS, IDENTITY_TOKENS
+
+BLOCK = 8  # a trained block size (4, 8, 16 and 32 were); small blocks keep the reference's forwards cheap
+
+
+@pytest.fixture(scope="module")
+def dllm() -> lab.Lab:
+    return lab.Lab("dllm-default")
+
+
+@pytest.fixture(scope="module")
+def one_per_step(dllm) -> dict:
+    return {p["id"]: dllm.generate("llada", p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS, steps=0,
+                                   block_size=BLOCK).trace for p in IDENTITY_PROMPTS}
+
+
+def test_dllm_default_is_the_shipped_block_diffusion_model(dllm, default_lab):
+    spec = dllm.model.dllm
+    assert spec.attention == "block" and spec.shift and spec.mask_id == 3
+    assert dllm.tokenizer.get_vocab() == default_lab.tokenizer.get_vocab()
+    manifest = json.loads((dllm_models.SHIPPED / dllm_models.MANIFEST).read_text())
+    assert manifest["steps"] > 0 and manifest["validation_loss"] < manifest["validation_loss_start"] / 2
+
+
+@pytest.mark.parametrize("method", ["freedave", "ssd-dllm"])
+def test_lossless_policies_give_one_token_per_step_decodings_tokens(dllm, one_per_step, method):
+    saved = 0
+    for p in IDENTITY_PROMPTS:
+        trace = dllm.generate(method, p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS,
+                              block_size=BLOCK).trace
+        ref = one_per_step[p["id"]]
+        assert trace.tokens == ref.tokens, p["id"]
+        assert trace.forwards <= ref.forwards, p["id"]
+        saved += ref.forwards - trace.forwards
+    assert saved > 0  # they did verify several decisions in one forward somewhere
+
+
+def test_deer_gives_the_default_models_greedy_tokens(default_lab, dllm, reference):
+    default_lab._drafts.setdefault("dllm-default", dllm.target)  # the dLLM already loaded serves as the draft
+    accepted = 0
+    for p in IDENTITY_PROMPTS:
+        trace = default_lab.generate("deer", p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS,
+                                     draft="dllm-default").trace
+        assert trace.tokens == reference[p["id"]], p["id"]
+        accepted += sum(o == "draft" for s in trace.steps for o in s.origin)
+    assert accepted >= len(IDENTITY_PROMPTS)  # the dLLM's drafts were accepted, not only the verifier's tokens
+
+
+def test_every_diffusion_policy_runs_on_dllm_default(dllm, default_lab):
+    default_lab._drafts.setdefault("dllm-default", dllm.target)
+    prompt = "Copy this list, but remove \"dog\". Answer with the list only.\n\ncat, dog, melon, zebra"
+    names = sorted(n for n, m in registry.load_all().items() if m.family == "diffusion")
+    assert len(names) >= 14
+    for name in names:
+        runner = default_lab if name == "deer" else dllm
+        trace = runner.generate(name, prompt, chat=True, max_new_tokens=12).trace
+        assert 0 < trace.new_tokens <= 12 and trace.forwards >= 1, name
+        assert trace.text.strip(), name
