@@ -59,7 +59,7 @@ models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_N
     python -c "from pathlib import Path; from lab import models; \
 models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" 2>&1 | tail -n 1
     timeout -s INT "${4:-450}" python -m lab bench dllm --suite .whl/dllm_suite.jsonl --device cuda --dtype float32 --max-new-tokens 48 \
-      --block-size "$3" --policies "$POLICIES" --out "$OUT/dllm_bench.json" --no-png --no-progress 2>&1 | grep -v "Loading weights" | tail -n 40
+      --block-size "$3" --policies "$POLICIES" --out "$OUT/dllm_bench.json" --no-plots --no-progress 2>&1 | grep -v "Loading weights" | tail -n 40
     ;;
   finish)
     steps=$(python -c "
