@@ -1,20 +1,16 @@
 #!/usr/bin/env bash
 # dllm-default on the GPU machine, in calls of under ten minutes made back to back (the machine keeps /tmp while
 # warm). Run from the repository root (see ../shared/GPU.md):
-#   bash scripts/gpu_dllm.sh stage DIR     # calls 1-3: one piece of the split GGUF to /tmp/g
-#   bash scripts/gpu_dllm.sh train DIR     # call 4: the last piece; the default model; the first training job
-#   bash scripts/gpu_dllm.sh finish        # call 5: the second job, sized to end inside the call; adapter + manifest
+#   bash scripts/gpu_dllm.sh stage DIR     # calls 1-4: one piece of the split GGUF to /tmp/g
+#   bash scripts/gpu_dllm.sh train DIR     # call 5: the last piece; the default model; the first training job
+#   bash scripts/gpu_dllm.sh finish        # call 6: the second job, sized to end inside the call; adapter + manifest
 #   bash scripts/gpu_dllm.sh bench DIR B   # after staging: the dLLM bench (float32, block size B, the settings in
 #                                          # POLICIES below) on .whl/dllm_suite.jsonl (`bench dllm --write-suite`)
-# Inputs: .gguf6/ .. .gguf9/ (the GGUF in four pieces: `split -n 4`; the working tree plus a piece must fit in one
-# call's 64 MiB), .whl/ (the gguf wheel), .dd/pairs.jsonl.gz (`python -m lab train dllm-data`). Outputs under $OUT.
-set -euo pipefail
-export PYTHONPATH=.:/tmp/pylib DECODING_LAB_CACHE=/tmp/cache HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/g
-[ -e lab/kernels ] || ln -sfn ../kernels lab/kernels
-[ -e lab/widgets ] || ln -sfn ../widgets lab/widgets
-python -c "import gguf" 2>/dev/null || pip install -q --no-deps --no-index --target /tmp/pylib .whl/*.whl
+# Inputs: .gguf0/ .. .gguf4/ (the GGUF in five pieces: `split -n 5 -d -a 2 FILE ggpart`; the working tree plus a
+# piece must fit in one call's 64 MiB; the first four staged, the fifth given to train or bench), .whl/ (the gguf
+# wheel), .dd/pairs.jsonl.gz (`python -m lab train dllm-data`). Outputs under $OUT.
+source scripts/gpu_env.sh
+mkdir -p /tmp/g
 RECIPE=(--data .dd/pairs.jsonl.gz --block 4,8,16,32 --seq 512 --batch 32 --lr 3e-4 --warmup 100 --rank 16 --alpha 32
         --every 250 --val 256 --device cuda --attention flex)
 

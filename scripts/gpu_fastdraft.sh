@@ -8,13 +8,8 @@
 #                                          #         compared (scripts/compare_drafts.py); the best one exported
 # Inputs: .gguf1/ and .gguf2/ (the GGUF split with `split -b 50000000`), .whl/ (the gguf wheel), .device/*_q.jsonl
 # (python -m lab train responses --write-questions ...). Outputs under $OUT.
-set -euo pipefail
-export PYTHONPATH=.:/tmp/pylib DECODING_LAB_CACHE=/tmp/cache HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/data
-[ -e lab/kernels ] || ln -sfn ../kernels lab/kernels
-[ -e lab/widgets ] || ln -sfn ../widgets lab/widgets
-python -c "import gguf" 2>/dev/null || pip install -q --no-deps --no-index --target /tmp/pylib .whl/*.whl
+source scripts/gpu_env.sh
+mkdir -p /tmp/data
 
 case "$1" in
   stage)

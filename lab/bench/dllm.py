@@ -45,7 +45,7 @@ from .. import registry
 from ..dllm import filters
 from ..errors import LabError
 from .dllm_tasks import SCORED, SCORERS, TASKS, Judge, build_tasks, read_suite
-from .output import to_json, write_figures
+from .output import save, write_figures
 from .quality import parse_spec
 
 
@@ -295,10 +295,7 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
 
 
 def report(results: dict, out: Path, args) -> dict:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(to_json(results))
-    written = [] if args.no_plots else save_plots(results, out, png=not args.no_png)
-    print(f"\nwrote {out}" + "".join(f", {p}" for p in written))
+    save(results, out, None if args.no_plots else lambda: figures(results), png=not args.no_png, height=420)
     print(f"\n{len(results['prompts'])} tasks x up to {results['max_new_tokens']} new tokens on {results['model']} "
           f"({results['device']}), temperature 0; accuracy: mean of {', '.join(t for t in SCORED)}; chat judged by "
           f"{results['judge'] or 'nobody'}")

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--no-first-run", "--hide-scrollbars", "--virtual-time-budget=4000"]
@@ -50,3 +51,12 @@ def write_figures(figures: dict, out: Path, png: bool = True, height: int = 520)
                 if html_to_png(page, target, int(fig.layout.width or 1000), int(fig.layout.height or height)):
                     written.append(target)
     return written
+
+
+def save(results: dict, out: Path, figures: Callable[[], dict] | None, png: bool = True, height: int = 520) -> None:
+    """A bench's output: the JSON at `out`, then its figures beside it unless `figures` is None (--no-plots); says
+    what it wrote."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(to_json(results))
+    written = [] if figures is None else write_figures(figures(), out, png, height)
+    print(f"\nwrote {out}" + "".join(f", {p}" for p in written))

@@ -46,7 +46,7 @@ from ..metrics import (  # noqa: F401
     step_shapes,
     summarize,
 )
-from .output import to_json, write_figures
+from .output import save, write_figures
 from .suite import CATEGORIES, build_suite
 
 
@@ -235,10 +235,9 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
 
 def report(results: dict, out: Path, args) -> dict:
     """Write the JSON and the plots, print the table last."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(to_json(results))
-    written = [] if args.no_plots else save_plots(results, out, png=not args.no_png)
-    print(f"\nwrote {out}" + "".join(f", {p}" for p in written))
+    from ..widgets.analysis import bench_figures
+
+    save(results, out, None if args.no_plots else lambda: bench_figures(results), png=not args.no_png)
     print(f"\n{len(results['prompts'])} prompts x {results['max_new_tokens']} new tokens, temperature "
           f"{results['temperature']}, greedy {results['greedy_forward_ms']:.1f} ms per forward on {results['device']}; "
           f"speedup = tokens/s over greedy's\n")

@@ -4,8 +4,8 @@ A policy is a `pick(round) -> rows` rule: given one forward's proposals over the
 to commit now (a row it also puts in `round.fill` is committed with that token instead of its proposal: Learn2PD's
 end-of-text padding). The loop does the rest: blocks, caches, Gumbel-noise temperature, confidence, the Step
 (positions, tokens, confidences, a canvas snapshot, the predictions at every masked position the forward saw) and
-the forward count. Draft-and-verify policies (freedave, ssd-dllm, deer, apd) drive the Denoiser themselves;
-`decision` is what one-token-per-step decoding would do next, which the lossless ones verify against.
+the forward count. The lossless drafters (freedave, ssd-dllm) share `draft_and_verify`, which checks drafted
+decisions against `decision` (what one-token-per-step decoding does next); deer and apd drive the Denoiser themselves.
 """
 from __future__ import annotations
 
@@ -122,3 +122,26 @@ def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, b
                 raise RuntimeError(f"{method}: a step must commit masked positions (got rows {rows})")
             yield commit_step(den, window, tokens, conf, live, rows, backend.forwards - before, fill=here.fill)
             step += 1
+
+
+def draft_and_verify(dec: Decoding, method: str, block_size: int, cache: str,
+                     verify: Callable[..., tuple]) -> Iterator[Step]:
+    """The frame of the lossless dLLM drafters (freedave, ssd-dllm): greedy only; per block, one forward drafts,
+    `verify(den, window, logits, start, end, order, tokens, conf)` checks drafted decisions against `decision` and
+    returns (rows, tokens, confidences, next, info); `next` is (window, logits) of the forward on the last accepted
+    canvas, which drafts the next round for free (None only when the accepted decisions fill the block)."""
+    if not dec.greedy:
+        raise LabError(f"{method} reproduces greedy one-token-per-step decoding: use temperature 0")
+    den = make_denoiser(dec, method, block_size, cache)
+    backend = dec.target
+    for start, end in den.blocks():
+        before = backend.forwards
+        window, logits = den.predict(start, end)
+        while den.masked(start, end):
+            order, tokens, conf, live = decision(den, window, logits, start, end)
+            rows, committed, confidence, after, info = verify(den, window, logits, start, end, order, tokens, conf)
+            step = commit_step(den, window, committed, confidence, live, rows, backend.forwards - before, **info)
+            if after is not None:
+                window, logits = after
+            yield step
+            before = backend.forwards

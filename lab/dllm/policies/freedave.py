@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...errors import LabError
 from ...registry import method
-from ..loop import commit_step, decision, make_denoiser
+from ..loop import decision, draft_and_verify
 
 
 @method("freedave", family="diffusion", lossless=True,
@@ -23,43 +23,33 @@ from ..loop import commit_step, decision, make_denoiser
                    "in one forward of one row (each sees the cached context and itself) and count as one forward.")
 def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "auto"):
     """FreeDave: draft the next decisions from one forward, verify them all in the next; one-per-step exactly."""
-    if not dec.greedy:
-        raise LabError("freedave reproduces greedy one-token-per-step decoding: use temperature 0")
     if drafts < 1:
         raise LabError("drafts must be >= 1")
-    den = make_denoiser(dec, "freedave", block_size, cache)
-    backend = dec.target
-    for start, end in den.blocks():
-        before = backend.forwards
-        window, logits = den.predict(start, end)
-        while den.masked(start, end):
-            order, tokens, conf, live = decision(den, window, logits, start, end)
-            draft = order[:drafts]  # rows of the window, surest first; draft[0] is certain
-            masked = len(order)
-            candidates = []
-            for j in range(1, min(len(draft), masked - 1) + 1):  # canvas after the first j decisions (masks left)
-                block = den.canvas[start:end]
-                for r in draft[:j]:
-                    block[window[r] - start] = tokens[r]
-                candidates.append(block)
-            accepted, next_window, next_logits = 1, None, None
-            if candidates:
-                cwindow, many = den.predict_many(start, end, candidates)
-                saved = list(den.canvas)
-                while accepted <= len(candidates):
-                    den.canvas[start:end] = candidates[accepted - 1]
-                    order_j, tokens_j = decision(den, cwindow, many[accepted - 1], start, end)[:2]
-                    next_window, next_logits = cwindow, many[accepted - 1]
-                    if accepted == len(draft):
-                        break
-                    r = draft[accepted]
-                    if (cwindow[order_j[0]], tokens_j[order_j[0]]) != (window[r], tokens[r]):
-                        break  # one-token-per-step decoding would choose otherwise here
-                    accepted += 1
-                den.canvas = saved
-            step = commit_step(den, window, tokens, conf, live, draft[:accepted], backend.forwards - before,
-                               drafted=len(draft), verified_rows=len(candidates))
-            if next_logits is not None and accepted <= len(candidates):
-                window, logits = next_window, next_logits  # the forward on the last accepted canvas: the next draft
-            yield step
-            before = backend.forwards
+
+    def verify(den, window, logits, start, end, order, tokens, conf):
+        draft = order[:drafts]  # rows of the window, surest first; draft[0] is certain
+        candidates = []
+        for j in range(1, min(len(draft), len(order) - 1) + 1):  # canvas after the first j decisions (masks left)
+            block = den.canvas[start:end]
+            for r in draft[:j]:
+                block[window[r] - start] = tokens[r]
+            candidates.append(block)
+        accepted, after = 1, None
+        if candidates:
+            cwindow, many = den.predict_many(start, end, candidates)
+            saved = list(den.canvas)
+            while accepted <= len(candidates):
+                den.canvas[start:end] = candidates[accepted - 1]
+                order_j, tokens_j = decision(den, cwindow, many[accepted - 1], start, end)[:2]
+                after = cwindow, many[accepted - 1]
+                if accepted == len(draft):
+                    break
+                r = draft[accepted]
+                if (cwindow[order_j[0]], tokens_j[order_j[0]]) != (window[r], tokens[r]):
+                    break  # one-token-per-step decoding would choose otherwise here
+                accepted += 1
+            den.canvas = saved
+        after = after if accepted <= len(candidates) else None
+        return draft[:accepted], tokens, conf, after, {"drafted": len(draft), "verified_rows": len(candidates)}
+
+    return draft_and_verify(dec, "freedave", block_size, cache, verify)

@@ -16,7 +16,7 @@ import torch
 
 from ...errors import LabError
 from ...registry import method
-from ..loop import commit_step, decision, make_denoiser
+from ..loop import decision, draft_and_verify
 
 
 def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -41,58 +41,47 @@ def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> 
                    "as one forward.")
 def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto"):
     """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly."""
-    if not dec.greedy:
-        raise LabError("ssd-dllm reproduces greedy one-token-per-step decoding: use temperature 0")
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
-    den = make_denoiser(dec, "ssd-dllm", block_size, cache)
-    backend = dec.target
-    for start, end in den.blocks():
-        before = backend.forwards
-        window, logits = den.predict(start, end)
-        while den.masked(start, end):
-            order, tokens, conf, live = decision(den, window, logits, start, end)
-            chain = order[:drafts]  # rows of the window, surest first; chain[0] is certain
-            top = logits[chain].topk(min(branches, logits.shape[-1]), -1)
-            probs = torch.softmax(logits[chain].double(), -1).gather(-1, top.indices)
-            ids, sure = torch.stack([top.indices.double(), probs]).tolist()  # one transfer
-            alternatives = [[tokens[r]] + [int(t) for t in row if int(t) != tokens[r]][:branches - 1]
-                            for r, row in zip(chain, ids)]
-            p_of = {(r, int(t)): p for r, row, ps in zip(chain, ids, sure) for t, p in zip(row, ps)}
-            nodes = grow(chain, tokens, alternatives)
-            masked = len(order)
-            run = [k for k, (_, made) in enumerate(nodes) if len(made) < masked]  # a node filling the block: no forward
-            outputs = {}
-            if run:
-                contents = []
-                for k in run:
-                    block = den.canvas[start:end]
-                    for r, t in nodes[k][1]:
-                        block[window[r] - start] = t
-                    contents.append(block)
-                cwindow, many = den.predict_many(start, end, contents)
-                saved = list(den.canvas)
-                for i, k in enumerate(run):  # what one-token-per-step decoding does next on each node's canvas
-                    den.canvas[start:end] = contents[i]
-                    order_k, tokens_k = decision(den, cwindow, many[i], start, end)[:2]
-                    outputs[k] = (cwindow[order_k[0]], tokens_k[order_k[0]]), many[i]
-                den.canvas = saved
-            node = 0
-            while node in outputs:  # walk down while a child is what one-per-step decoding does on its parent
-                child = next((k for k, (parent, made) in enumerate(nodes) if parent == node
-                              and (window[made[-1][0]], made[-1][1]) == outputs[node][0]), None)
-                if child is None:
-                    break
-                node = child
-            made = nodes[node][1]
-            rows = [r for r, _ in made]
-            committed, confidence = list(tokens), list(conf)
-            for r, t in made[1:]:  # a sibling's token is not the draft's own
-                committed[r], confidence[r] = t, p_of.get((r, t), conf[r])
-            step = commit_step(den, window, committed, confidence, live, rows, backend.forwards - before,
-                               drafted=len(chain), tree_nodes=len(run),
-                               sibling=any(t != tokens[r] for r, t in made))
-            if node in outputs:
-                window, logits = cwindow, outputs[node][1]  # the forward on the last accepted canvas: the next draft
-            yield step
-            before = backend.forwards
+
+    def verify(den, window, logits, start, end, order, tokens, conf):
+        chain = order[:drafts]  # rows of the window, surest first; chain[0] is certain
+        top = logits[chain].topk(min(branches, logits.shape[-1]), -1)
+        probs = torch.softmax(logits[chain].double(), -1).gather(-1, top.indices)
+        ids, sure = torch.stack([top.indices.double(), probs]).tolist()  # one transfer
+        alternatives = [[tokens[r]] + [int(t) for t in row if int(t) != tokens[r]][:branches - 1]
+                        for r, row in zip(chain, ids)]
+        p_of = {(r, int(t)): p for r, row, ps in zip(chain, ids, sure) for t, p in zip(row, ps)}
+        nodes = grow(chain, tokens, alternatives)
+        run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(order)]  # a node filling the block: no forward
+        outputs = {}
+        if run:
+            contents = []
+            for k in run:
+                block = den.canvas[start:end]
+                for r, t in nodes[k][1]:
+                    block[window[r] - start] = t
+                contents.append(block)
+            cwindow, many = den.predict_many(start, end, contents)
+            saved = list(den.canvas)
+            for i, k in enumerate(run):  # what one-token-per-step decoding does next on each node's canvas
+                den.canvas[start:end] = contents[i]
+                order_k, tokens_k = decision(den, cwindow, many[i], start, end)[:2]
+                outputs[k] = (cwindow[order_k[0]], tokens_k[order_k[0]]), many[i]
+            den.canvas = saved
+        node = 0
+        while node in outputs:  # walk down while a child is what one-per-step decoding does on its parent
+            child = next((k for k, (parent, made) in enumerate(nodes) if parent == node
+                          and (window[made[-1][0]], made[-1][1]) == outputs[node][0]), None)
+            if child is None:
+                break
+            node = child
+        made = nodes[node][1]
+        committed, confidence = list(tokens), list(conf)
+        for r, t in made[1:]:  # a sibling's token is not the draft's own
+            committed[r], confidence[r] = t, p_of.get((r, t), conf[r])
+        after = (cwindow, outputs[node][1]) if node in outputs else None
+        return [r for r, _ in made], committed, confidence, after, {
+            "drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
+
+    return draft_and_verify(dec, "ssd-dllm", block_size, cache, verify)
