@@ -6,6 +6,10 @@
 #   bash scripts/gpu_dllm.sh finish        # call 6: the second job, sized to end inside the call; adapter + manifest
 #   bash scripts/gpu_dllm.sh bench DIR B   # after staging: the dLLM bench (float32, block size B, the settings in
 #                                          # POLICIES below) on .whl/dllm_suite.jsonl (`bench dllm --write-suite`)
+#   bash scripts/gpu_dllm.sh distill DIR   # after staging: dllm-default's own one-token-per-step answers to the
+#                                          # prompts of .dd/pairs.jsonl.gz, then two self-distillation jobs side by
+#                                          # side from dllm-default (plain, and dParallel's certainty forcing)
+#   bash scripts/gpu_dllm.sh benchd        # next call: both distilled models on .whl/dllm_suite40.jsonl, side by side
 # Inputs: .gguf0/ .. .gguf4/ (the GGUF in five pieces: `split -n 5 -d -a 2 FILE ggpart`; the working tree plus a
 # piece must fit in one call's 64 MiB; the first four staged, the fifth given to train or bench), .whl/ (the gguf
 # wheel), .dd/pairs.jsonl.gz (`python -m lab train dllm-data`). Outputs under $OUT.
@@ -18,6 +22,19 @@ POLICIES="llada:steps=24,fast-dllm:threshold=0.9,fast-dllm:threshold=0.7,fast-dl
 fast-dllm:threshold=0.9:block_size=4,fast-dllm:threshold=0.9:block_size=16,dream:steps=24,prophet,freedave,\
 freedave:drafts=8,freedave:drafts=16:block_size=16,ssd-dllm,ssd-dllm:drafts=8,dinfer,lopa,localleap,wedlm,deer,apd,\
 learn2pd,tracelock"
+
+DISTILL=(--init dllm-default --data /tmp/traj.jsonl.gz --block 8,16 --seq 384 --batch 32 --lr 1e-4 --warmup 50
+         --every 200 --val 256 --device cuda --attention flex)
+DISTILL_POLICIES="fast-dllm:threshold=0.9,fast-dllm:threshold=0.8,fast-dllm:threshold=0.7,fast-dllm:threshold=0.5,\
+fast-dllm:factor=1.0,fast-dllm:threshold=0.9:block_size=16,fast-dllm:threshold=0.7:block_size=16,prophet,\
+freedave:drafts=8,ssd-dllm:drafts=8,freedave:drafts=16:block_size=16,dinfer,localleap,lopa"
+
+convert() {  # the fifth piece, the GGUF whole again, the default model's cache
+  cp "$1"/* /tmp/g/
+  cat /tmp/g/ggpart0* > /tmp/g/m.gguf && md5sum /tmp/g/m.gguf
+  python -c "from pathlib import Path; from lab import models; \
+models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" 2>&1 | tail -n 1
+}
 
 export_checkpoint() {  # the LoRA of the newest checkpoint as bfloat16 (a run that dies later still brings it back)
   python - "$1" <<'PY'
@@ -56,6 +73,35 @@ models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_N
 models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" 2>&1 | tail -n 1
     timeout -s INT "${4:-450}" python -m lab bench dllm --suite .whl/dllm_suite.jsonl --device cuda --dtype float32 --max-new-tokens 48 \
       --block-size "$3" --policies "$POLICIES" --out "$OUT/dllm_bench.json" --no-plots --no-progress 2>&1 | grep -v "Loading weights" | tail -n 40
+    ;;
+  distill)
+    convert "$2"
+    python -m lab train dllm-trajectories --prompts .dd/pairs.jsonl.gz --out /tmp/traj.jsonl.gz --length 48 --block 8 \
+      --batch 256 --device cuda --dtype bfloat16 --minutes "${3:-2}" 2>&1 | grep -v "Loading weights" | tail -n 4
+    cp /tmp/traj.jsonl.gz "$OUT/"
+    for beta in 0 1; do
+      python -m lab train dllm --out /tmp/d$beta "${DISTILL[@]}" --certainty $beta --steps "${4:-600}" \
+        --minutes "${5:-6}" > /tmp/d$beta.log 2>&1 &
+    done
+    wait
+    for beta in 0 1; do
+      grep -v "Loading weights" /tmp/d$beta.log | tail -n 4
+      if [ ! -e /tmp/d$beta/adapter.safetensors ]; then  # out of time: finish at the step it reached
+        at=$(python -c "import torch; print(torch.load('/tmp/d$beta/checkpoint.pt', weights_only=False)['state']['step'])")
+        python -m lab train dllm --out /tmp/d$beta "${DISTILL[@]}" --certainty $beta --steps "$at" 2>&1 | tail -n 1
+      fi
+      mkdir -p "$OUT/d$beta" && cp /tmp/d$beta/adapter.safetensors /tmp/d$beta/manifest.json "$OUT/d$beta/" 2>/dev/null \
+        || echo "d$beta did not finish"
+    done
+    ;;
+  benchd)
+    for beta in 0 1; do
+      timeout -s INT "${2:-480}" python -m lab bench dllm --model /tmp/d$beta --suite .whl/dllm_suite40.jsonl \
+        --device cuda --dtype float32 --max-new-tokens 48 --block-size 8 --policies "$DISTILL_POLICIES" \
+        --out "$OUT/dllm_bench_d$beta.json" --no-plots --no-progress > /tmp/b$beta.log 2>&1 &
+    done
+    wait
+    for beta in 0 1; do grep -v "Loading weights" /tmp/b$beta.log | tail -n 22; done
     ;;
   finish)
     steps=$(python -c "

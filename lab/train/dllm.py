@@ -75,6 +75,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
                    help="training dtype of the base weights (LoRA stays float32)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None,
+                   help="start from this adapter (dllm-default or a folder this recipe wrote; its rank and alpha)")
+    p.add_argument("--certainty", type=float, default=0.0,
+                   help="dParallel's certainty forcing: this weight times the entropy at masked positions whose "
+                        "prediction is already right (train on `train dllm-trajectories` data)")
     args = p.parse_args(argv)
     if args.attention == "auto":
         from .. import models
@@ -85,7 +90,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for name in ("seq", "batch", "rank", "steps", "every"):
         if getattr(args, name) < 1:
             raise LabError(f"--{name} must be >= 1")
+    if not math.isfinite(args.certainty) or args.certainty < 0:
+        raise LabError("--certainty must be >= 0")
+    if args.init is not None:
+        args.init_manifest = init_manifest(args.init)
+        args.rank, args.alpha = args.init_manifest["lora"]["rank"], args.init_manifest["lora"]["alpha"]
     return args
+
+
+def init_manifest(name: str) -> dict:
+    """The manifest of the adapter `--init` names (one line of error if it is none)."""
+    from ..dllm.models import DEFAULT, SHIPPED, is_adapter
+
+    folder = SHIPPED if name == DEFAULT else Path(name).expanduser()
+    if not is_adapter(folder):
+        raise LabError(f"--init {name}: not an adapter folder (dllm-default or a folder `train dllm` wrote)")
+    return {**json.loads((folder / "manifest.json").read_text()), "folder": str(folder)}
 
 
 def blocks_arg(text: str) -> list[int]:
@@ -231,8 +251,10 @@ def flex_mask(batch: dict):
     return create_block_mask(mask_mod, B, None, T, T, device=str(k.device))
 
 
-def loss_of(model, batch: dict, attention: str = "sdpa") -> torch.Tensor:
-    """LLaDA's loss on the batch: sum over masked response tokens of CE / t, over the response tokens."""
+def loss_of(model, batch: dict, attention: str = "sdpa", certainty: float = 0.0) -> torch.Tensor:
+    """LLaDA's loss on the batch: sum over masked response tokens of CE / t, over the response tokens; with
+    `certainty` > 0, plus that weight times the mean entropy of the masked rows the model already gets right
+    (dParallel's certainty forcing: confident where correct, so a threshold commits more of them at once)."""
     device = next(model.parameters()).device
     batch = {n: v.to(device) if torch.is_tensor(v) else v for n, v in batch.items()}
     mask = flex_mask(batch) if attention == "flex" else dense_mask(batch)
@@ -240,8 +262,15 @@ def loss_of(model, batch: dict, attention: str = "sdpa") -> torch.Tensor:
                                  use_cache=False).last_hidden_state
     rows = batch["labels"] != -100
     logits = model.get_output_embeddings()(hidden[rows]).float()
-    ce = torch.nn.functional.cross_entropy(logits, batch["labels"][rows], reduction="none")
-    return (ce * batch["weights"][rows]).sum() / max(batch["response_tokens"], 1)
+    labels = batch["labels"][rows]
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    loss = (ce * batch["weights"][rows]).sum() / max(batch["response_tokens"], 1)
+    if certainty > 0:
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        right = logits.argmax(-1) == labels
+        loss = loss + certainty * (entropy * right).sum() / max(int(rows.sum()), 1)
+    return loss
 
 
 # -- the job ---------------------------------------------------------------------------------------
@@ -308,6 +337,12 @@ def train(args) -> dict:
     for module in model.modules():  # LoRA weights train in float32 on a low-precision base
         if hasattr(module, "lora_A"):
             module.lora_A.data, module.lora_B.data = module.lora_A.data.float(), module.lora_B.data.float()
+    if args.init is not None:
+        from safetensors.torch import load_file
+
+        from ..dllm.models import ADAPTER
+
+        load_lora(model, load_file(str(Path(args.init_manifest["folder"]) / ADAPTER)))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -335,7 +370,7 @@ def train(args) -> dict:
         batch = make_batch(chunk, args.block, args.seq, args.mask_id, generator, args.eos, args.multiple)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / max(args.warmup, 1))
-        loss = loss_of(model, batch, args.attention)
+        loss = loss_of(model, batch, args.attention, args.certainty)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -380,7 +415,9 @@ def finish(model, state: dict, args, out: Path, train_pairs: int, val_pairs: int
         "dllm": {"mask_id": args.mask_id, "shift": True, "attention": "block", "block_size": args.block[-1]},
         "block_sizes_trained": args.block,
         "lora": {"rank": args.rank, "alpha": args.alpha, "targets": list(targets), "dtype": "bfloat16"},
-        "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "device")},
+        "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "device", "init_manifest")},
+        "init": None if args.init is None else {"adapter": args.init, "steps": args.init_manifest.get("steps"),
+                                                "recipe": args.init_manifest.get("recipe")},
         "data": {"source": args.data, "train_pairs": train_pairs, "validation_pairs": val_pairs,
                  "held_out": "ShareGPT conversations outside lab.bench.suite.held_out; validation: hash bucket 255"},
         "steps": state["step"], "tokens": state["tokens"], "seconds": round(state["seconds"], 1),

@@ -6,7 +6,7 @@ import importlib
 from ..errors import LabError
 
 RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "dllm": "lab.train.dllm",
-           "dllm-data": "lab.train.dllm_data", "learn2pd": "lab.train.learn2pd", "tracelock": "lab.train.tracelock"}
+           "dllm-data": "lab.train.dllm_data", "dllm-trajectories": "lab.train.dllm_trajectories", "learn2pd": "lab.train.learn2pd", "tracelock": "lab.train.tracelock"}
 
 
 def main(argv: list[str]) -> None:

@@ -2,6 +2,7 @@
 lower the validation loss, a stopped job resumes from its checkpoint, and the output loads as a dLLM."""
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -139,3 +140,60 @@ def test_sharegpt_pairs_stay_outside_the_benchmarks_held_out_set(monkeypatch):
     assert len(train) == sum(not held_out(i) for i in ids) - len(validation) and len(val) == len(validation) + 1
     prompt, response = next((p, r) for p, r in val if f"question {val_id}?" in tokenizer.decode(p))
     assert response[-1] == tokenizer.eos_token_id and tokenizer.decode(response[:-1]) == f"answer to {val_id}."
+
+
+def job(tmp_path, out: str, *extra) -> int:
+    return cli.main(["train", "dllm", "--out", str(tmp_path / out), "--model", str(tmp_path / "base"),
+                     "--data", str(tmp_path / "pairs.jsonl"), "--block", "4", "--seq", "24", "--batch", "16",
+                     "--lr", "3e-3", "--warmup", "1", "--every", "10", "--val", "16", "--dtype", "float32",
+                     "--device", "cpu", *extra])
+
+
+
+def test_init_continues_an_adapter(tiny_base):
+    """--init starts from a trained adapter: its validation loss (bf16-rounded), not the base model's."""
+    torch.set_num_threads(1)
+    assert job(tiny_base, "first", "--rank", "4", "--steps", "30") == 0
+    assert job(tiny_base, "next", "--init", str(tiny_base / "first"), "--steps", "2", "--certainty", "1") == 0
+    first = json.loads((tiny_base / "first" / "manifest.json").read_text())
+    after = json.loads((tiny_base / "next" / "manifest.json").read_text())
+    assert after["lora"]["rank"] == 4 and after["init"]["steps"] == 30 and after["recipe"]["certainty"] == 1
+    assert after["validation_loss_start"] == pytest.approx(first["validation_loss"], rel=0.01)
+    assert after["validation_loss_start"] < first["validation_loss_start"] - 0.3
+    assert cli.main(["train", "dllm", "--out", str(tiny_base / "x"), "--init", str(tiny_base / "nothing")]) == 2
+    assert cli.main(["train", "dllm", "--out", str(tiny_base / "x"), "--certainty", "-1"]) == 2
+
+
+def test_certainty_forcing_sharpens_the_rows_already_right():
+    """dParallel's term: the same gradient steps with --certainty lower the entropy of the masked rows whose
+    prediction is right more than plain training does (a sign or a mask slip in the term fails this)."""
+    from lab.dllm.lora import add_lora
+
+    torch.set_num_threads(1)
+    base = tiny("llama", vocab_size=16, layers=1, hidden=32)
+    rnd = random.Random(0)
+    pairs = [([rnd.randrange(4, 16) for _ in range(4)], [rnd.randrange(4, 16) for _ in range(8)]) for _ in range(16)]
+    batch = recipe.make_batch(pairs, 4, 24, MASK, torch.Generator().manual_seed(0))
+
+    def right_entropy(model) -> float:
+        hidden = model.get_decoder()(input_ids=batch["ids"], position_ids=batch["pos"],
+                                     attention_mask=recipe.dense_mask(batch), use_cache=False).last_hidden_state
+        rows = batch["labels"] != -100
+        logp = model.get_output_embeddings()(hidden[rows]).log_softmax(-1)
+        right = logp.argmax(-1) == batch["labels"][rows]
+        assert 0 < int(right.sum()) < int(rows.sum())
+        return float((-(logp.exp() * logp).sum(-1))[right].mean())
+
+    after = {}
+    for beta in (0.0, 2.0):
+        model = copy.deepcopy(base)
+        torch.manual_seed(0)
+        add_lora(model, 4, 8.0)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+        for _ in range(20):
+            opt.zero_grad()
+            recipe.loss_of(model, batch, "sdpa", beta).backward()
+            opt.step()
+        with torch.no_grad():
+            after[beta] = right_entropy(model)
+    assert after[2.0] < after[0.0] - 0.05, after
