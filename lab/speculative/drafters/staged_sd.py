@@ -107,13 +107,14 @@ class StagedDrafter(BestFirstDrafter):
 
 @method("staged-sd", family="speculative", lossless=True, training_free=True,
         paper="Accelerating LLM Inference with Staged Speculative Decoding",
-        departures="the n-gram model discounts every count by one absolute D, not Katz's Good-Turing discounts, and "
-                   "its corpus is small (about 1,200 answers of the default model; only the context without a "
-                   "tokenizer); the tree is grown best-first by the draft's path probability (one draft forward "
-                   "per level) within a node budget, not the paper's expansion rule; guesses run only under nodes "
-                   "the draft expands anyway; the default draft is the lab's trained FastDraft on the default "
-                   "model (four layers of its shape, not a separate small model) and the target's first half of "
-                   "layers, untrained, on other models")
+        departures="the n-gram model discounts every count by one absolute D, not by Katz's Good-Turing discounts, "
+                   "and counts a small corpus (about 1,200 answers of the default model; only the context on a "
+                   "model without a tokenizer) plus the context as it grows; the tree is grown best-first by the "
+                   "draft's path probability within a node budget, one draft forward per level (as DySpec), not by "
+                   "the paper's own expansion heuristic; guesses (up to `guess` tokens) run only below nodes the "
+                   "draft expands anyway; the default draft is the lab's trained FastDraft on the default model "
+                   "(four layers of its shape, not a separate small model) and the target's first half of layers, "
+                   "untrained, on other models")
 def staged_sd(dec: Decoding, *, nodes: int = 24, max_depth: int = 8, guess: int = 4, order: int = 3,
               discount: float = 0.5, corpus: str = "default", draft: str = "default"):
     """Best-first draft tree; the draft's expansion sped up by Katz back-off n-gram guesses it verifies."""
