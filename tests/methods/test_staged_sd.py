@@ -112,7 +112,8 @@ def test_method_matches_greedy_with_fewer_draft_forwards_than_dyspec():
     target = repetitive_draft(64, 0)
     draft = copy.deepcopy(target)
     with torch.no_grad():
-        draft.lm_head.weight.add_(0.3 * torch.randn(draft.lm_head.weight.shape, generator=torch.Generator().manual_seed(0)))
+        noise = torch.randn(draft.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
+        draft.lm_head.weight.add_(0.3 * noise)
     tl = Lab(model_obj=target, tokenizer=None)
     use_draft(tl, HFBackend(draft))
     for prompt in ([5, 9, 13, 2, 7], [40, 41, 42, 43]):

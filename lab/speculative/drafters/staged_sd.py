@@ -10,8 +10,9 @@ depth. At T = 0 the children are the draft's top tokens; at T > 0 they are drawn
 carrying its conditional q, as the multi-round verifier expects.
 
 (b) Staged drafting. The draft is itself decoded speculatively by a smaller draft, a Katz back-off n-gram model
-(lab/speculative/ngram.py). Whenever a node goes through the draft, the n-gram model's guess of the next few
-tokens below it goes through the same forward, hanging under it as a chain. A guessed node is used only when
+(lab/speculative/ngram.py). Whenever the draft runs a level of the tree, the n-gram model's guess of the next
+few tokens below the level's most valuable node (`chains` of them) goes through the same forward, hanging under
+it as a chain. A guessed node is used only when
 best-first growth chooses that very token as a child (the draft's argmax at T = 0, a draw from its q at T > 0);
 its logits are then already known, so its children are chosen without another draft forward. A guess therefore
 changes how many forwards the draft spends, never what the tree holds: at T = 0 the tree is exactly the one
@@ -61,9 +62,10 @@ class StagedDrafter(BestFirstDrafter):
     After each `propose`, `info` says how many draft rows were guesses and how many of those the tree used.
     """
 
-    def __init__(self, runner: Backend, ngram: KatzModel, nodes: int = 24, max_depth: int = 8, guess: int = 4):
+    def __init__(self, runner: Backend, ngram: KatzModel, nodes: int = 24, max_depth: int = 8, guess: int = 4,
+                 chains: int = 1):
         super().__init__(runner, nodes, max_depth)
-        self.ngram, self.guess = ngram, guess
+        self.ngram, self.guess, self.chains = ngram, guess, chains
         self.read = 0  # context tokens counted into the n-gram model
         self._guesses: dict[tuple[int, int], int] = {}  # (parent, token) -> a guessed node the draft has run
         self._guessed = self._used = 0
@@ -88,10 +90,11 @@ class StagedDrafter(BestFirstDrafter):
         return node
 
     def _run(self, nodes: list[int]) -> None:
-        """One draft forward over `nodes` and, under each, the n-gram model's guess of what follows it."""
+        """One draft forward over `nodes` and, under the `chains` most valuable of them (the first is the main chain's
+        tip, where best-first growth goes on longest), the n-gram model's guess of what follows."""
         tree, vocab = self._grower.tree, self._grower.root_logits.shape[-1]
-        chains: list[int] = []
-        for node in nodes:
+        guessed: list[int] = []
+        for node in sorted(nodes, key=lambda n: -self._value[n])[:self.chains]:
             room = self._limit - self._depth[node] - 1  # a guess is worth running only if it may get children
             path = [tree.tokens[i] for i in tree.path(node)]
             parent = node
@@ -100,9 +103,9 @@ class StagedDrafter(BestFirstDrafter):
                     break
                 child = self._grower.add(token, parent)
                 self._guesses[(parent, token)] = parent = child
-                chains.append(child)
-        self._guessed += len(chains)
-        super()._run(nodes + chains)
+                guessed.append(child)
+        self._guessed += len(guessed)
+        super()._run(nodes + guessed)
 
 
 @method("staged-sd", family="speculative", lossless=True, training_free=True,
@@ -111,12 +114,12 @@ class StagedDrafter(BestFirstDrafter):
                    "and counts a small corpus (about 1,200 answers of the default model; only the context on a "
                    "model without a tokenizer) plus the context as it grows; the tree is grown best-first by the "
                    "draft's path probability within a node budget, one draft forward per level (as DySpec), not by "
-                   "the paper's own expansion heuristic; guesses (up to `guess` tokens) run only below nodes the "
-                   "draft expands anyway; the default draft is the lab's trained FastDraft on the default model "
-                   "(four layers of its shape, not a separate small model) and the target's first half of layers, "
-                   "untrained, on other models")
-def staged_sd(dec: Decoding, *, nodes: int = 24, max_depth: int = 8, guess: int = 4, order: int = 3,
+                   "the paper's own expansion heuristic; guesses (up to `guess` tokens) run below the `chains` most "
+                   "valuable nodes of each draft forward (1 by default: the main chain); the default draft is the "
+                   "lab's trained FastDraft on the default model (four layers of its shape, not a separate small "
+                   "model) and the target's first half of layers, untrained, on other models")
+def staged_sd(dec: Decoding, *, nodes: int = 24, max_depth: int = 8, guess: int = 4, chains: int = 1, order: int = 3,
               discount: float = 0.5, corpus: str = "default", draft: str = "default"):
     """Best-first draft tree; the draft's expansion sped up by Katz back-off n-gram guesses it verifies."""
     ngram = KatzModel(order, discount, corpus_rows(corpus, dec.tokenizer, order))
-    yield from speculate(dec, StagedDrafter(dec.lab.draft(draft), ngram, nodes, max_depth, guess))
+    yield from speculate(dec, StagedDrafter(dec.lab.draft(draft), ngram, nodes, max_depth, guess, chains))
