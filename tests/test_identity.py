@@ -19,7 +19,7 @@ LOSSLESS = sorted(name for name, m in registry.load_all().items() if m.lossless
                   and m.family != "diffusion")  # dLLM drafts and references: tests/dllm
 # identity must hold for any draft and any tree: smaller trees than the defaults (still branching) keep CI's time
 LIGHTER = {"layer-skip": {"exit_fraction": 0.25}, "lookahead": {"window": 3, "candidates": 3},
-           "vocabtrim": {"exit_fraction": 0.25}, "clasp": {"length": 2}, "staged-sd": {"length": 4},
+           "vocabtrim": {"exit_fraction": 0.25}, "clasp": {"length": 2}, "staged-sd": {"nodes": 8, "max_depth": 4},
            "dyspec": {"nodes": 8, "max_depth": 4}, "opt-tree": {"nodes": 8, "max_depth": 4},
            "specmemo": {"max_nodes": 8, "max_depth": 4}, "sequoia": {"budget": 6, "max_depth": 4},
            "recursive-sd": {"branching": "2,1,1"}, "specinfer": {"expansion": "2,1,1"},

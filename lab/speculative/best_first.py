@@ -16,6 +16,9 @@ reserved a child of (T > 0): within a round pops follow the heap's order, and th
 level per round, so the draft cost is one forward per level, not one per node. With `exact=False` the
 T = 0 tree is grown like the T > 0 one (a node without logits gets its child's slot reserved at the upper
 bound `value`): no eviction, so no draft row is spent on a node that leaves the tree (SpecMemo).
+A subclass may run nodes ahead of need (staged-sd's guessed chains): `_place` then reuses such a node when it
+is chosen, and a chosen node whose logits are known is opened (T = 0) or drawn from (T > 0) at once, without
+waiting for the next round's forward.
 """
 from __future__ import annotations
 
@@ -105,10 +108,18 @@ class BestFirstDrafter(Drafter):
         """Take the node's next child into the tree and queue the node's following child."""
         kids = self._kids[node]
         token, prob, q = kids.take(self._dec)
-        child = self._grower.add(token, node, float(kids.shown[token]), q)
+        child = self._place(token, node, float(kids.shown[token]), q)
         self._value[child], self._depth[child] = self._value[node] * prob, self._depth[node] + 1
         self._push(self._value[node] * kids.next_mass(), node)
         return child
+
+    def _place(self, token: int, parent: int, prob: float, q: torch.Tensor | None) -> int:
+        """Put a chosen child into the grower's tree (a subclass may reuse a node the draft has already run)."""
+        return self._grower.add(token, parent, prob, q)
+
+    def _ready(self, node: int) -> bool:
+        """Are the node's draft logits known already? Never for a node just placed, unless `_place` reused one."""
+        return node in self._grower.logits
 
     def _run(self, nodes: list[int]) -> None:
         self._grower.run(nodes)
@@ -127,7 +138,10 @@ class BestFirstDrafter(Drafter):
                 child = self._child(node)
                 self.rounds[-1].append(-key)
                 kept.append(child)
-                added.append(child)
+                if not self._ready(child):
+                    added.append(child)
+                elif self._depth[child] < self._limit:
+                    self._open(child)  # its logits came with an earlier forward: its children compete now
                 if len(kept) > self.nodes:
                     worst = self._worst(kept)
                     kept.remove(worst)
@@ -139,13 +153,14 @@ class BestFirstDrafter(Drafter):
             self._run(grow)
             for n in grow:
                 self._open(n)
-        return self._subtree(sorted(kept))
+        return self._subtree(kept)
 
     def _worst(self, kept: list[int]) -> int:
         """The least valuable kept node; on a tie the latest, so that a parent never leaves before its child."""
         return min(kept, key=lambda n: (self._value[n], -n))
 
     def _subtree(self, kept: list[int]) -> Tree:
+        """The tree of the `kept` nodes, in the order they were placed (siblings in the order they were drawn)."""
         tree, index = Tree(), {-1: -1}
         full = self._grower.tree
         for n in kept:
@@ -166,6 +181,8 @@ class BestFirstDrafter(Drafter):
                 key, _, node = heapq.heappop(self._heap)
                 self.rounds[-1].append(-key)
                 budget -= 1
+                if node not in self._kids and self._ready(node):  # run by an earlier forward: draw now
+                    self._kids[node] = _Children(self._dec, self._grower.logits[node], self.nodes)
                 if node in self._kids:
                     self._after(self._child(node))
                 else:
@@ -173,8 +190,7 @@ class BestFirstDrafter(Drafter):
             if not reserved:
                 break
             self._run(reserved)
-        self.values = [self._value[n] for n in range(len(self._grower.tree))]
-        return self._grower.tree
+        return self._subtree([n for n in self._value if n >= 0])  # placed nodes, in placement order
 
     def _after(self, child: int) -> None:
         """A drawn child may get children of its own: its first draw's key is its value (all mass undrawn)."""

@@ -1,21 +1,27 @@
-"""Staged SD: the n-gram stage speeds up the draft without changing what the draft proposes.
+"""Staged SD: a best-first tree that branches where the draft is unsure; n-gram guesses save draft forwards
+without changing the tree (T = 0) or the distribution each node is drawn from (T > 0).
 
-The draft here ignores attention (its attention output is zeroed), so its greedy text is a walk on a
-next-token map that soon cycles: repetitive text whose n-grams predict the draft, as in code or copying.
+A draft that ignores attention (its attention output is zeroed) is a walk on a next-token map that soon cycles:
+repetitive text whose n-grams predict the draft, as in code or copying; its sharpened head makes it
+confident. A draft with small weights is unsure.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from scipy.stats import chisquare
 
+from lab.api import Lab
 from lab.backends.hf import HFBackend
 from lab.decoding import Decoding
 from lab.models import tiny
 from lab.sampling import Sampling
-from lab.speculative.drafters.sps import DraftModel
+from lab.speculative.best_first import BestFirstDrafter
 from lab.speculative.drafters.staged_sd import StagedDrafter
+from lab.speculative.ngram import KatzModel
 
-from ..conftest import hf_greedy
+from ..conftest import hf_greedy, use_draft
 
 
 def repetitive_draft(vocab: int, seed: int):
@@ -23,6 +29,7 @@ def repetitive_draft(vocab: int, seed: int):
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
+        model.lm_head.weight.mul_(5.0)  # confident: best-first growth goes deep along its chain
     return model
 
 
@@ -32,62 +39,87 @@ def decoding(context: list[int], temperature: float = 0.0, seed: int = 0) -> Dec
                     max_new_tokens=64, eos=set())
 
 
-def test_inner_stage_drafts_the_same_tokens_with_fewer_draft_forwards():
-    saved = 0
+def paths(tree) -> dict[tuple[int, ...], float]:
+    """Each node as its token path from the root, with its draft probability."""
+    return {tuple(tree.tokens[i] for i in tree.path(n)): round(tree.draft_probs[n], 5) for n in range(len(tree))}
+
+
+def test_guesses_save_draft_forwards_and_leave_the_greedy_tree_as_it_is():
+    saved = used = 0
     for seed in range(3):
         model = repetitive_draft(64, seed)
         prompt = [(seed * 11 + 5 * i) % 64 for i in range(6)]
-        for context in (prompt, prompt + hf_greedy(model, prompt, 30)):  # fresh text, then repetitive text
-            dec = decoding(context)
-            plain, staged = HFBackend(model), HFBackend(model)  # fresh caches: the context is prefilled, not counted
-            want = DraftModel(plain, length=8, adaptive=False).propose(dec, context[-1]).tokens
-            got, _ = StagedDrafter(staged, length=8).chain(dec, 8)
-            assert got == want, seed
-            assert plain.forwards == 7 and staged.forwards <= plain.forwards
-            assert staged.ids == context  # the rejected guesses left the draft's cache
-            saved += plain.forwards - staged.forwards
-    assert saved >= 3 * 4  # on repetitive text most of the draft forwards go away
+        context = prompt + hf_greedy(model, prompt, 30)  # repetitive text: its n-grams predict the draft
+        dec = decoding(context)
+        plain, staged = HFBackend(model), HFBackend(model)  # fresh caches: the context is prefilled, not counted
+        want = BestFirstDrafter(plain, nodes=12, max_depth=8).propose(dec, context[-1])
+        drafter = StagedDrafter(staged, KatzModel(3), nodes=12, max_depth=8)
+        got = drafter.propose(dec, context[-1])
+        assert paths(got) == paths(want), seed
+        assert staged.ids == context  # the guesses left the draft's cache
+        assert staged.forwards <= plain.forwards
+        saved += plain.forwards - staged.forwards
+        used += drafter.info["guesses_used"]
+    assert used >= 3 * 4 and saved >= 3 * 2  # on repetitive text most of the draft's levels come guessed
 
 
-def test_tree_siblings_are_the_drafts_next_best_tokens():
-    model = repetitive_draft(32, 0)
-    context = [1, 5, 9, 2, 5, 9]
-    dec = decoding(context)
-    runner = HFBackend(model)
-    tree = StagedDrafter(runner, length=5, width=3).propose(dec, context[-1])
-    main = [c for c in tree.children(-1)][:1]
-    while tree.children(main[-1]):
-        main.append(tree.children(main[-1])[0])
-    assert len(main) == 5 and len(tree) == 15
-    for i, node in enumerate(main):
-        with torch.no_grad():
-            logits = model(torch.tensor([context + [tree.tokens[n] for n in main[:i]]])).logits[0, -1]
-        siblings = [tree.tokens[c] for c in tree.children(tree.parents[node])]
-        assert siblings == torch.topk(logits, 3).indices.tolist()
+def test_the_tree_branches_at_several_depths_where_the_draft_is_unsure():
+    for seed in range(3):
+        model = tiny("llama", vocab_size=32, layers=1, hidden=32, seed=seed, init_std=0.5)  # unsure, not flat
+        context = [1, 5, 9, 2, 5, 9]
+        tree = StagedDrafter(HFBackend(model), KatzModel(3), nodes=16, max_depth=6).propose(decoding(context), 9)
+        depths = tree.depths()
+        branching = {depths[p] if p >= 0 else 0 for p in range(-1, len(tree)) if len(tree.children(p)) >= 2}
+        assert len(tree) == 16 and len(branching) >= 3 and max(depths) >= 4, (seed, branching)
 
 
-def test_sampled_chain_follows_the_drafts_distribution_through_the_guess_check():
-    """At T > 0 a guessed token is kept with probability q(guess), else replaced by a draw from q without it:
-    the second draft token (the first one the n-gram stage guesses) must be distributed as the draft's q."""
+def test_sampled_nodes_follow_the_drafts_distribution_through_the_guesses():
+    """At T > 0 the root's first child c0 is drawn from q(. | context) and c0's first child c1 from q(. | c0);
+    c1 reuses the node of the n-gram guess when the draw equals it. Given c0, c1 must be distributed as q(. | c0)
+    and carry it. (Whether c1 exists depends only on c0, so conditioning on c0 is fair.)"""
     vocab, runs = 8, 1500
-    model = tiny("llama", vocab_size=vocab, layers=1, hidden=32, seed=6, init_std=0.15)
-    context = [1, 2, 3, 1, 2, 3, 1]  # the lookup guesses 2 then 3 ...
+    model = tiny("llama", vocab_size=vocab, layers=1, hidden=32, seed=6, init_std=0.3)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()  # a Markov draft, unsure (its top q is 0.4 to 0.9)
+    context = [1, 2, 3] + hf_greedy(model, [1, 2, 3], 8)  # ... 5, 0, 7, 6: the n-gram model guesses the cycle
     dec = decoding(context, temperature=0.8, seed=5)
-    drafter = StagedDrafter(HFBackend(model), length=2)
-    counts = torch.zeros(vocab * vocab)
-    carried = {}
+    drafter = StagedDrafter(HFBackend(model), KatzModel(3), nodes=4, max_depth=3)
+    counts = torch.zeros(vocab, vocab)
+    used = 0
+    with torch.no_grad():
+        q2 = dec.probs(model(torch.tensor([context + [v] for v in range(vocab)])).logits[:, -1])
     for _ in range(runs):
         tree = drafter.propose(dec, context[-1])
-        first, second = tree.tokens[0], tree.tokens[tree.children(0)[0]]
-        counts[first * vocab + second] += 1
-        carried[first] = tree.q[tree.children(0)[0]]
+        used += drafter.info["guesses_used"]
+        if tree.children(0):
+            c1 = tree.children(0)[0]
+            counts[tree.tokens[0], tree.tokens[c1]] += 1
+            assert torch.allclose(tree.q[c1], q2[tree.tokens[0]], atol=1e-5)  # each node carries the draft's q
+    assert used >= runs // 2  # most runs use a guessed node
+    groups = [c0 for c0 in range(vocab) if counts[c0].sum() >= 100]
+    observed = torch.cat([counts[c0] for c0 in groups]).double()
+    expected = torch.cat([q2[c0] * counts[c0].sum() for c0 in groups]).double()
+    keep = expected >= 5
+    assert len(groups) >= 2
+    assert chisquare(observed[keep].numpy(), expected[keep].numpy() * observed[keep].sum().item()
+                     / expected[keep].sum().item(), ddof=len(groups) - 1).pvalue > 1e-3
+
+
+def test_method_matches_greedy_with_fewer_draft_forwards_than_dyspec():
+    """Same tree rule without the guesses is DySpec: same tokens, and the guesses cut the draft's forwards. The
+    target repeats itself; the draft is the target with a perturbed head, so it is often, not always, right."""
+    target = repetitive_draft(64, 0)
+    draft = copy.deepcopy(target)
     with torch.no_grad():
-        q1 = dec.probs(model(torch.tensor([context])).logits[0, -1])
-        q2 = dec.probs(model(torch.tensor([context + [v] for v in range(vocab)])).logits[:, -1])
-    for first, q in carried.items():  # each node carries the draft's own q
-        assert torch.allclose(q, q2[first], atol=1e-5)
-    exact = (q1[:, None] * q2).flatten().double()
-    keep = exact * runs >= 5
-    observed = counts[keep].double()
-    expected = exact[keep] / exact[keep].sum() * observed.sum()
-    assert chisquare(observed.numpy(), expected.numpy()).pvalue > 1e-3
+        noise = torch.randn(draft.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
+        draft.lm_head.weight.add_(0.3 * noise)
+    tl = Lab(model_obj=target, tokenizer=None)
+    use_draft(tl, HFBackend(draft))
+    for prompt in ([5, 9, 13, 2, 7], [40, 41, 42, 43]):
+        want = hf_greedy(target, prompt, 40)
+        staged = tl.generate("staged-sd", prompt, max_new_tokens=40, nodes=8, max_depth=6)
+        dyspec = tl.generate("dyspec", prompt, max_new_tokens=40, nodes=8, max_depth=6)
+        assert staged.tokens == want == dyspec.tokens
+        assert staged.trace.forwards == dyspec.trace.forwards
+        assert staged.trace.draft_forwards < dyspec.trace.draft_forwards, prompt
