@@ -419,7 +419,8 @@ def finish(model, state: dict, args, out: Path, train_pairs: int, val_pairs: int
         "init": None if args.init is None else {"adapter": args.init, "steps": args.init_manifest.get("steps"),
                                                 "recipe": args.init_manifest.get("recipe")},
         "data": {"source": args.data, "train_pairs": train_pairs, "validation_pairs": val_pairs,
-                 "held_out": "ShareGPT conversations outside lab.bench.suite.held_out; validation: hash bucket 255"},
+                 "held_out": "ShareGPT conversations outside lab.bench.suite.held_out; validation: hash bucket 255"
+                 if args.data == "sharegpt" else "validation: every tenth line of the file (the first --val of them)"},
         "steps": state["step"], "tokens": state["tokens"], "seconds": round(state["seconds"], 1),
         "validation_loss": validation[-1]["loss"] if validation else None,
         "validation_loss_start": validation[0]["loss"] if validation else None,
