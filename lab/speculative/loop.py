@@ -118,9 +118,10 @@ def score_one(dec: Decoding, drafter: Drafter, verifier: Verifier, root: int, tr
     rows = 1 + tree.rows
     verdict = verifier.verify(dec, tree, out.logits[:rows])
     if overlap is not None:
+        timed = overlap.pop("timeline", None)
         verdict.info["overlap"] = overlap
-        if timeline is not None:
-            verdict.info["timeline"] = timeline.rounds[-1]  # filled in when the timeline is resolved
+        if timed is not None:
+            verdict.info["timeline"] = timed  # filled in when the timeline is resolved
     dec.target.keep(drafter.kept([0] + [i + 1 for i in verdict.accepted if i < tree.rows]))
     return verdict, out
 
@@ -150,8 +151,7 @@ def beside(background, foreground, *, timeline: Timeline | None = None, device=N
     the foreground, here and on this stream: the mutual waiting PEARL removes, for comparison."""
     box: dict = {}
     device = torch.device(device or "cpu")
-    if timeline is not None:
-        timeline.round(device)
+    spans = timeline.round(device) if timeline is not None else None
     here = torch.cuda.current_stream(device) if stream is not None else None
     if here is not None:
         stream.wait_stream(here)
@@ -197,4 +197,4 @@ def beside(background, foreground, *, timeline: Timeline | None = None, device=N
     draft, target_span = box["span"], (start - origin, end - origin)
     overlap = max(0.0, min(draft[1], target_span[1]) - max(draft[0], target_span[0]))
     return value, {"draft_s": [round(t, 6) for t in draft], "target_s": [round(t, 6) for t in target_span],
-                   "overlap_s": round(overlap, 6)}
+                   "overlap_s": round(overlap, 6), **({"timeline": spans} if spans is not None else {})}

@@ -29,13 +29,13 @@ class Mark:
         self.host = time.perf_counter()
 
 
-class Round(dict):
-    """One round's spans, filled in by `Timeline.resolve()`: lane -> [[start_ms, end_ms], ...], `clocks` (lane ->
-    "cuda" or "cpu"), `overlap_ms` (time the target and some draft forward both ran) and `draft_ms` (time some
-    draft forward ran). A dict, so a Step's info stays JSON-serialisable as it is."""
+class Round:
+    """One round's marks; `resolve()` fills `spans`, a plain dict (what a Step's info holds, JSON-serialisable):
+    lane -> [[start_ms, end_ms], ...], `clocks` (lane -> "cuda" or "cpu"), `overlap_ms` (time the target and some
+    draft forward both ran) and `draft_ms` (time some draft forward ran)."""
 
     def __init__(self, device: torch.device):
-        super().__init__()
+        self.spans: dict = {}
         self.origin = Mark(device)
         self.marks: dict[str, list[tuple[Mark, Mark]]] = {}
         self.resolved = False
@@ -48,12 +48,12 @@ class Round(dict):
     def resolve(self) -> None:
         lanes = {lane: [[round(self.ms(a), 4), round(self.ms(b), 4)] for a, b in spans]
                  for lane, spans in self.marks.items()}
-        self.update(lanes)
-        self["clocks"] = {lane: "cuda" if spans[0][0].event is not None else "cpu"
+        self.spans.update(lanes)
+        self.spans["clocks"] = {lane: "cuda" if spans[0][0].event is not None else "cpu"
                           for lane, spans in self.marks.items() if spans}
         draft = merged(lanes.get("draft", []))
-        self["draft_ms"] = round(sum(b - a for a, b in draft), 4)
-        self["overlap_ms"] = round(sum(max(0.0, min(b, d) - max(a, c)) for a, b in draft
+        self.spans["draft_ms"] = round(sum(b - a for a, b in draft), 4)
+        self.spans["overlap_ms"] = round(sum(max(0.0, min(b, d) - max(a, c)) for a, b in draft
                                        for c, d in merged(lanes.get("target", []))), 4)
         self.resolved = True
 
@@ -75,9 +75,10 @@ class Timeline:
     def __init__(self):
         self.rounds: list[Round] = []
 
-    def round(self, device: torch.device) -> Round:
+    def round(self, device: torch.device) -> dict:
+        """Opens a round (its origin is now, on `device`'s current stream); returns the dict it resolves into."""
         self.rounds.append(Round(torch.device(device)))
-        return self.rounds[-1]
+        return self.rounds[-1].spans
 
     @contextmanager
     def span(self, lane: str, device: torch.device):
@@ -92,7 +93,7 @@ class Timeline:
         finally:
             spans.append((start, Mark(torch.device(device))))
 
-    def resolve(self) -> list[Round]:
+    def resolve(self) -> list[dict]:
         """Every round's spans in milliseconds (waits once for the recorded events)."""
         todo = [r for r in self.rounds if not r.resolved]
         for r in todo:
@@ -101,7 +102,7 @@ class Timeline:
                     if mark.event is not None:
                         mark.event.synchronize()
             r.resolve()
-        return self.rounds
+        return [r.spans for r in self.rounds]
 
 
 class Clocked:
