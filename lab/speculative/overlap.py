@@ -69,7 +69,7 @@ class Pace:
 def side_stream(target: torch.device, draft: torch.device, parallel: bool) -> bool:
     """Whether the draft gets a CUDA stream of its own: when it runs beside a target on the same CUDA device
     (a CPU draft needs none; `parallel=False` keeps it on the target's stream, one after the other)."""
-    return parallel and target.type == "cuda" and draft.type == "cuda" and target.index == draft.index
+    return parallel and target.type == draft.type == "cuda" and (target.index or 0) == (draft.index or 0)
 
 
 class AheadDrafter(Drafter):
