@@ -24,6 +24,7 @@ from .figures import acceptance_figure, draft_tree_figure, token_stream_html
 from .flow_figures import edge_heads_figure, head_frequency_figure, lens_figure, route_figure
 from .flow_routes import FlowRoutes
 from .lens_view import LensView
+from .overlap_figure import overlap_timeline_figure  # noqa: F401
 from .token_stream import TokenStream
 
 __all__ = ["TokenStream", "DraftTree", "Acceptance", "FlowRoutes", "LensView", "token_stream_html",

@@ -27,6 +27,9 @@ class Drafter:
     info = MappingProxyType({})  # what the drafter chose for the last proposal (exit layer, budget ...): copied into the Step
 
     forwards: int = 0  # draft forwards spent so far (the Trace's draft cost); often a property of the draft
+    timeline = None  # a speculative.timeline.Timeline in which `alongside` work and the target forward are timed
+    stream = None  # a torch.cuda.Stream the `alongside` work runs on (None: the thread's default stream)
+    parallel = True  # False: `alongside` work runs before the target forward, not beside it (for comparison)
 
     # -- proposing ---------------------------------------------------------------------------------
     def propose(self, dec: Decoding, root: int) -> Tree:

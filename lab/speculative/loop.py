@@ -19,6 +19,7 @@ from ..decoding import Decoding
 from ..trace import Step
 from ..tree import Tree
 from .drafter import Drafter
+from .timeline import Timeline
 from .verify import Verdict, greedy_tree, rejection_tree
 
 
@@ -49,7 +50,16 @@ def speculate(dec: Decoding, drafter: Drafter, verifier: Verifier = EXACT) -> It
 
 
 def speculate_rows(rows: Rows, drafter: Drafter, verifier: Verifier = EXACT) -> Iterator[dict[int, Step]]:
-    """Prefill all rows, then propose -> score -> commit for every live row until all are done."""
+    """Prefill all rows, then propose -> score -> commit for every live row until all are done (then the
+    drafter's timeline, if it keeps one, is resolved: its Steps' info["timeline"] fill in)."""
+    try:
+        yield from _rounds(rows, drafter, verifier)
+    finally:
+        if drafter.timeline is not None:
+            drafter.timeline.resolve()
+
+
+def _rounds(rows: Rows, drafter: Drafter, verifier: Verifier) -> Iterator[dict[int, Step]]:
     logits = rows.prefill()
     roots = [dec.choose(logits[b]) for b, dec in enumerate(rows.live_rows())]
     yield {i: Step(committed=[r], origin=["plain"], forwards=0, prefill=True) for i, r in zip(rows.live, roots)}
@@ -102,11 +112,16 @@ def score_one(dec: Decoding, drafter: Drafter, verifier: Verifier, root: int, tr
         forward = lambda: dec.target.forward(tokens, among=among, positions=positions, visible=visible,  # noqa: E731
                                              taps=drafter.taps)
     job = drafter.alongside(dec, root, tree)
-    out, overlap = (forward(), None) if job is None else beside(job, forward)
+    timeline = drafter.timeline
+    out, overlap = (forward(), None) if job is None else beside(
+        job, forward, timeline=timeline, device=dec.target.device, stream=drafter.stream, parallel=drafter.parallel)
     rows = 1 + tree.rows
     verdict = verifier.verify(dec, tree, out.logits[:rows])
     if overlap is not None:
+        timed = overlap.pop("timeline", None)
         verdict.info["overlap"] = overlap
+        if timed is not None:
+            verdict.info["timeline"] = timed  # filled in when the timeline is resolved
     dec.target.keep(drafter.kept([0] + [i + 1 for i in verdict.accepted if i < tree.rows]))
     return verdict, out
 
@@ -123,31 +138,63 @@ def score_rows(rows: Rows, verifier: Verifier, roots: list[int], trees: list[Tre
     return verdicts, logits
 
 
-def beside(background, foreground) -> tuple[object, dict]:
+def beside(background, foreground, *, timeline: Timeline | None = None, device=None, stream=None,
+           parallel: bool = True) -> tuple[object, dict]:
     """Run `background` in a thread while `foreground` runs here (torch releases the GIL inside its ops); return
-    the foreground's value and when each ran (seconds from the start, and how long they overlapped)."""
+    the foreground's value and when each ran on the host (seconds from the start, and how long they overlapped).
+
+    On a GPU the two also overlap on the device only if their kernels go to different streams: given `stream`,
+    the background runs on it, after what this thread's stream has queued so far (its inputs are ready), and this
+    stream waits for it before going on (its outputs are ready for the verifier); the tensors the background
+    returns are marked as used on this stream so their memory is not reused under it. `timeline` opens a round
+    and times the foreground as its "target" lane on `device`. `parallel=False` runs the background first, then
+    the foreground, here and on this stream: the mutual waiting PEARL removes, for comparison."""
     box: dict = {}
+    device = torch.device(device or "cpu")
+    spans = timeline.round(device) if timeline is not None else None
+    here = torch.cuda.current_stream(device) if stream is not None else None
+    if here is not None:
+        stream.wait_stream(here)
     origin = time.perf_counter()
 
     def work():
         start = time.perf_counter()
         try:
-            background()
+            if stream is None:
+                box["handed"] = background()
+            else:
+                with torch.cuda.stream(stream):
+                    box["handed"] = background()
         except BaseException as err:  # re-raised in the caller's thread
             box["error"] = err
         box["span"] = (start - origin, time.perf_counter() - origin)
 
-    thread = threading.Thread(target=work, name="draft", daemon=True)
-    thread.start()
+    def target():
+        if timeline is None:
+            return foreground()
+        with timeline.span("target", device):
+            return foreground()
+
+    thread = None
+    if parallel:
+        thread = threading.Thread(target=work, name="draft", daemon=True)
+        thread.start()
+    else:
+        work()
     start = time.perf_counter()
     try:
-        value = foreground()
+        value = target()
     finally:
         end = time.perf_counter()
-        thread.join()
+        if thread is not None:
+            thread.join()
     if "error" in box:
         raise box["error"]
-    draft, target = box["span"], (start - origin, end - origin)
-    overlap = max(0.0, min(draft[1], target[1]) - max(draft[0], target[0]))
-    return value, {"draft_s": [round(t, 6) for t in draft], "target_s": [round(t, 6) for t in target],
-                   "overlap_s": round(overlap, 6)}
+    if here is not None:
+        here.wait_stream(stream)
+        for tensor in box.get("handed") or ():
+            tensor.record_stream(here)
+    draft, target_span = box["span"], (start - origin, end - origin)
+    overlap = max(0.0, min(draft[1], target_span[1]) - max(draft[0], target_span[0]))
+    return value, {"draft_s": [round(t, 6) for t in draft], "target_s": [round(t, 6) for t in target_span],
+                   "overlap_s": round(overlap, 6), **({"timeline": spans} if spans is not None else {})}

@@ -41,7 +41,9 @@ class Graph:
                 run()
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph, pool=slab.memory):
+        # thread_local: PEARL's draft thread may capture while the target's thread runs (or the other way round);
+        # the default ("global") would forbid the other thread's allocations and syncs during the capture
+        with torch.inference_mode(), torch.cuda.graph(self.graph, pool=slab.memory, capture_error_mode="thread_local"):
             self.logits = run()
 
     def __call__(self, ids, positions, slots, mask) -> torch.Tensor:

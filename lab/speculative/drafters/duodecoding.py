@@ -3,7 +3,10 @@
 Paper: "DuoDecoding: Hardware-aware Heterogeneous Speculative Decoding with Dynamic Multi-Sequence Drafting"
 (Lv et al., 2025). What it adds to PEARL's parallel pipeline (lab/speculative/overlap.py, shared with `pearl`):
 - heterogeneous hardware: the draft always runs on the CPU (a float32 CPU copy of the draft weights, built
-  once from the model object, when the target sits on a GPU) in a thread beside the target's forward;
+  once from the model object, when the target sits on a GPU) in a thread beside the target's forward, so the
+  two overlap without sharing a device; each Step's info["timeline"] says when each ran (the target's forward
+  timed by CUDA events on its stream, the draft's forwards by the host clock). `parallel=False` drafts before
+  each target forward instead (same tokens), to compare;
 - dynamic multi-sequence drafting: the draft's confidence decides how many sequences it drafts. With t1 its
   first token and t2 the token after it, every other first token x more likely than the draft's own two-token
   guess, p(x) > p(t1) p(t2 | t1), starts a sequence of its own (up to `max_sequences`), and the draft budget
@@ -56,8 +59,8 @@ def extra_starts(probs: torch.Tensor, first: int, second_prob: float, most: int)
 class MultiSequence(AheadDrafter):
     """Drafts 1..max_sequences sequences after the context, one draft forward per level (in the draft thread)."""
 
-    def __init__(self, dec: Decoding, runner: Backend, budget: int, max_sequences: int):
-        super().__init__(runner, Pace(guess=8))
+    def __init__(self, dec: Decoding, runner: Backend, budget: int, max_sequences: int, parallel: bool = True):
+        super().__init__(runner, Pace(guess=8), parallel)
         self.dec, self.budget, self.max_sequences = dec, budget, max_sequences
 
     def draft(self, context: list[int], room: int) -> list[list[Draft]]:
@@ -104,9 +107,12 @@ class MultiSequence(AheadDrafter):
                    "process); sequences grow one draft forward per level (a tree); at T > 0 extra first tokens are "
                    "drawn without replacement and verified by recursive rejection (the paper checks them "
                    "greedily); fixed budget 8 by default (budget=0 measures it); the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
-def duodecoding(dec, *, draft: str = "default", budget: int = 8, max_sequences: int = 4):
-    """DuoDecoding: a CPU draft in parallel with the target; more draft sequences when the draft is unsure."""
+def duodecoding(dec, *, draft: str = "default", budget: int = 8, max_sequences: int = 4, parallel: bool = True):
+    """DuoDecoding: a CPU draft in parallel with the target; more draft sequences when the draft is unsure.
+    `parallel=False`: the draft runs before each target forward instead (to compare)."""
     if budget < 0 or max_sequences < 1:
         raise LabError(f"duodecoding: budget must be >= 0 (0 measures it) and max_sequences >= 1, "
                        f"got budget={budget}, max_sequences={max_sequences}")
-    yield from speculate(dec, MultiSequence(dec, cpu_draft(dec.lab.draft(draft)), budget, max_sequences))
+    if not isinstance(parallel, bool):
+        raise LabError(f"duodecoding: parallel must be true or false, got {parallel!r}")
+    yield from speculate(dec, MultiSequence(dec, cpu_draft(dec.lab.draft(draft)), budget, max_sequences, parallel))
