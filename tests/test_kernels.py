@@ -179,3 +179,15 @@ def test_dllm_commit_ties_and_empty_windows():
     assert tokens[7] == 10 and conf[1] == conf[4]
     assert commit.nonzero()[:, 0].tolist() == ([1] if conf[1] >= conf[8] else [8])
     assert not dllm_commit.commit_rows(logits, torch.zeros(12, dtype=torch.bool), 0.0)[2].any()
+
+
+def test_bench_gpu_kernel_cases_run_on_the_cpu():
+    """`python -m lab bench gpu --kernels`'s cases, small: every kernel (interpreted) agrees with its reference."""
+    from lab.bench.gpu import kernel_cases
+
+    cases = kernel_cases("cpu", rows=2, vocab=300, small=200, k=2, window=6)
+    assert len(cases) == 5
+    for name, shape, nbytes, kernel, reference in cases:
+        got, want = kernel(), reference()
+        got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+        assert all(torch.equal(a, b) or torch.allclose(a, b, rtol=1e-6) for a, b in zip(got, want)), name
