@@ -3,8 +3,11 @@
 Each public function runs its Triton kernel on CUDA tensors when Triton is there, and its torch reference otherwise
 (the CPU, CI): `bitmask.apply_token_bitmask` (grammar masks in llguidance's layout), `rejection.chain_rejection`
 (speculative sampling of a chain: accepted, recovered, bonus), `sampling.sample_min_p` (temperature and min-p
-sampling without a sort). The tests run every kernel in Triton's interpreter on the CPU against its reference;
-`python -m lab bench gpu --kernels` times them against the references and the memory bandwidth.
+sampling without a sort), `topk_topp.sample_top_k_top_p` (temperature, top-k and top-p sampling without a sort:
+radix-selected thresholds), `dllm_commit.commit_rows` (a dLLM window's argmax tokens, their confidence and the rows
+to commit under Fast-dLLM's threshold rule or the k surest per block). The tests run every kernel in Triton's
+interpreter on the CPU against its reference; `python -m lab bench gpu --kernels` times them against the references
+and the memory bandwidth.
 
 Never installed as a top-level `kernels`: transformers probes for a package of that name (Hugging Face's kernel
 hub) and would take this one for it.

@@ -11,7 +11,9 @@ from scipy.stats import chisquare
 os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are defined: they run on CPU tensors
 triton = pytest.importorskip("triton")
 
-from lab.kernels import bitmask, rejection, sampling  # noqa: E402
+from lab.dllm import rules  # noqa: E402
+from lab.kernels import bitmask, dllm_commit, rejection, sampling, topk_topp  # noqa: E402
+from lab.sampling import Sampling  # noqa: E402
 
 
 def noise(rows, vocab, g):
@@ -87,3 +89,105 @@ def test_min_p_kernel_is_the_reference_and_samples_the_truncated_distribution():
     assert (counts[~kept] == 0).all() and kept.sum() < 8  # min-p removed some tokens
     expected = probs[kept].double() / probs[kept].double().sum() * n
     assert chisquare(counts[kept].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def top_k_top_p_rows():
+    """Rows with ties at the top and everywhere, -inf entries, a row of -inf, and plain random ones."""
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(6, 700, generator=g) * 3
+    logits[1, ::7] = logits[1].max()
+    logits[2] = (logits[2] * 2).round() / 2
+    logits[3, 100:] = float("-inf")
+    logits[4] = float("-inf")
+    return logits, noise(6, 700, g)
+
+
+@pytest.mark.parametrize("temperature,k,p", [(0.7, 0, 0.9), (1.0, 50, 1.0), (1.3, 1, 1.0), (0.9, 20, 0.5),
+                                             (1.0, 0, 1e-6), (1.0, 700, 0.95), (0.8, 3, 0.3)])
+def test_top_k_top_p_kernel_is_the_reference(temperature, k, p):
+    logits, e = top_k_top_p_rows()
+    assert torch.equal(topk_topp.sample_top_k_top_p(logits, temperature, k, p, e),
+                       topk_topp.sample_top_k_top_p_reference(logits, temperature, k, p, e))
+
+
+def kept_by_kernel(logits, temperature, k, p):
+    """Which tokens the kernel keeps, exactly: row v of the probe gives token v noise so small that it wins if kept."""
+    rows, vocab = logits.shape
+    probe = logits.repeat_interleave(vocab, 0)
+    e = torch.ones(rows * vocab, vocab)
+    e[torch.arange(rows * vocab), torch.arange(vocab).repeat(rows)] = 1e-30
+    return (topk_topp.sample_top_k_top_p(probe, temperature, k, p, e) == torch.arange(vocab).repeat(rows)).reshape(
+        rows, vocab)
+
+
+def test_top_k_top_p_kernel_samples_the_truncated_distribution():
+    """The kernel's kept set, read off exactly, gives lab.sampling's top-k/top-p distribution (its ties included);
+    the reference's race draws follow that distribution (chi-square)."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 16, generator=g) * 2
+    logits[2, 3] = logits[2, 9] = logits[2].max() + 0.5  # tied top tokens: top-k 1 keeps both
+    for temperature, k, p in ((0.8, 5, 1.0), (1.2, 0, 0.7), (0.9, 6, 0.6), (1.0, 1, 1.0)):
+        kept = kept_by_kernel(logits, temperature, k, p)
+        want = Sampling(temperature=temperature, top_k=k, top_p=p).probs(logits)
+        want[2] = torch.where(logits[2] >= logits[2].max(), want[2], 0.0) if k == 1 else want[2]
+        got = torch.where(kept, logits / temperature, float("-inf")).softmax(-1)
+        assert torch.allclose(got, want, atol=1e-6), (temperature, k, p)
+        assert 1 <= kept[0].sum() < 16
+    assert kept[2].sum() == 2
+    row, n = logits[0], 20000
+    draws = topk_topp.sample_top_k_top_p_reference(row[None].expand(n, -1), 0.9, 6, 0.6, noise(n, 16, g))
+    probs = Sampling(temperature=0.9, top_k=6, top_p=0.6).probs(row)
+    counts = torch.bincount(draws, minlength=16).double()
+    assert (counts[probs == 0] == 0).all()
+    expected = probs[probs > 0].double() / probs[probs > 0].double().sum() * n
+    assert chisquare(counts[probs > 0].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def window(g):
+    """A window [12, 300]: ties in confidence (equal rows), tied argmax, -inf entries, a sure row."""
+    logits = torch.randn(12, 300, generator=g) * 2
+    logits[4] = logits[1]
+    logits[7, 10] = logits[7, 20] = logits[7].max() + 1
+    logits[8, 150:] = float("-inf")
+    logits[10, 42] += 30
+    return logits, torch.rand(12, generator=g) < 0.7
+
+
+@pytest.mark.parametrize("threshold,k,block_size", [(0.9, 1, 0), (1.1, 1, 0), (0.0, 1, 0), (0.05, 1, 0),
+                                                    (float("inf"), 2, 0), (float("inf"), 2, 4), (0.3, 1, 5)])
+def test_dllm_commit_kernel_is_the_reference(threshold, k, block_size):
+    g = torch.Generator().manual_seed(6)
+    logits, masked = window(g)
+    masked[1] = masked[4] = True
+    got = dllm_commit.commit_rows(logits, masked, threshold, k, block_size)
+    want = dllm_commit.commit_rows_reference(logits, masked, threshold, k, block_size)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    assert torch.allclose(got[1], want[1], rtol=1e-6, atol=0)
+    assert torch.allclose(got[1].double(), rules.confidence(logits, got[0]), rtol=1e-5, atol=0)  # lab's float64
+    conf, rows = want[1].tolist(), masked.nonzero()[:, 0].tolist()
+    if block_size == 0:  # the reference is the lab's rule
+        chosen = rules.above_threshold(conf, rows, threshold) if k == 1 else rules.rank(conf, rows)[:k]
+        assert sorted(chosen) == want[2].nonzero()[:, 0].tolist()
+
+
+def test_dllm_commit_ties_and_empty_windows():
+    g = torch.Generator().manual_seed(7)
+    logits, _ = window(g)
+    masked = torch.zeros(12, dtype=torch.bool)
+    masked[[1, 4, 8]] = True  # rows 1 and 4 are equal: the left-most of a tie is the surer
+    tokens, conf, commit = dllm_commit.commit_rows(logits, masked, 1.1)
+    assert tokens[7] == 10 and conf[1] == conf[4]
+    assert commit.nonzero()[:, 0].tolist() == ([1] if conf[1] >= conf[8] else [8])
+    assert not dllm_commit.commit_rows(logits, torch.zeros(12, dtype=torch.bool), 0.0)[2].any()
+
+
+def test_bench_gpu_kernel_cases_run_on_the_cpu():
+    """`python -m lab bench gpu --kernels`'s cases, small: every kernel (interpreted) agrees with its reference."""
+    from lab.bench.gpu import kernel_cases
+
+    cases = kernel_cases("cpu", rows=2, vocab=300, small=200, k=2, window=6)
+    assert len(cases) == 5
+    for name, shape, nbytes, kernel, reference in cases:
+        got, want = kernel(), reference()
+        got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+        assert all(torch.equal(a, b) or torch.allclose(a, b, rtol=1e-6) for a, b in zip(got, want)), name

@@ -154,34 +154,47 @@ def tree_verify(lab, short: str) -> dict:
             "cost_vs_one": round(cost[64] / cost[1], 3)}
 
 
+def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, small: int = 49152, k: int = 8,
+                 window: int = 32) -> list[tuple]:
+    """(name, shape, bytes it must move, kernel, reference) for each Triton kernel, on random inputs; `small` is
+    the default model's vocabulary, `window` a dLLM window's rows."""
+    from ..kernels import bitmask, dllm_commit, rejection, sampling, topk_topp
+
+    g = torch.Generator(device=device).manual_seed(0)
+    logits = torch.randn(rows, vocab, device=device, generator=g)
+    words = torch.randint(-2**31, 2**31 - 1, (rows, (vocab + 31) // 32), device=device, generator=g,
+                          dtype=torch.int64).to(torch.int32)
+    noise = torch.empty(rows, vocab, device=device).exponential_(generator=g)
+    p = torch.rand(rows, k + 1, small, device=device, generator=g).softmax(-1)
+    q = torch.rand(rows, k, small, device=device, generator=g).softmax(-1)
+    drafts = q.argmax(-1)
+    u, e = torch.rand(rows, k, device=device, generator=g), noise[:, :small].contiguous()
+    scores = logits[:, :small].contiguous() * 3
+    masked = torch.rand(window, device=device, generator=g) < 0.7
+    return [("bitmask apply", f"{rows}x{vocab} fp32", 4 * rows * vocab * 2 + words.numel() * 4,
+             lambda: bitmask.apply_token_bitmask(logits.clone(), words),
+             lambda: bitmask.apply_token_bitmask_reference(logits.clone(), words)),
+            ("chain rejection", f"{rows} rows, k={k}, V={small}", 4 * rows * small * 5,
+             lambda: rejection.chain_rejection(drafts, q, p, u, e),
+             lambda: rejection.chain_rejection_reference(drafts, q, p, u, e)),
+            ("min-p sampling", f"{rows}x{vocab} fp32", 4 * rows * vocab * 3,
+             lambda: sampling.sample_min_p(logits, 0.8, 0.05, noise),
+             lambda: sampling.sample_min_p_reference(logits, 0.8, 0.05, noise)),
+            ("top-k top-p sampling", f"{rows}x{small} fp32, k=50, p=0.9", 4 * rows * small * 2,  # logits, noise once
+             lambda: topk_topp.sample_top_k_top_p(scores, 0.8, 50, 0.9, e),
+             lambda: topk_topp.sample_top_k_top_p_reference(scores, 0.8, 50, 0.9, e)),
+            ("dllm commit", f"{window}x{small} fp32, threshold 0.9", 4 * window * small,
+             lambda: dllm_commit.commit_rows(scores[:window], masked, 0.9),
+             lambda: dllm_commit.commit_rows_reference(scores[:window], masked, 0.9))]
+
+
 def kernels(bandwidth: float) -> list[dict]:
     """Each Triton kernel against its torch reference on the GPU: microseconds, and the bytes it must move over
     the measured copy bandwidth."""
     from triton.testing import do_bench
 
-    from ..kernels import bitmask, rejection, sampling
-
-    g = torch.Generator(device="cuda").manual_seed(0)
-    rows, vocab, k = 64, 128256, 8
-    logits = torch.randn(rows, vocab, device="cuda", generator=g)
-    words = torch.randint(-2**31, 2**31 - 1, (rows, (vocab + 31) // 32), device="cuda", generator=g,
-                          dtype=torch.int64).to(torch.int32)
-    noise = torch.empty(rows, vocab, device="cuda").exponential_(generator=g)
-    p = torch.rand(rows, k + 1, 49152, device="cuda", generator=g).softmax(-1)
-    q = torch.rand(rows, k, 49152, device="cuda", generator=g).softmax(-1)
-    drafts = q.argmax(-1)
-    u, e = torch.rand(rows, k, device="cuda", generator=g), noise[:, :49152].contiguous()
-    cases = [("bitmask apply", f"{rows}x{vocab} fp32", 4 * rows * vocab * 2 + words.numel() * 4,
-              lambda: bitmask.apply_token_bitmask(logits.clone(), words),
-              lambda: bitmask.apply_token_bitmask_reference(logits.clone(), words)),
-             ("chain rejection", f"{rows} rows, k={k}, V=49152", 4 * rows * 49152 * 5,
-              lambda: rejection.chain_rejection(drafts, q, p, u, e),
-              lambda: rejection.chain_rejection_reference(drafts, q, p, u, e)),
-             ("min-p sampling", f"{rows}x{vocab} fp32", 4 * rows * vocab * 3,
-              lambda: sampling.sample_min_p(logits, 0.8, 0.05, noise),
-              lambda: sampling.sample_min_p_reference(logits, 0.8, 0.05, noise))]
     out = []
-    for name, shape, nbytes, kernel, reference in cases:
+    for name, shape, nbytes, kernel, reference in kernel_cases():
         us, torch_us = 1000 * do_bench(kernel, return_mode="median"), 1000 * do_bench(reference, return_mode="median")
         out.append({"name": name, "shape": shape, "us": round(us, 1), "torch_us": round(torch_us, 1),
                     "flashinfer_us": None, "bandwidth_frac": round(nbytes / (us * 1e-6) / bandwidth, 3)})
