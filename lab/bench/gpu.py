@@ -195,10 +195,23 @@ def kernels(bandwidth: float) -> list[dict]:
 
     out = []
     for name, shape, nbytes, kernel, reference in kernel_cases():
+        same = agree(kernel(), reference())
         us, torch_us = 1000 * do_bench(kernel, return_mode="median"), 1000 * do_bench(reference, return_mode="median")
         out.append({"name": name, "shape": shape, "us": round(us, 1), "torch_us": round(torch_us, 1),
-                    "flashinfer_us": None, "bandwidth_frac": round(nbytes / (us * 1e-6) / bandwidth, 3)})
+                    "flashinfer_us": None, "bandwidth_frac": round(nbytes / (us * 1e-6) / bandwidth, 3),
+                    "agrees_with_reference": same})
     return out
+
+
+def agree(a, b) -> bool:
+    """Kernel vs reference output on the same inputs: integer tensors equal, float tensors within 1e-5 (relative)."""
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(agree(x, y) for x, y in zip(a, b))
+    if torch.is_tensor(a):
+        if a.dtype.is_floating_point:
+            return bool(torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6, equal_nan=True))
+        return bool(torch.equal(a, b))
+    return a == b
 
 
 def main(argv: list[str] | None = None) -> dict:
