@@ -10,6 +10,10 @@
 #                                          # prompts of .dd/pairs.jsonl.gz, then two self-distillation jobs side by
 #                                          # side from dllm-default (plain, and dParallel's certainty forcing)
 #   bash scripts/gpu_dllm.sh benchd        # next call: both distilled models on .whl/dllm_suite40.jsonl, side by side
+#   bash scripts/gpu_dllm.sh distill-l2r DIR  # after staging: one plain self-distillation job on dllm-default's own
+#                                          # left-to-right one-token-per-step answers
+#   bash scripts/gpu_dllm.sh bench-l2r     # next call: it and dllm-default side by side on .whl/dllm_suite.jsonl, the
+#                                          # left-to-right reference and the lossless policies verifying against it
 # Inputs: .gguf0/ .. .gguf4/ (the GGUF in five pieces: `split -n 5 -d -a 2 FILE ggpart`; the working tree plus a
 # piece must fit in one call's 64 MiB; the first four staged, the fifth given to train or bench), .whl/ (the gguf
 # wheel), .dd/pairs.jsonl.gz (`python -m lab train dllm-data`). Outputs under $OUT.
@@ -25,6 +29,8 @@ learn2pd,tracelock"
 
 DISTILL=(--init dllm-default --data /tmp/traj.jsonl.gz --block 8,16 --seq 384 --batch 32 --lr 1e-4 --warmup 50
          --every 200 --val 256 --device cuda --attention flex)
+L2R_POLICIES="llada:remasking=left_to_right,freedave:drafts=8:order=left-to-right,\
+ssd-dllm:drafts=8:order=left-to-right,freedave:drafts=8,fast-dllm:threshold=0.9"
 DISTILL_POLICIES="fast-dllm:threshold=0.9,fast-dllm:threshold=0.8,fast-dllm:threshold=0.7,fast-dllm:threshold=0.5,\
 fast-dllm:factor=1.0,fast-dllm:threshold=0.9:block_size=16,fast-dllm:threshold=0.7:block_size=16,prophet,\
 freedave:drafts=8,ssd-dllm:drafts=8,freedave:drafts=16:block_size=16,dinfer,localleap,lopa"
@@ -93,6 +99,30 @@ models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_N
       mkdir -p "$OUT/d$beta" && cp /tmp/d$beta/adapter.safetensors /tmp/d$beta/manifest.json "$OUT/d$beta/" 2>/dev/null \
         || echo "d$beta did not finish"
     done
+    ;;
+  distill-l2r)
+    convert "$2"
+    python -m lab train dllm-trajectories --prompts .dd/pairs.jsonl.gz --out /tmp/traj.jsonl.gz --length 48 --block 8 \
+      --batch 256 --device cuda --dtype bfloat16 --order left-to-right --minutes "${3:-1}" 2>&1 \
+      | grep -v "Loading weights" | tail -n 2
+    cp /tmp/traj.jsonl.gz "$OUT/traj_l2r.jsonl.gz"
+    python -m lab train dllm --out /tmp/d0 "${DISTILL[@]}" --certainty 0 --steps "${4:-500}" --minutes "${5:-2.6}" 2>&1 \
+      | grep -v "Loading weights" | tail -n 3
+    if [ ! -e /tmp/d0/adapter.safetensors ]; then  # out of time: finish at the step it reached
+      at=$(python -c "import torch; print(torch.load('/tmp/d0/checkpoint.pt', weights_only=False)['state']['step'])")
+      python -m lab train dllm --out /tmp/d0 "${DISTILL[@]}" --certainty 0 --steps "$at" 2>&1 | tail -n 1
+    fi
+    mkdir -p "$OUT/l2r" && cp /tmp/d0/adapter.safetensors /tmp/d0/manifest.json "$OUT/l2r/"
+    ;;
+  bench-l2r)
+    for model in /tmp/d0 dllm-default; do
+      name=$(basename $model)
+      timeout -s INT "${2:-200}" python -m lab bench dllm --model $model --suite .whl/dllm_suite.jsonl \
+        --device cuda --dtype float32 --max-new-tokens 48 --block-size 8 --policies "$L2R_POLICIES" \
+        --out "$OUT/dllm_bench_l2r_$name.json" --no-plots --no-progress > /tmp/b_$name.log 2>&1 &
+    done
+    wait
+    for name in d0 dllm-default; do grep -v "Loading weights" /tmp/b_$name.log | tail -n 10; done
     ;;
   benchd)
     for beta in 0 1; do

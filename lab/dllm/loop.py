@@ -37,6 +37,7 @@ class Round:
     end: int
     denoiser: Denoiser
     fill: dict[int, int] = field(default_factory=dict)  # row -> a token to commit there instead of the proposal
+    order: str = "confidence"  # which rows `scheduled` takes first: the surest, or the left-most
 
     def scheduled(self, steps: int) -> list[int]:
         """The rows LLaDA's schedule commits now: the block's share of `steps`, spread evenly, surest first."""
@@ -46,7 +47,7 @@ class Round:
             self.denoiser.plan = rules.transfer_counts(len(self.block), total)
         plan = self.denoiser.plan
         n = plan[self.step] if self.step < len(plan) - 1 else len(self.block)  # the last step: whatever is left
-        return rules.rank(self.confidence, self.block)[:n]
+        return rules.rank(self.confidence, self.block, self.order)[:n]
 
     @property
     def progress(self) -> float:
@@ -88,18 +89,23 @@ def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[
                                          "predicted_confidence": [round(conf[r], 6) for r in live], **info})
 
 
-def decision(den: Denoiser, window: list[int], logits: torch.Tensor, start: int, end: int):
-    """One-token-per-step (greedy, low-confidence) decoding's view of these logits: the block's masked rows,
-    surest first, with every row's token and confidence and the window's masked rows."""
+def check_order(order: str) -> None:
+    if order not in rules.ORDERS:
+        raise LabError(f"order={order!r}: use {' or '.join(rules.ORDERS)}")
+
+
+def decision(den: Denoiser, window: list[int], logits: torch.Tensor, start: int, end: int, order: str = "confidence"):
+    """One-token-per-step greedy decoding's view of these logits: the block's masked rows in the order it commits
+    them (surest first, or left to right), with every row's token and confidence and the window's masked rows."""
     proposal = logits.argmax(-1)
     tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, "probability"))
     live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
     block = [j for j in live if start <= window[j] < end]
-    return rules.rank(conf, block), tokens, conf, live
+    return rules.rank(conf, block, order), tokens, conf, live
 
 
 def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, block_size: int = 0,
-            cache: str = "auto", confidence: str = "probability", fallback: int = 32,
+            cache: str = "auto", confidence: str = "probability", fallback: int = 32, order: str = "confidence",
             fuse: Callable[[list[int], torch.Tensor, Denoiser], torch.Tensor] | None = None) -> Iterator[Step]:
     """Decode the canvas block by block; each forward commits the rows `pick` chooses. `fuse(window, logits,
     denoiser)` may rewrite the logits first (dInfer's credit)."""
@@ -116,7 +122,7 @@ def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, b
             tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, confidence, dec.rng))  # one sync
             live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]
             block = [j for j in live if start <= window[j] < end]
-            here = Round(window, logits, tokens, conf, live, block, step, start, end, den)
+            here = Round(window, logits, tokens, conf, live, block, step, start, end, den, order=order)
             rows = pick(here)
             if not rows or any(r not in live for r in rows):
                 raise RuntimeError(f"{method}: a step must commit masked positions (got rows {rows})")
@@ -125,9 +131,10 @@ def denoise(dec: Decoding, pick: Callable[[Round], list[int]], *, method: str, b
 
 
 def draft_and_verify(dec: Decoding, method: str, block_size: int, cache: str,
-                     verify: Callable[..., tuple]) -> Iterator[Step]:
+                     verify: Callable[..., tuple], order: str = "confidence") -> Iterator[Step]:
     """The frame of the lossless dLLM drafters (freedave, ssd-dllm): greedy only; per block, one forward drafts,
-    `verify(den, window, logits, start, end, order, tokens, conf)` checks drafted decisions against `decision` and
+    `verify(den, window, logits, start, end, ranked, tokens, conf)` checks drafted decisions against `decision` (in
+    `order`: what the reference, llada steps=0 with that remasking order, commits first; `ranked` is its ranking) and
     returns (rows, tokens, confidences, next, info); `next` is (window, logits) of the forward on the last accepted
     canvas, which drafts the next round for free (None only when the accepted decisions fill the block)."""
     if not dec.greedy:
@@ -138,8 +145,8 @@ def draft_and_verify(dec: Decoding, method: str, block_size: int, cache: str,
         before = backend.forwards
         window, logits = den.predict(start, end)
         while den.masked(start, end):
-            order, tokens, conf, live = decision(den, window, logits, start, end)
-            rows, committed, confidence, after, info = verify(den, window, logits, start, end, order, tokens, conf)
+            ranked, tokens, conf, live = decision(den, window, logits, start, end, order)
+            rows, committed, confidence, after, info = verify(den, window, logits, start, end, ranked, tokens, conf)
             step = commit_step(den, window, committed, confidence, live, rows, backend.forwards - before, **info)
             if after is not None:
                 window, logits = after

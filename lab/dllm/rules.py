@@ -57,8 +57,14 @@ def host(tokens: torch.Tensor, conf: torch.Tensor) -> tuple[list[int], list[floa
     return [int(t) for t in both[0]], both[1]
 
 
-def rank(conf: list[float], rows: list[int]) -> list[int]:
-    """`rows` ordered by confidence, surest first; ties keep the left-most first (deterministic)."""
+ORDERS = ("confidence", "left-to-right")
+
+
+def rank(conf: list[float], rows: list[int], order: str = "confidence") -> list[int]:
+    """`rows` in the order one-token-per-step decoding commits them: surest first (ties: the left-most first), or
+    left to right (the window's rows are in position order)."""
+    if order == "left-to-right":
+        return sorted(rows)
     return sorted(rows, key=lambda j: -conf[j])
 
 

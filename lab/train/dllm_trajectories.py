@@ -31,10 +31,11 @@ from .dllm import CLEAN, NOISY, PAD, visible
 
 @torch.no_grad()
 def decode(model, prompts: list[list[int]], length: int, block: int, mask_id: int, eos: set[int],
-           shift: bool = True) -> list[list[int]]:
+           shift: bool = True, order: str = "confidence") -> list[list[int]]:
     """One-token-per-step low-confidence greedy decoding of every prompt at once (block attention, shifted
-    logits unless `shift` is False): each answer up to and including its first end-of-text token (or `length`
-    tokens)."""
+    logits unless `shift` is False), committing the surest masked position of the block each step, or the left-most
+    (`order="left-to-right"`: llada remasking=left_to_right): each answer up to and including its first end-of-text
+    token (or `length` tokens)."""
     device = next(model.parameters()).device
     B = len(prompts)
     canvas = torch.full((B, length), mask_id, dtype=torch.long)
@@ -67,7 +68,9 @@ def decode(model, prompts: list[list[int]], length: int, block: int, mask_id: in
             token = logits.argmax(-1)
             conf = torch.softmax(logits.double(), -1).gather(-1, token[..., None])[..., 0]
             masked = (canvas[:, s:e] == mask_id).to(device)
-            conf = torch.where(masked, conf, torch.full_like(conf, -1.0))
+            if order == "left-to-right":  # the left-most masked position: rank by position instead
+                conf = -torch.arange(m, device=device, dtype=conf.dtype).expand_as(conf)
+            conf = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
             j = conf.argmax(-1)  # the surest masked position (the left-most of equals)
             chosen = token.gather(1, j[:, None])[:, 0]
             live = masked.any(-1)
@@ -107,6 +110,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="float32", choices=("bfloat16", "float16", "float32"))
     p.add_argument("--minutes", type=float, default=0, help="stop after this long and write what is done (0: no limit)")
+    p.add_argument("--order", default="confidence", choices=("confidence", "left-to-right"),
+                   help="which masked position one-token-per-step decoding commits next: the surest or the left-most")
     args = p.parse_args(argv)
     if not Path(args.prompts).is_file():
         raise LabError(f"--prompts {args.prompts}: no such file")
@@ -128,7 +133,7 @@ def main(argv: list[str]) -> None:
     for n in range(0, len(order), args.batch):
         chunk = order[n:n + args.batch]
         for i, answer in zip(chunk, decode(model, [rows[i]["prompt"] for i in chunk], args.length, block,
-                                           spec.mask_id, eos, spec.shift)):
+                                           spec.mask_id, eos, spec.shift, args.order)):
             answers[i] = answer
         print(f"{len(answers)}/{len(rows)} prompts, {time.perf_counter() - began:.0f} s", flush=True)
         if args.minutes and time.perf_counter() - began > 60 * args.minutes:

@@ -1,5 +1,6 @@
 """dllm-default (the default model turned into a block-diffusion LM, lab/data/dllm-default/) on the CPU, as CI runs
-it: every diffusion policy runs on it; freedave and ssd-dllm give one-token-per-step decoding's tokens exactly, and
+it: every diffusion policy runs on it; freedave and ssd-dllm give one-token-per-step decoding's tokens exactly (in
+either commit order), and
 deer gives the default model's greedy tokens exactly (transformers' generate), on the 20 identity prompts."""
 from __future__ import annotations
 
@@ -46,6 +47,22 @@ def test_lossless_policies_give_one_token_per_step_decodings_tokens(dllm, one_pe
         assert trace.forwards <= ref.forwards, p["id"]
         saved += ref.forwards - trace.forwards
     assert saved > 0  # they did verify several decisions in one forward somewhere
+
+
+def test_freedave_left_to_right_is_left_to_right_one_token_per_step(dllm):
+    """The left-to-right reference (llada remasking=left_to_right) and freedave verifying against it: the same tokens,
+    and on this trained model (unlike a random one) most forwards saved: its one-forward view of a block often is
+    what it then writes left to right."""
+    mine = theirs = 0
+    for p in IDENTITY_PROMPTS[:10]:  # (the 20-prompt identity of freedave itself is the test above)
+        ref = dllm.generate("llada", p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS, steps=0,
+                            block_size=BLOCK, remasking="left_to_right").trace
+        got = dllm.generate("freedave", p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS, block_size=BLOCK,
+                            drafts=BLOCK, order="left-to-right").trace
+        assert got.tokens == ref.tokens, p["id"]
+        mine, theirs = mine + got.forwards, theirs + ref.forwards
+    print(f"freedave left-to-right: {mine} forwards vs {theirs}")
+    assert mine < 0.75 * theirs
 
 
 def test_deer_gives_the_default_models_greedy_tokens(default_lab, dllm, reference):

@@ -57,18 +57,25 @@ def test_prophet_goes_all_in_once_the_gap_is_wide():
     assert at_once.forwards == 1 and len(at_once.steps[0].committed) == 12  # the whole canvas, in one step
 
 
+REMASKING = {"confidence": "low_confidence", "left-to-right": "left_to_right"}
+
+
+@pytest.mark.parametrize("order", ["confidence", "left-to-right"])
 @pytest.mark.parametrize("attention,cache", [("block", "prefix"), ("global", "none"), ("global", "dual")])
-def test_freedave_is_one_token_per_step_decoding_exactly(attention, cache):
+def test_freedave_is_one_token_per_step_decoding_exactly(attention, cache, order):
     tl = dllm_lab(attention, block_size=8)
     saved = reference = 0
     for prompt in random_prompts(20, seed=1):  # the issue asks for at least 20 prompts
-        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
-        got = tl.generate("freedave", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache, remasking=REMASKING[order]).trace
+        got = tl.generate("freedave", prompt, max_new_tokens=16, block_size=8, cache=cache, order=order).trace
         assert got.tokens == ref.tokens, prompt
         decided = [p for s in got.steps for p in s.positions]
         assert decided == [p for s in ref.steps for p in s.positions]  # the same decisions in the same order
+        assert order == "confidence" or decided == sorted(decided)  # left to right: in position order
         saved, reference = saved + got.forwards, reference + ref.forwards
-    assert saved < 0.9 * reference  # drafts were accepted: fewer forwards than tokens
+    # drafts were accepted: fewer forwards than tokens (a random model rarely predicts its own left-to-right future:
+    # tests/dllm/test_dllm_default.py checks that on the trained model)
+    assert order != "confidence" or saved < 0.9 * reference
 
 
 def test_freedave_refuses_sampling():
@@ -76,21 +83,25 @@ def test_freedave_refuses_sampling():
         dllm_lab().generate("freedave", [5, 6], max_new_tokens=4, temperature=0.5)
 
 
+@pytest.mark.parametrize("order", ["confidence", "left-to-right"])
 @pytest.mark.parametrize("attention,cache", [("block", "prefix"), ("global", "none"), ("global", "dual")])
-def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache):
+def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache, order):
     tl = dllm_lab(attention, block_size=8)
     saved = reference = siblings = 0
     for prompt in random_prompts(20, seed=1):  # the issue asks for at least 20 prompts
-        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
-        got = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, cache=cache).trace
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache, remasking=REMASKING[order]).trace
+        got = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, cache=cache, order=order).trace
         assert got.tokens == ref.tokens, prompt
         decided = [p for s in got.steps for p in s.positions]
         assert decided == [p for s in ref.steps for p in s.positions]  # the same decisions in the same order
+        assert order == "confidence" or decided == sorted(decided)  # left to right: in position order
         assert got.forwards <= ref.forwards, prompt
         assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * 2 for s in got.steps)  # drafts=4, branches=2
         saved, reference = saved + got.forwards, reference + ref.forwards
         siblings += sum(s.info["sibling"] for s in got.steps)
-    assert saved < 0.9 * reference  # drafts were accepted: fewer forwards than tokens
+    # drafts were accepted: fewer forwards than tokens (a random model rarely predicts its own left-to-right future:
+    # tests/dllm/test_dllm_default.py checks that on the trained model)
+    assert order != "confidence" or saved < 0.9 * reference
     assert siblings > 0  # the tree accepted a token a chain of drafts would have missed
 
 

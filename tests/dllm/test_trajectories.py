@@ -12,15 +12,18 @@ from lab.train.dllm_trajectories import decode
 from .helpers import dllm_lab, random_prompts
 
 
+@pytest.mark.parametrize("order", ["confidence", "left-to-right"])
 @pytest.mark.parametrize("shift,block", [(True, 4), (False, 3)])
-def test_batched_decoding_is_one_token_per_step(shift, block):
+def test_batched_decoding_is_one_token_per_step(shift, block, order):
     tl = dllm_lab(shift=shift, block_size=block)
     prompts = random_prompts(6, seed=3)
-    full = decode(tl.model, prompts, 10, block, tl.model.dllm.mask_id, set(), shift)
+    full = decode(tl.model, prompts, 10, block, tl.model.dllm.mask_id, set(), shift, order)
     eos = {full[0][5], full[1][2]}  # tokens the random model writes mid-answer: some answers end early
-    batched = decode(tl.model, prompts, 10, block, tl.model.dllm.mask_id, eos, shift)
+    batched = decode(tl.model, prompts, 10, block, tl.model.dllm.mask_id, eos, shift, order)
     tl.eos = eos
-    one_by_one = [tl.generate("llada", p, max_new_tokens=10, steps=0, block_size=block).tokens for p in prompts]
+    remasking = "low_confidence" if order == "confidence" else "left_to_right"
+    one_by_one = [tl.generate("llada", p, max_new_tokens=10, steps=0, block_size=block, remasking=remasking).tokens
+                  for p in prompts]
     assert batched == one_by_one
     assert any(a and a[-1] in eos and len(a) < 10 for a in batched)  # early ends were exercised
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...errors import LabError
 from ...registry import method
-from ..loop import decision, draft_and_verify
+from ..loop import check_order, decision, draft_and_verify
 
 
 @method("freedave", family="diffusion", lossless=True,
@@ -20,11 +20,14 @@ from ..loop import decision, draft_and_verify
               "(Wu and Zhang, 2025)",
         departures="Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada steps=0, same "
                    "block_size and cache); drafts stay inside the current block; a round's candidates run as copies "
-                   "in one forward of one row (each sees the cached context and itself) and count as one forward.")
-def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "auto"):
-    """FreeDave: draft the next decisions from one forward, verify them all in the next; one-per-step exactly."""
+                   "in one forward of one row (each sees the cached context and itself) and count as one forward; "
+                   "order=left-to-right verifies against llada remasking=left_to_right instead (the lab's addition).")
+def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "auto", order: str = "confidence"):
+    """FreeDave: draft the next decisions from one forward, verify them all in the next; one-per-step exactly
+    (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`)."""
     if drafts < 1:
         raise LabError("drafts must be >= 1")
+    check_order(order)
 
     def verify(den, window, logits, start, end, order, tokens, conf):
         draft = order[:drafts]  # rows of the window, surest first; draft[0] is certain
@@ -40,7 +43,7 @@ def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "auto"):
             saved = list(den.canvas)
             while accepted <= len(candidates):
                 den.canvas[start:end] = candidates[accepted - 1]
-                order_j, tokens_j = decision(den, cwindow, many[accepted - 1], start, end)[:2]
+                order_j, tokens_j = decision(den, cwindow, many[accepted - 1], start, end, order)[:2]
                 after = cwindow, many[accepted - 1]
                 if accepted == len(draft):
                     break
@@ -52,4 +55,4 @@ def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "auto"):
         after = after if accepted <= len(candidates) else None
         return draft[:accepted], tokens, conf, after, {"drafted": len(draft), "verified_rows": len(candidates)}
 
-    return draft_and_verify(dec, "freedave", block_size, cache, verify)
+    return draft_and_verify(dec, "freedave", block_size, cache, verify, order)

@@ -2,7 +2,8 @@
 
 The idea: a masked-diffusion LM decodes a canvas of masks in `steps` steps, committing an equal share of each
 block's positions per step: the surest ones (low-confidence remasking: the rest stay masked) or random ones.
-`steps=0` means one token per step, the reference that lossless dLLM policies reproduce.
+`steps=0` means one token per step, the reference that lossless dLLM policies reproduce. `remasking=left_to_right`
+(the lab's addition) commits the block's left-most masked positions first, with the same confidences recorded.
 """
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ from ...errors import LabError
 from ...registry import method
 from ..loop import denoise
 
-REMASKING = {"low_confidence": "probability", "random": "random"}
+REMASKING = {"low_confidence": "probability", "random": "random", "left_to_right": "probability"}
 
 
 @method("llada", family="diffusion", lossless=False, paper="Large Language Diffusion Models (Nie et al., 2025)",
         departures="Steps need not divide evenly over the blocks (each block gets the ceiling of its share; LLaDA "
                    "asserts divisibility); no classifier-free guidance; the mask token is never proposed; block_size=0 "
-                   "takes a block-diffusion model's trained block size (else 32).")
+                   "takes a block-diffusion model's trained block size (else 32); remasking=left_to_right (the left-most masked "
+                   "positions of the block first: the order of the autoregressive model a block dLLM was converted from) "
+                   "is the lab's, not LLaDA's.")
 def llada(dec, *, steps: int = 0, block_size: int = 0, remasking: str = "low_confidence", cache: str = "auto"):
     """LLaDA: an even share of each block per step, surest (or random) positions first; steps=0: one per step."""
     if remasking not in REMASKING:
-        raise LabError(f"remasking={remasking!r}: use low_confidence or random")
+        raise LabError(f"remasking={remasking!r}: use {', '.join(REMASKING)}")
     return denoise(dec, lambda r: r.scheduled(steps), method="llada", block_size=block_size, cache=cache,
-                   confidence=REMASKING[remasking])
+                   confidence=REMASKING[remasking],
+                   order="left-to-right" if remasking == "left_to_right" else "confidence")

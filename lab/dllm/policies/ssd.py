@@ -16,7 +16,7 @@ import torch
 
 from ...errors import LabError
 from ...registry import method
-from ..loop import decision, draft_and_verify
+from ..loop import check_order, decision, draft_and_verify
 
 
 def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -38,11 +38,15 @@ def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> 
                    "verification. Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada "
                    "steps=0, same block_size and cache), greedy only; drafts stay inside the current block; the tree's "
                    "nodes run as copies in one forward of one row (each sees the cached context and itself) and count "
-                   "as one forward.")
-def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto"):
-    """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly."""
+                   "as one forward; order=left-to-right verifies against llada remasking=left_to_right instead (the "
+                   "lab's addition).")
+def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto",
+             order: str = "confidence"):
+    """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly
+    (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`)."""
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
+    check_order(order)
 
     def verify(den, window, logits, start, end, order, tokens, conf):
         chain = order[:drafts]  # rows of the window, surest first; chain[0] is certain
@@ -66,7 +70,7 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
             saved = list(den.canvas)
             for i, k in enumerate(run):  # what one-token-per-step decoding does next on each node's canvas
                 den.canvas[start:end] = contents[i]
-                order_k, tokens_k = decision(den, cwindow, many[i], start, end)[:2]
+                order_k, tokens_k = decision(den, cwindow, many[i], start, end, order)[:2]
                 outputs[k] = (cwindow[order_k[0]], tokens_k[order_k[0]]), many[i]
             den.canvas = saved
         node = 0
@@ -84,4 +88,4 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
         return [r for r, _ in made], committed, confidence, after, {
             "drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
 
-    return draft_and_verify(dec, "ssd-dllm", block_size, cache, verify)
+    return draft_and_verify(dec, "ssd-dllm", block_size, cache, verify, order)
