@@ -102,7 +102,7 @@ models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_N
     ;;
   distill-l2r)
     convert "$2"
-    python -m lab train dllm-trajectories --prompts .dd/pairs.jsonl.gz --out /tmp/traj.jsonl.gz --length 48 --block 8 \
+    python -m lab train dllm-trajectories --prompts "${6:-.dd/pairs.jsonl.gz}" --out /tmp/traj.jsonl.gz --length 48 --block 8 \
       --batch 256 --device cuda --dtype bfloat16 --order left-to-right --minutes "${3:-1}" 2>&1 \
       | grep -v "Loading weights" | tail -n 2
     cp /tmp/traj.jsonl.gz "$OUT/traj_l2r.jsonl.gz"
