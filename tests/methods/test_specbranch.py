@@ -112,6 +112,8 @@ def test_sampled_branches_are_distinct_and_carry_their_q():
 def test_prepared_branches_are_used_and_save_sequential_drafting(default_lab, monkeypatch):
     """Both kinds of prepared continuation hit on real prompts, the tokens stay greedy's, and the draft forwards
     spent before the target's forward are fewer than with every verdict treated as a miss."""
+    draft = default_lab.draft("default").fork()
+
     def run(ready: bool):
         kinds, sequential, tokens = collections.Counter(), 0, []
         for p in IDENTITY_PROMPTS[:4]:
@@ -120,9 +122,13 @@ def test_prepared_branches_are_used_and_save_sequential_drafting(default_lab, mo
             kinds.update(s.info["kind"] for s in steps)
             sequential += sum(s.info["sequential"] for s in steps)
             assert all(s.info["hit"] == (s.info["kind"] is not None) for s in steps)
-            for before, after in zip(steps, steps[1:]):  # a hit leaves a ready draft: nothing drafted first
+            text = default_lab.encode(p["prompt"], p["chat"]) + list(result.trace.steps[0].committed)
+            for before, after in zip(steps, steps[1:]):  # a hit leaves a ready draft: nothing drafted first ...
+                text += before.committed
                 if ready and before.info["hit"] and before.info["carried"]:
                     assert after.info["sequential"] == 0
+                if ready and before.info["kind"] == "branch":  # ... drafted after the context that resulted
+                    assert after.proposed[0] == int(draft.sync(text).argmax())
             tokens.append(result.tokens)
         return kinds, sequential, tokens
 

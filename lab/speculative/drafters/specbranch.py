@@ -22,7 +22,9 @@ last) and verified by the shared exact rejection; a branch for the rejection poi
 before the verdict (a top alternative, never a draw), and the chain after it is drawn from q given exactly
 context + accepted prefix + that token. Its draws come from the generator before the verification's, and the
 correction depends only on the target, the rejected token and the verification's uniforms, so given "the
-correction equals the key" the chain is still a fresh draft from that context. `parallel=False` runs the same
+correction equals the key" the chain is still a fresh draft from that context. (A chain used under the wrong
+key would still be verified exactly, only rejected more: the tests check the context, not just the tokens.)
+`parallel=False` runs the same
 rounds with the draft before the target's forward (same tokens), to compare.
 
 Departures from the paper: the explicit signal is prompt lookup (lab/speculative/drafters/pld.py's `lookup`), not
