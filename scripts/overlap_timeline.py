@@ -7,7 +7,9 @@ For a few real prompts (lab/data/prompts.jsonl, chat template) it runs greedy, t
 with the draft beside the target (on a GPU: pearl's draft on its own CUDA stream, duodecoding's on the CPU) and
 the same methods with `parallel=False` (the draft drafts, then the target forwards, on the target's stream:
 serialized), plus pearl with its draft thread kept on the target's stream (how it ran before it had a stream of
-its own). Every round's target forward and draft forwards are timed on the device (CUDA events on the stream
+its own), and `specbranch` (branches drafted beside the verification) with its serialized twin; `--variants a,b`
+runs only those (their serialized twins are added, for the ratio). specbranch's rounds also say how often a
+prepared continuation was used (hit rate, by kind) and the draft forwards spent before the target's forward. Every round's target forward and draft forwards are timed on the device (CUDA events on the stream
 each ran on; the host clock for a CPU draft) by the methods themselves (Step.info["timeline"]).
 
 Writes DIR/overlap_timeline.json: device, date, command; per variant and prompt the rounds' target and draft
@@ -18,6 +20,7 @@ Draw it with `widgets.overlap_figure.overlap_timeline_figure` (plotly is not nee
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import statistics
@@ -38,8 +41,11 @@ VARIANTS = {  # name -> (method, options, the draft's own stream allowed)
     "pearl-serial": ("pearl", {"parallel": False}, True),
     "duodecoding": ("duodecoding", {}, True),
     "duodecoding-serial": ("duodecoding", {"parallel": False}, True),
+    "specbranch": ("specbranch", {}, True),
+    "specbranch-serial": ("specbranch", {"parallel": False}, True),
 }
-SERIAL = {"pearl": "pearl-serial", "pearl-one-stream": "pearl-serial", "duodecoding": "duodecoding-serial"}
+SERIAL = {"pearl": "pearl-serial", "pearl-one-stream": "pearl-serial", "duodecoding": "duodecoding-serial",
+          "specbranch": "specbranch-serial"}
 
 
 def sync(device: str) -> None:
@@ -92,7 +98,14 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=3, help="runs of each variant on the first prompt first (graphs)")
     ap.add_argument("--tiny", action="store_true", help="a tiny random llama instead of --model (a quick CPU try)")
+    ap.add_argument("--variants", default="", help=f"comma-separated, of {', '.join(VARIANTS)} (default: all)")
     args = ap.parse_args()
+    chosen = [v for v in args.variants.split(",") if v] or list(VARIANTS)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    chosen += [SERIAL[v] for v in chosen if v in SERIAL and SERIAL[v] not in chosen]
+    variants = {v: VARIANTS[v] for v in VARIANTS if v in chosen}
     torch.manual_seed(0)
     target, prompts, opts = setup(args)
     device = str(target.target.device)
@@ -103,7 +116,7 @@ def main() -> None:
            "variants": {}}
     for _ in range(args.warmup):  # CUDA graphs are captured once a shape has been asked a few times
         run(target, "greedy", prompts[0], args.tokens, device, True, **opts)
-        for method, options, stream in VARIANTS.values():
+        for method, options, stream in variants.values():
             try:
                 run(target, method, prompts[0], args.tokens, device, stream, **options, **opts)
             except Exception:  # reported below, where it fails again
@@ -114,13 +127,18 @@ def main() -> None:
         greedy.append({"tokens": result.tokens, "wall_s": round(wall, 5),
                        "ms_per_token": round(1e3 * wall / max(1, len(result.tokens)), 4)})
     out["greedy"] = [{k: v for k, v in g.items() if k != "tokens"} for g in greedy]
-    for variant, (method, options, stream) in VARIANTS.items():
+    for variant, (method, options, stream) in variants.items():
         runs = []
         try:
             for prompt, ref in zip(prompts, greedy):
                 result, wall = run(target, method, prompt, args.tokens, device, stream, **options, **opts)
                 rounds = [s.info["timeline"] for s in result.trace.steps if not s.prefill and "timeline" in s.info]
+                steps = [s for s in result.trace.steps if not s.prefill]
+                hits = collections.Counter(s.info.get("kind") for s in steps if "hit" in s.info)
                 runs.append({"identical": result.tokens == ref["tokens"], "new_tokens": len(result.tokens),
+                             **({"hits": {str(k): n for k, n in hits.items()},
+                                 "sequential_draft_forwards": sum(s.info.get("sequential", 0) for s in steps)}
+                                if hits else {}),
                              "wall_s": round(wall, 5), "ms_per_token": round(1e3 * wall / max(1, len(result.tokens)), 4),
                              "draft_forwards": result.trace.draft_forwards, "overlap_fraction": overlap_fraction(rounds),
                              "rounds": rounds})
@@ -144,6 +162,10 @@ def main() -> None:
             "vs_greedy": round(statistics.median(g["ms_per_token"] / r["ms_per_token"]
                                                  for r, g in zip(v["runs"], greedy)), 4),
         }
+        hits = sum((collections.Counter(r.get("hits", {})) for r in v["runs"]), collections.Counter())
+        if hits:
+            v["summary"]["hit_rate"] = round(1 - hits["None"] / sum(hits.values()), 4)
+            v["summary"]["hits"] = dict(hits)
         table.append((variant, v["summary"]))
     path = Path(args.out)
     path.mkdir(parents=True, exist_ok=True)
@@ -157,8 +179,9 @@ def main() -> None:
             continue
         frac = "-" if s["overlap_fraction"] is None else f"{s['overlap_fraction']:.2f}"
         vs = "-" if s["vs_serial"] is None else f"{s['vs_serial']:.2f}x"
+        hit = f"  hit rate {s['hit_rate']:.2f}" if "hit_rate" in s else ""
         print(f"{variant:20} {str(s['identical']):8} {frac:>8} {s['median_ms_per_token']:9.3f} {vs:>18} "
-              f"{s['vs_greedy']:9.2f}x")
+              f"{s['vs_greedy']:9.2f}x{hit}")
 
 
 if __name__ == "__main__":

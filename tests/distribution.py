@@ -69,6 +69,7 @@ class Report:
     bonus: int = 0  # ... whose target token follows an accepted draft
     rejected: int = 0  # ... where every child of the last accepted node was rejected (a residual draw)
     modes: Counter = field(default_factory=Counter)  # Step.info["mode"] (PEARL, DuoDecoding)
+    kinds: Counter = field(default_factory=Counter)  # Step.info["kind"]: which prepared work was used (SpecBranch)
 
     def count(self, step, offset: int) -> None:
         """Count a step; `offset` is where its run starts in `u` (its positions index from there)."""
@@ -81,6 +82,8 @@ class Report:
         self.rejected += bool(step.info.get("recovered"))
         if "mode" in step.info:
             self.modes[step.info["mode"]] += 1
+        if step.info.get("kind"):
+            self.kinds[step.info["kind"]] += 1
         if step.accepted and not step.info.get("recovered") and step.origin and step.origin[-1] == "bonus":
             self.fresh.append(offset + step.positions[-1])
 

@@ -82,6 +82,7 @@ class AheadDrafter(Drafter):
         self.pending: list[Draft] = []
         self.sequences: list[list[Draft]] = []
         self.firsts: list[int] = []
+        self.chosen: int | None = None  # the sequence whose first token the last verdict accepted
         self.info: dict = {}
         self.drafted = 0
         self.learns_from_plain_steps = True  # every round updates what is pending
@@ -119,7 +120,7 @@ class AheadDrafter(Drafter):
         return work
 
     def accepted(self, dec: Decoding, tree: Tree, verdict: Verdict, logits, taps) -> None:
-        chosen = next((j for j, node in enumerate(self.firsts) if node in verdict.accepted), None)
+        self.chosen = chosen = next((j for j, node in enumerate(self.firsts) if node in verdict.accepted), None)
         mode = "post-verify" if self.pending else "pre-verify"
         timed = verdict.info.get("timeline")
         if timed is not None and self.firsts and self.pace.asked:  # its events are done: the verifier read back

@@ -112,6 +112,11 @@ class Clocked:
     def __init__(self, runner, timeline: Timeline):
         self.__dict__["_runner"], self.__dict__["_timeline"] = runner, timeline
 
+    @property
+    def bare(self):
+        """The backend itself, its forwards untimed (work timed as a whole on a lane of its own)."""
+        return self._runner
+
     def __getattr__(self, name):
         value = getattr(self._runner, name)
         if name in ("forward", "decode", "sync", "prefill"):
