@@ -77,7 +77,7 @@ class Calibration:
     """The node budget from measured step peaks: peak(n) <= fixed + per_node x n, both the largest seen.
 
     Starts from the model's two numbers; a plain step (n = 0) measures `fixed`, a tree of n nodes `per_node`.
-    Growth is at most a doubling per step (a fit from small trees is not trusted far beyond them); a peak over
+    Growth is at most a doubling of the rows (nodes + root) per step (a fit from small trees is not trusted far beyond them); a peak over
     the budget at n nodes caps every later budget at n - 1. `sizes`: tree sizes + 1 the backend runs in (its
     buckets); the budget is rounded down to fill one.
     """
@@ -107,7 +107,7 @@ class Calibration:
             per_node = max(1.0, (peak - self.fixed) / nodes)
             self.seen_per_node = max(self.seen_per_node or 0.0, per_node)
             self.per_node = self.seen_per_node
-        self.node_budget = self._fit(2 * max(self.node_budget, 1))
+        self.node_budget = self._fit(2 * self.node_budget + 1)  # rows (nodes + root) at most double
         return self.node_budget
 
 
