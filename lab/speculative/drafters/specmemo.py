@@ -23,7 +23,8 @@ a step whose peak went over the budget caps every later tree below its size. On 
 statistics and the node budget stays the model's (`memory_source` says which). The fast backend writes the tree
 into a KV cache and CUDA-graph buffers allocated up front (per bucket of 1, 2, 4 .. 64 new tokens): there the
 budget governs the bucket a step may use (n + 1 is rounded down to a bucket) and the KV terms are 0; the one-off
-allocations (a graph captured, a bigger cache) show in `memory_retained` and are not calibrated on.
+allocations (a graph captured, a bigger cache) stay allocated after their step: a step that retains more than
+the budget is taken for one (`memory_retained`) and not calibrated on. Calibration lives for one generation.
 
 Departures from the paper: SpecMemo manages the GPU allocator itself (and batched, multi-GPU serving); here the
 budget sizes the tree and covers what a step allocates above the memory in use when it begins (not the weights,
@@ -173,7 +174,7 @@ def specmemo(dec: Decoding, *, memory_mb: float = 8.0, max_nodes: int = 32, max_
             continue
         nodes, measured = len(step.proposed), gauge.close()
         used = calibration.node_budget
-        if measured is not None and not (sizes and measured[1] > 0):  # a capture or a new cache: preallocation
+        if measured is not None and not (sizes and measured[1] > budget):  # fast: a capture, a bigger cache
             calibration.observe(nodes, measured[0])
         step.info.update(memory=dict(drafter.last), memory_bytes=drafter.last["total"], node_budget=used,
                          memory_budget_bytes=int(budget), memory_source="measured" if gauge.on else "modelled",
