@@ -78,9 +78,9 @@ class Calibration:
     """The node budget from measured step peaks: peak(n) <= fixed + per_node x n, both the largest seen.
 
     Starts from the model's two numbers; a plain step (n = 0) measures `fixed`, a tree of n nodes `per_node`.
-    Growth is at most a doubling of the rows (nodes + root) per step (a fit from small trees is not trusted far beyond them); a peak over
-    the budget at n nodes caps every later budget at n - 1. `sizes`: tree sizes + 1 the backend runs in (its
-    buckets); the budget is rounded down to fill one.
+    The rows (nodes + root) at most double per step (a fit from small trees is not trusted far beyond them);
+    a peak over the budget at n nodes caps every later budget at n - 1. `sizes`: the row counts the backend
+    runs in (its buckets); the budget is rounded down to fill one.
     """
 
     def __init__(self, budget: float, fixed: float, per_node: float, most: int, sizes=None):
