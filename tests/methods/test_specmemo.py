@@ -7,7 +7,9 @@ import lab.speculative.loop as loop
 from lab.api import Lab
 from lab.backends.hf import HFBackend
 from lab.models import tiny
-from lab.speculative.drafters.specmemo import MemoryModel
+from lab.backends.fast.graphs import NEW_TOKENS
+from lab.speculative.drafters import specmemo
+from lab.speculative.drafters.specmemo import Calibration, MemoryModel
 
 from ..conftest import use_draft
 
@@ -97,3 +99,93 @@ def test_estimate_matches_the_tensors_sizes(monkeypatch, temperature):
         assert step.info["memory_bytes"] == sum(sizes.values()) <= step.info["memory_budget_bytes"]
         assert (sizes["draft_q"] > 0) == (temperature > 0)
     assert any(sizes["draft_kv"] > 0 for sizes in measured)  # the draft did run on tree nodes
+
+
+def test_cpu_steps_say_they_are_modelled():
+    trace = make_lab().generate("specmemo", PROMPT, max_new_tokens=6, memory_mb=0.2).trace
+    steps = [s for s in trace.steps if not s.prefill]
+    assert steps and all(s.info["memory_source"] == "modelled" and s.info["memory_measured"] is None for s in steps)
+    assert len({s.info["node_budget"] for s in steps}) == 1  # nothing measured, nothing calibrated
+
+
+def closed_loop(calibration: Calibration, peak, steps: int = 40) -> list[tuple[int, int]]:
+    """Run trees of the calibrated size against a device whose real peak is `peak(nodes)`."""
+    seen = []
+    for _ in range(steps):
+        n = calibration.node_budget
+        seen.append((n, peak(n)))
+        calibration.observe(n, peak(n))
+    return seen
+
+
+def test_calibration_grows_to_what_the_measurements_allow():
+    calibration = Calibration(budget=1000, fixed=100, per_node=100, most=64)  # the model: 9 nodes
+    assert calibration.node_budget == 9
+    seen = closed_loop(calibration, lambda n: 100 + 20 * n, steps=4)  # really 20 bytes a node: 45 fit
+    assert [n for n, _ in seen] == [9, 19, 39, 45]  # rows (nodes + root) at most double per step
+    assert calibration.violations == 0 and all(p <= 1000 for _, p in seen)
+
+
+def test_calibration_shrinks_below_a_violation_and_stays_under_the_budget():
+    # the model says 9 nodes. The device's peak grows faster than linearly (attention scores), so a fit from a
+    # smaller tree underestimates a larger one: (a) 3x the plain step and more per node, the first tree is over;
+    # (b) cheap small trees, so the budget grows first, then a large tree goes over
+    for peak, largest in ((lambda n: 300 + 60 * n + 3 * n * n, 8), (lambda n: 50 + 5 * n + n * n, 28)):
+        calibration = Calibration(budget=1000, fixed=100, per_node=100, most=64)
+        seen = closed_loop(calibration, peak)
+        assert all(peak(n) <= 1000 for n in range(largest + 1)) and peak(largest + 1) > 1000
+        over = [i for i, (_, p) in enumerate(seen) if p > 1000]
+        assert over and calibration.violations == len(over) <= 2
+        for i in over:  # after a violation at n nodes no tree of n nodes or more runs again
+            assert all(n < seen[i][0] for n, _ in seen[i + 1:])
+        assert all(p <= 1000 for _, p in seen[over[-1] + 1:])
+        assert largest // 2 < calibration.node_budget <= largest  # inside the budget, not far below it
+
+
+def test_calibration_measures_the_plain_step_and_fills_buckets():
+    calibration = Calibration(budget=1000, fixed=990, per_node=100, most=64)
+    assert calibration.node_budget == 0
+    assert calibration.observe(0, 200) == 1 and calibration.fixed == 200  # per node still the model's
+    bucketed = Calibration(budget=1000, fixed=100, per_node=100, most=64, sizes=NEW_TOKENS)
+    assert bucketed.node_budget == 7  # 9 fit; the tree runs with its root in a bucket of 8
+    closed_loop(bucketed, lambda n: 100 + 10 * n, steps=6)
+    assert bucketed.node_budget == 63  # 90 would fit: the largest bucket
+    assert Calibration(budget=1000, fixed=1200, per_node=1, most=64).node_budget == 0
+
+
+class FakeGauge:
+    """A CUDA allocator seen through the gauge: each step really takes 3x what the model says."""
+
+    def __init__(self, device):
+        self.on, self.estimate = True, 0
+
+    def open(self):
+        pass
+
+    def close(self):
+        return 3 * self.estimate, 0
+
+
+def test_measured_steps_calibrate_the_tree_and_keep_greedy_tokens(monkeypatch):
+    class Drafter(specmemo.MemoryBoundDrafter):
+        def propose(self, dec, root):
+            tree = super().propose(dec, root)
+            self.gauge.estimate = self.last["total"]
+            return tree
+
+    monkeypatch.setattr(specmemo, "Gauge", FakeGauge)
+    monkeypatch.setattr(specmemo, "MemoryBoundDrafter", Drafter)
+    lab_ = make_lab()
+    trace = lab_.generate("specmemo", PROMPT, max_new_tokens=16, memory_mb=0.1, max_nodes=64).trace
+    assert trace.tokens == lab_.generate("greedy", PROMPT, max_new_tokens=16).trace.tokens
+    steps = [s for s in trace.steps if not s.prefill]
+    budget = steps[0].info["memory_budget_bytes"]
+    assert all(s.info["memory_source"] == "measured" for s in steps)
+    assert all(s.info["memory_measured"] == 3 * s.info["memory_bytes"] for s in steps)
+    assert steps[0].info["memory_measured"] > budget  # the model's tree does not fit the real device
+    sizes = [len(s.proposed) for s in steps]
+    for i, s in enumerate(steps):
+        if s.info["memory_measured"] > budget:
+            assert all(n < sizes[i] for n in sizes[i + 1:])
+            assert steps[i + 1].info["node_budget"] < s.info["node_budget"] if i + 1 < len(steps) else True
+    assert steps[-1].info["memory_measured"] <= budget and sizes[-1] > 0  # still speculating, within the budget
