@@ -29,10 +29,10 @@ def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "auto", 
         raise LabError("drafts must be >= 1")
     check_order(order)
 
-    def verify(den, window, logits, start, end, order, tokens, conf):
-        draft = order[:drafts]  # rows of the window, surest first; draft[0] is certain
+    def verify(den, window, logits, start, end, ranked, tokens, conf):
+        draft = ranked[:drafts]  # rows of the window, in the reference's order; draft[0] is certain
         candidates = []
-        for j in range(1, min(len(draft), len(order) - 1) + 1):  # canvas after the first j decisions (masks left)
+        for j in range(1, min(len(draft), len(ranked) - 1) + 1):  # canvas after the first j decisions (masks left)
             block = den.canvas[start:end]
             for r in draft[:j]:
                 block[window[r] - start] = tokens[r]

@@ -48,8 +48,8 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
 
-    def verify(den, window, logits, start, end, order, tokens, conf):
-        chain = order[:drafts]  # rows of the window, surest first; chain[0] is certain
+    def verify(den, window, logits, start, end, ranked, tokens, conf):
+        chain = ranked[:drafts]  # rows of the window, in the reference's order; chain[0] is certain
         top = logits[chain].topk(min(branches, logits.shape[-1]), -1)
         probs = torch.softmax(logits[chain].double(), -1).gather(-1, top.indices)
         ids, sure = torch.stack([top.indices.double(), probs]).tolist()  # one transfer
@@ -57,7 +57,7 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
                         for r, row in zip(chain, ids)]
         p_of = {(r, int(t)): p for r, row, ps in zip(chain, ids, sure) for t, p in zip(row, ps)}
         nodes = grow(chain, tokens, alternatives)
-        run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(order)]  # a node filling the block: no forward
+        run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(ranked)]  # a node filling the block: no forward
         outputs = {}
         if run:
             contents = []
