@@ -305,3 +305,17 @@ def test_localleap_commits_anchors_and_their_sure_enough_neighbours():
             assert set(step.positions) == want
         relaxed_total, fast_total = relaxed_total + trace.forwards, fast_total + fast.forwards
     assert relaxed_total < fast_total
+
+
+@pytest.mark.parametrize("method", ["freedave", "ssd-dllm"])
+def test_candidates_are_checked_in_the_references_order(method, monkeypatch):
+    """Every decision a lossless drafter checks (the draft's and each candidate's) is ranked in the order it was
+    asked to reproduce (a name that shadowed the order once made candidates rank by confidence: still exact, but
+    fewer drafts accepted, which a token-identity test cannot see)."""
+    from lab.dllm import rules
+
+    seen, rank = [], rules.rank
+    monkeypatch.setattr(rules, "rank", lambda conf, rows, order="confidence": seen.append(order) or rank(conf, rows,
+                                                                                                          order))
+    dllm_lab(block_size=8).generate(method, [5, 6, 7], max_new_tokens=16, block_size=8, order="left-to-right")
+    assert len(seen) > 4 and set(seen) == {"left-to-right"}
