@@ -2,6 +2,7 @@
 
     python -m lab train dllm-trajectories --prompts pairs.jsonl.gz --out trajectories.jsonl.gz [--model dllm-default]
         [--count 8000] [--length 64] [--block 8] [--batch 128] [--device cuda] [--dtype float32] [--minutes 3]
+        [--order confidence|left-to-right]
 
 dParallel ("dParallel: Learnable Parallel Decoding for dLLMs", Chen et al., 2025) distils a dLLM on its own
 semi-autoregressive trajectories: the answer it writes one token per step (low-confidence remasking, greedy) is the
@@ -10,14 +11,14 @@ decoding per prompt through the lab's loop is a forward per token per prompt; he
 `--batch` prompts). Each step re-runs prompt + finished blocks causally and the current block both ways, with the
 training recipe's visibility rule (lab.train.dllm.visible) and its shifted rows, so a row is exactly what
 lab.dllm.Denoiser computes with block attention: the result is `llada steps=0` with that block size, token for
-token up to floating-point ties (tests/dllm/test_trajectories.py checks it on tiny models).
+token up to floating-point ties (tests/dllm/test_trajectories.py checks it on tiny models); `--order left-to-right`
+writes `llada remasking=left_to_right`'s answers instead.
 
 Input: a JSONL(.gz) of {"prompt": ids, ...} (e.g. `python -m lab train dllm-data`'s pairs: the answers there are
 ignored). Output: {"prompt", "response", "kind"}, the response cut after its first end-of-text token.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import time
