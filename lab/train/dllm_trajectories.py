@@ -9,7 +9,7 @@ semi-autoregressive trajectories: the answer it writes one token per step (low-c
 target that every masked position should reach in fewer steps. This module writes those answers, in batches (one
 decoding per prompt through the lab's loop is a forward per token per prompt; here one forward decodes a step of
 `--batch` prompts). Each step re-runs prompt + finished blocks causally and the current block both ways, with the
-training recipe's visibility rule (lab.train.dllm.visible) and its shifted rows, so a row is exactly what
+training recipe's visibility rule (lab.train.dllm.dense_mask) and its shifted rows, so a row is exactly what
 lab.dllm.Denoiser computes with block attention: the result is `llada steps=0` with that block size, token for
 token up to floating-point ties (tests/dllm/test_trajectories.py checks it on tiny models); `--order left-to-right`
 writes `llada remasking=left_to_right`'s answers instead.
@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from ..errors import LabError
-from .dllm import CLEAN, NOISY, PAD, visible
+from ..dllm import rules
+from .dllm import CLEAN, NOISY, PAD, dense_mask
 
 
 @torch.no_grad()
@@ -55,10 +56,8 @@ def decode(model, prompts: list[list[int]], length: int, block: int, mask_id: in
                 blk.append([-1] * C + [0] * m)
             T = max(len(r) for r in ids)
             pad = lambda rows, value: torch.tensor([r + [value] * (T - len(r)) for r in rows], device=device)  # noqa: E731
-            k, p, st, bl = pad(kind, PAD), pad(pos, 0), pad(start, 0), pad(blk, -1)
-            idx = torch.arange(T, device=device)
-            mask = visible(k[:, :, None], k[:, None, :], p[:, :, None], p[:, None, :], st[:, :, None], bl[:, :, None],
-                           bl[:, None, :], idx[None, :, None], idx[None, None, :])[:, None]
+            p = pad(pos, 0)
+            mask = dense_mask({"kind": pad(kind, PAD), "pos": p, "start": pad(start, 0), "block": pad(blk, -1)})
             hidden = model.get_decoder()(input_ids=pad(ids, 0), position_ids=p, attention_mask=mask,
                                          use_cache=False).last_hidden_state
             lengths = torch.tensor([len(r) for r in ids], device=device)
@@ -67,7 +66,7 @@ def decode(model, prompts: list[list[int]], length: int, block: int, mask_id: in
             logits = logits.float()
             logits[..., mask_id] = float("-inf")
             token = logits.argmax(-1)
-            conf = torch.softmax(logits.double(), -1).gather(-1, token[..., None])[..., 0]
+            conf = rules.confidence(logits, token)  # the loop's measure: the token's probability, in float64
             masked = (canvas[:, s:e] == mask_id).to(device)
             if order == "left-to-right":  # the left-most masked position: rank by position instead
                 conf = -torch.arange(m, device=device, dtype=conf.dtype).expand_as(conf)

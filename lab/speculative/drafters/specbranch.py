@@ -39,8 +39,7 @@ from ...backends import Backend
 from ...decoding import Decoding
 from ...errors import LabError
 from ...registry import method
-from ...sampling import draw
-from ..expand import Draft, TreeGrower, draft_token
+from ..expand import Draft, TreeGrower, draft_token, sample_children, top_children
 from ..loop import speculate
 from ..overlap import AheadDrafter, Pace
 from .pld import lookup
@@ -92,17 +91,10 @@ class BranchAhead(AheadDrafter):
         conditional q (T > 0); then the n-gram's token as a fixed candidate when it is not among them."""
         dec, shown = self.dec, logits.float().softmax(-1)
         if dec.greedy:
-            kids = [(t, float(shown[t]), None) for t in torch.topk(shown, min(self.branches, len(shown))).indices.tolist()]
+            kids = [(t, p, None) for t, p in top_children(logits, min(self.branches, len(shown)))]
         else:
-            kids, rest = [], dec.probs(logits).float()
-            for _ in range(self.branches):
-                if float(rest.sum()) <= 0.0:
-                    break
-                dist = rest / rest.sum()
-                token = int(draw(dist, dec.rng))
-                kids.append((token, float(shown[token]), dist))
-                rest = rest.clone()
-                rest[token] = 0.0
+            drawn = sample_children(dec.probs(logits), self.branches, dec.rng, replacement=False)
+            kids = [(t, float(shown[t]), q) for t, q in drawn]
         if hint and hint[0] not in {t for t, _, _ in kids}:
             kids.append((hint[0], float(shown[hint[0]]), None))
         return kids
