@@ -5,9 +5,12 @@ Each public function runs its Triton kernel on CUDA tensors when Triton is there
 (speculative sampling of a chain: accepted, recovered, bonus), `sampling.sample_min_p` (temperature and min-p
 sampling without a sort), `topk_topp.sample_top_k_top_p` (temperature, top-k and top-p sampling without a sort:
 radix-selected thresholds), `dllm_commit.commit_rows` (a dLLM window's argmax tokens, their confidence and the rows
-to commit under Fast-dLLM's threshold rule or the k surest per block). The tests run every kernel in Triton's
-interpreter on the CPU against its reference; `python -m lab bench gpu --kernels` times them against the references
-and the memory bandwidth.
+to commit under Fast-dLLM's threshold rule or the k surest per block), `tree_attention.tree_attention` (k new
+tokens' grouped-query attention over a static KV cache under a tree mask, split-K over the columns: decode and tree
+verification); and the fast backend's fused forward: `rms_norm.add_rms_norm` (residual add and RMSNorm),
+`rope_cache.rope_and_cache` (rotary embedding with the KV-cache write), `silu_mul.silu_mul` (SwiGLU's product), each
+rounding as its torch reference does (`rounding.to_dtype`). The tests run every kernel in Triton's interpreter on the CPU against its reference;
+`python -m lab bench gpu --kernels` times them against the references and the memory bandwidth.
 
 Never installed as a top-level `kernels`: transformers probes for a package of that name (Hugging Face's kernel
 hub) and would take this one for it.
@@ -17,6 +20,15 @@ from __future__ import annotations
 import os
 
 import torch
+
+
+def triton_available() -> bool:
+    """Whether Triton imports (the fast backend's fused forward needs it on CUDA)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def triton_ready(*tensors: torch.Tensor) -> bool:

@@ -12,8 +12,9 @@ os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are defined: they run
 triton = pytest.importorskip("triton")
 
 from lab.dllm import rules  # noqa: E402
-from lab.kernels import bitmask, dllm_commit, rejection, sampling, topk_topp  # noqa: E402
+from lab.kernels import bitmask, dllm_commit, rejection, sampling, topk_topp, tree_attention  # noqa: E402
 from lab.sampling import Sampling  # noqa: E402
+from lab.tree import ancestor_mask  # noqa: E402
 
 
 def noise(rows, vocab, g):
@@ -185,9 +186,99 @@ def test_bench_gpu_kernel_cases_run_on_the_cpu():
     """`python -m lab bench gpu --kernels`'s cases, small: every kernel (interpreted) agrees with its reference."""
     from lab.bench.gpu import agree, kernel_cases
 
-    cases = kernel_cases("cpu", rows=2, vocab=300, small=200, k=2, window=6)
-    assert len(cases) == 5
-    for name, shape, nbytes, kernel, reference in cases:
-        assert agree(kernel(), reference()), name
+    cases = kernel_cases("cpu", rows=2, vocab=300, small=200, k=2, window=6, columns=100, tree=8)
+    assert len(cases) == 7
+    for name, shape, nbytes, kernel, reference, tolerance in cases:
+        assert agree(kernel(), reference(), tolerance), name
+    assert [c[5] for c in cases] == [None] * 5 + [2e-2] * 2  # the bfloat16 attention rows only
     assert not agree((torch.tensor([1, 2]), torch.ones(2)), (torch.tensor([1, 3]), torch.ones(2)))
     assert not agree(torch.ones(2), torch.ones(2) + 1e-3)
+    assert agree(torch.ones(2), torch.ones(2) + 1e-2, 2e-2) and not agree(torch.ones(2), torch.ones(2) + 0.1, 2e-2)
+
+
+def tree_mask(k, columns, g):
+    """[k, columns]: a causal prefix of columns - k (some of its columns hidden from the odd rows) and a random tree
+    over the last columns (each row sees itself and its ancestors); with fewer columns than rows, row i is node
+    i % n."""
+    prefix = max(columns - k, 0)
+    n = columns - prefix
+    parents = [int(torch.randint(-1, i, (), generator=g)) if i else -1 for i in range(n)]
+    among = ancestor_mask(parents)[torch.arange(k) % n]
+    seen = torch.ones(k, prefix, dtype=torch.bool)
+    seen[1::2] = torch.rand(len(range(1, k, 2)), prefix, generator=g) > 0.3
+    return torch.cat([seen, among], 1)
+
+
+def attention_inputs(k, columns, heads, kv_heads, dtype, g, dim=64):
+    """q as the fast backend makes it ([k, H, D] transposed) and keys/values as the first columns of a bigger cache."""
+    q = torch.randn(k, heads, dim, generator=g).to(dtype).transpose(0, 1)
+    cache = torch.randn(2, 3, kv_heads, columns + 11, dim, generator=g).to(dtype)
+    keys, values = cache[0, 1, :, :columns], cache[1, 2, :, :columns]
+    assert not keys.is_contiguous() and keys.data_ptr() == cache[0, 1].data_ptr()
+    return q, keys, values
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (6, 2)])
+@pytest.mark.parametrize("columns", [7, 300])
+@pytest.mark.parametrize("k", [1, 5, 17])
+def test_tree_attention_kernel_is_the_reference(k, columns, heads, kv_heads, dtype, atol):
+    """At 300 columns the CPU's plan (8 SMs) gives 3 to 10 splits of 1 or 2 tiles (k=17 in float32: 3 splits of 2
+    tiles of 64 columns, the last one past C; 4 blocks of 16 rows with groups of 3); the override 3 splits of 4 tiles
+    of 32 columns (the last split's last two past C) and blocks of 32 rows, run in float32 only (bfloat16 takes the
+    same path; the interpreter is slow)."""
+    g = torch.Generator().manual_seed(8 + k + columns)
+    q, keys, values = attention_inputs(k, columns, heads, kv_heads, dtype, g)
+    mask = tree_mask(k, columns, g)
+    want = tree_attention.tree_attention_reference(q, keys, values, mask)
+    assert want.shape == (k, heads * 64) and want.dtype == dtype and not want.isnan().any()
+    overrides = [{}, dict(block=(32, 32), splits=2)] if columns > 64 and dtype == torch.float32 else [{}]
+    for extra in overrides:
+        got = tree_attention.tree_attention(q, keys, values, mask, **extra)
+        assert got.dtype == dtype and torch.allclose(got.float(), want.float(), atol=atol, rtol=0), extra
+    if columns == 300:
+        assert tree_attention.plan(k, columns, heads, kv_heads, 8, dtype)[2] >= 3
+        assert tree_attention.plan(k, columns, heads, kv_heads, block=(32, 32), splits=2)[2:] == (3, 4)
+
+
+def test_tree_attention_rows_that_see_nothing_are_zeros():
+    g = torch.Generator().manual_seed(9)
+    q, keys, values = attention_inputs(5, 300, 6, 2, torch.float32, g)
+    mask = tree_mask(5, 300, g)
+    mask[2] = False
+    mask[4, :200] = False  # sees columns from 200 on only: the first splits see nothing of it
+    for extra in ({}, dict(block=(32, 32), splits=2)):
+        got = tree_attention.tree_attention(q, keys, values, mask, **extra)
+        assert torch.equal(got[2], torch.zeros(6 * 64)) and not got.isnan().any()
+        assert torch.allclose(got, tree_attention.tree_attention_reference(q, keys, values, mask), atol=1e-5, rtol=0)
+    none = torch.zeros(5, 300, dtype=torch.bool)
+    assert torch.equal(tree_attention.tree_attention(q, keys, values, none), torch.zeros(5, 6 * 64))
+    half = [t.half() for t in (q, keys, values)]  # float16 too
+    got = tree_attention.tree_attention(*half, mask)
+    assert got.dtype == torch.float16 and torch.equal(got[2], torch.zeros_like(got[2]))
+    assert torch.allclose(got.float(), tree_attention.tree_attention_reference(*half, mask).float(), atol=1e-2, rtol=0)
+
+
+def test_tree_attention_merges_more_splits_than_a_step():
+    """38 splits of 16 columns: the merge takes two steps of 32 (rescaling the first); row 1 sees only columns in the
+    second step, row 2 only in the first."""
+    g = torch.Generator().manual_seed(10)
+    q, keys, values = attention_inputs(3, 600, 6, 2, torch.float32, g)
+    mask = tree_mask(3, 600, g)
+    mask[1, :520] = False
+    mask[2, 500:] = False
+    assert tree_attention.plan(3, 600, 6, 2, block=(16, 16), splits=38)[2] == 38
+    got = tree_attention.tree_attention(q, keys, values, mask, block=(16, 16), splits=38)
+    assert torch.allclose(got, tree_attention.tree_attention_reference(q, keys, values, mask), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(9, 3), (32, 8)])
+def test_tree_attention_plan_fills_an_h200(heads, kv_heads):
+    """From 1024 columns (decode) or 256 (verification of 64 tokens) on, SmolLM2's and Llama-8B's shapes give 1 to 4
+    programs per SM of an H200 (132), each split a power of two of whole tiles, the last one reaching C."""
+    for k, columns in [(1, c) for c in (1024, 4096, 4097, 32768)] + [(64, c) for c in (256, 4096, 32768)]:
+        block_m, block_n, splits, tiles = tree_attention.plan(k, columns, heads, kv_heads, 132)
+        programs = kv_heads * -(-k * heads // kv_heads // block_m) * splits
+        assert 132 <= programs <= 4 * 132, (k, columns, programs)
+        assert tiles & (tiles - 1) == 0 and (splits - 1) * tiles * block_n < columns <= splits * tiles * block_n
+    assert tree_attention.plan(1, 256, heads, kv_heads, 132)[1:3] == (16, 16)  # short: the narrowest tiles

@@ -154,10 +154,31 @@ def tree_verify(lab, short: str) -> dict:
             "cost_vs_one": round(cost[64] / cost[1], 3)}
 
 
+def attention_case(name: str, device: str, g: torch.Generator, heads: int, kv_heads: int, dim: int, k: int,
+                   columns: int) -> tuple:
+    """A tree attention case in bfloat16: k new tokens over the first `columns` columns of a bigger static cache
+    (a strided view, as the fast backend reads it), each seeing the prefix and its ancestors in a random tree."""
+    from ..kernels import tree_attention
+    from ..tree import ancestor_mask
+
+    dtype = torch.bfloat16
+    q = torch.randn(k, heads, dim, device=device, generator=g).to(dtype).transpose(0, 1)
+    cache = torch.randn(2, kv_heads, columns + 256, dim, device=device, generator=g).to(dtype)
+    keys, values = cache[0, :, :columns], cache[1, :, :columns]
+    parents = [-1] + [int(torch.randint(0, i, (), generator=g, device=device)) for i in range(1, k)]
+    mask = torch.cat([torch.ones(k, columns - k, dtype=torch.bool), ancestor_mask(parents)], 1).to(device)
+    shape = f"H={heads}, KVH={kv_heads}, D={dim}, k={k}, C={columns} bf16"
+    return (name, shape, 2 * keys.numel() * keys.element_size(),  # the keys and values read
+            lambda: tree_attention.tree_attention(q, keys, values, mask),
+            lambda: tree_attention.tree_attention_reference(q, keys, values, mask), 2e-2)
+
+
 def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, small: int = 49152, k: int = 8,
-                 window: int = 32) -> list[tuple]:
-    """(name, shape, bytes it must move, kernel, reference) for each Triton kernel, on random inputs; `small` is
-    the default model's vocabulary, `window` a dLLM window's rows."""
+                 window: int = 32, columns: int = 4096, tree: int = 64) -> list[tuple]:
+    """(name, shape, bytes it must move, kernel, reference, tolerance) for each Triton kernel, on random inputs;
+    `small` is the default model's vocabulary, `window` a dLLM window's rows, `columns` the cache columns attention
+    reads and `tree` the tokens it verifies. The tolerance: None (`agree`'s exact-ish default) or an absolute one
+    (bfloat16 attention)."""
     from ..kernels import bitmask, dllm_commit, rejection, sampling, topk_topp
 
     g = torch.Generator(device=device).manual_seed(0)
@@ -173,19 +194,21 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
     masked = torch.rand(window, device=device, generator=g) < 0.7
     return [("bitmask apply", f"{rows}x{vocab} fp32", 4 * rows * vocab * 2 + words.numel() * 4,
              lambda: bitmask.apply_token_bitmask(logits.clone(), words),
-             lambda: bitmask.apply_token_bitmask_reference(logits.clone(), words)),
+             lambda: bitmask.apply_token_bitmask_reference(logits.clone(), words), None),
             ("chain rejection", f"{rows} rows, k={k}, V={small}", 4 * rows * small * 5,
              lambda: rejection.chain_rejection(drafts, q, p, u, e),
-             lambda: rejection.chain_rejection_reference(drafts, q, p, u, e)),
+             lambda: rejection.chain_rejection_reference(drafts, q, p, u, e), None),
             ("min-p sampling", f"{rows}x{vocab} fp32", 4 * rows * vocab * 3,
              lambda: sampling.sample_min_p(logits, 0.8, 0.05, noise),
-             lambda: sampling.sample_min_p_reference(logits, 0.8, 0.05, noise)),
+             lambda: sampling.sample_min_p_reference(logits, 0.8, 0.05, noise), None),
             ("top-k top-p sampling", f"{rows}x{small} fp32, k=50, p=0.9", 4 * rows * small * 2,  # logits, noise once
              lambda: topk_topp.sample_top_k_top_p(scores, 0.8, 50, 0.9, e),
-             lambda: topk_topp.sample_top_k_top_p_reference(scores, 0.8, 50, 0.9, e)),
+             lambda: topk_topp.sample_top_k_top_p_reference(scores, 0.8, 50, 0.9, e), None),
             ("dllm commit", f"{window}x{small} fp32, threshold 0.9", 4 * window * small,
              lambda: dllm_commit.commit_rows(scores[:window], masked, 0.9),
-             lambda: dllm_commit.commit_rows_reference(scores[:window], masked, 0.9))]
+             lambda: dllm_commit.commit_rows_reference(scores[:window], masked, 0.9), None),
+            attention_case("tree attention decode", device, g, 9, 3, 64, 1, columns),  # SmolLM2's shape
+            attention_case("tree attention verify", device, g, 32, 8, 128, tree, columns)]  # Llama-8B's
 
 
 def kernels(bandwidth: float) -> list[dict]:
@@ -194,8 +217,8 @@ def kernels(bandwidth: float) -> list[dict]:
     from triton.testing import do_bench
 
     out = []
-    for name, shape, nbytes, kernel, reference in kernel_cases():
-        same = agree(kernel(), reference())
+    for name, shape, nbytes, kernel, reference, tolerance in kernel_cases():
+        same = agree(kernel(), reference(), tolerance)
         us, torch_us = 1000 * do_bench(kernel, return_mode="median"), 1000 * do_bench(reference, return_mode="median")
         out.append({"name": name, "shape": shape, "us": round(us, 1), "torch_us": round(torch_us, 1),
                     "flashinfer_us": None, "bandwidth_frac": round(nbytes / (us * 1e-6) / bandwidth, 3),
@@ -203,13 +226,15 @@ def kernels(bandwidth: float) -> list[dict]:
     return out
 
 
-def agree(a, b) -> bool:
-    """Kernel vs reference output on the same inputs: integer tensors equal, float tensors within 1e-5 (relative)."""
+def agree(a, b, tolerance: float | None = None) -> bool:
+    """Kernel vs reference output on the same inputs: integer tensors equal, float tensors within 1e-5 (relative),
+    or within `tolerance` (absolute) where given."""
     if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(agree(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(agree(x, y, tolerance) for x, y in zip(a, b))
     if torch.is_tensor(a):
         if a.dtype.is_floating_point:
-            return bool(torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6, equal_nan=True))
+            rtol, atol = (1e-5, 1e-6) if tolerance is None else (0.0, tolerance)
+            return bool(torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol, equal_nan=True))
         return bool(torch.equal(a, b))
     return a == b
 
