@@ -144,7 +144,7 @@ def drive(dec: Decoding, steps: Iterator[Step], trace: Trace, decode_piece: Call
             for token in shown:
                 if str(token) not in trace.vocab:
                     trace.vocab[str(token)] = token_text(token)
-            trace.wall_s = sum(s.wall_s for s in trace.steps)  # the method's time, not the consumer's
+            trace.wall_s += step.wall_s  # the method's time, not the consumer's
             trace.prefill_s = dec.prefill_s
             yield step
             if cancel is not None and cancel() and not dec.stopped:

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-import lab
-from lab.models import tiny
+# Triton kernels run in its interpreter on CPU tensors; set before lab.kernels (imported by the fast backend) is
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import lab  # noqa: E402
+from lab.models import tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [json.loads(line) for line in (ROOT / "lab" / "data" / "prompts.jsonl").read_text().splitlines() if line.strip()]

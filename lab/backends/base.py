@@ -119,6 +119,15 @@ class Backend(ABC):
         """One token on the plain causal path (what `generate` runs): logits [V]."""
         return self.forward([int(token)]).logits[-1]
 
+    def greedy_run(self, token: int, n: int) -> list[int]:
+        """n greedy steps: feed `token`, then each argmax in turn; the n argmax tokens (the cache then holds `token`
+        and the first n - 1 of them). The fast backend runs them in one captured graph on a GPU."""
+        out = []
+        for _ in range(n):
+            token = int(self.decode(token).argmax(-1))
+            out.append(token)
+        return out
+
     @abstractmethod
     def keep(self, rows: list[int], row: int = 0) -> None:
         """After a forward, keep only the new tokens `rows` (in order, e.g. the accepted path) of a row."""

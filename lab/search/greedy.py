@@ -8,11 +8,21 @@ from ..registry import method
 from ..trace import Step
 
 
+RUN = 8  # argmax steps asked of the backend at once (the fast backend runs them in one graph: `Burst`)
+
+
 def autoregressive(dec):
-    """One token per target forward, chosen by `dec.choose` (argmax, or a draw at temperature > 0)."""
+    """One token per target forward, chosen by `dec.choose` (argmax, or a draw at temperature > 0). At temperature 0
+    the argmax steps go to the backend RUN at a time (`greedy_run`); steps past an EOS are computed and dropped."""
     token = dec.choose(dec.prefill())
     yield Step(committed=[token], origin=["plain"], forwards=0, prefill=True)
     while not dec.done:
+        if dec.greedy and dec.remaining >= RUN:
+            for token in dec.target.greedy_run(token, RUN):
+                yield Step(committed=[token], origin=["plain"])
+                if dec.done:
+                    return
+            continue
         token = dec.choose(dec.target.decode(token))
         yield Step(committed=[token], origin=["plain"])
 

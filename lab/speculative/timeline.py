@@ -119,7 +119,7 @@ class Clocked:
 
     def __getattr__(self, name):
         value = getattr(self._runner, name)
-        if name in ("forward", "decode", "sync", "prefill"):
+        if name in ("forward", "decode", "greedy_run", "sync", "prefill"):
             def timed(*args, **kwargs):
                 with self._timeline.span("draft", self._runner.device):
                     return value(*args, **kwargs)

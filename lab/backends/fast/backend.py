@@ -17,7 +17,7 @@ from ..base import Backend, Description, Forward
 from ..layers import kv_bytes_per_token
 from ..taps import check
 from ..transfer import to_device
-from .graphs import Pool, Slab
+from .graphs import BURST, NEW_TOKENS, Pool, Slab
 from .weights import Weights, one_layer, step
 
 _WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (Weights, Pool)
@@ -38,6 +38,7 @@ class FastBackend(Backend):
         self.device, self.dtype = self.w.device, self.w.dtype
         self.vocab_size, self.num_layers = self.w.head.shape[0], len(self.w.layers)
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        self.chunked = self.graphs  # prefill in chunks of up to 64 new tokens (what the graphs are captured for)
         self.min_capacity = capacity
         self.slab: Slab | None = None
         self._release = None
@@ -90,20 +91,22 @@ class FastBackend(Backend):
 
     # -- one row -----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def _run(self, tokens, positions: torch.Tensor, mask: torch.Tensor, taps=(), logits=True) -> Forward:
+    def _run(self, tokens, positions: torch.Tensor, among: torch.Tensor, visible, taps=(), logits=True) -> Forward:
+        """k new tokens at `positions` [k] (host) seeing the cache (or what `visible` shows) and each other by
+        `among` [k, k] (host bool)."""
         k, length = len(tokens), len(self._ids)
         self._room(length + k)
-        ids = to_device([int(t) for t in tokens], self.device)
-        slots = torch.arange(length, length + k, device=self.device)
         graph = self.slab.graph(self.run_layers, k, length + k) if not taps and logits else None
         if graph is not None:
-            columns = graph.mask.shape[1]
-            full = torch.zeros(k, columns, dtype=torch.bool, device=self.device)
-            full[:, :length + k] = mask
-            out = Forward(graph(ids, positions, slots, full).clone())
+            out = Forward(graph([int(t) for t in tokens], positions, length, among, visible).clone())
         else:
-            scores, found = step(self.w, self.run_layers, ids, positions, slots, mask, self.slab.keys,
-                                 self.slab.values, length + k, taps, logits)
+            ids = to_device([int(t) for t in tokens], self.device)
+            slots = torch.arange(length, length + k, device=self.device)
+            prefix = torch.ones(k, length, dtype=torch.bool, device=self.device) if visible is None else \
+                to_device(visible, self.device, torch.bool).reshape(-1, length).expand(k, -1)
+            mask = torch.cat([prefix, to_device(among, self.device, torch.bool)], dim=1)
+            scores, found = step(self.w, self.run_layers, ids, to_device(positions, self.device), slots, mask,
+                                 self.slab.keys, self.slab.values, length + k, taps, logits)
             out = Forward(scores, found)
         self._pending = (length, k)
         self._ids.extend(int(t) for t in tokens)
@@ -116,6 +119,11 @@ class FastBackend(Backend):
             raise ValueError("prefill needs at least one token")
         self._ids = []
         n = len(ids)
+        if self.chunked:  # on a GPU, chunks of 64 through the captured graphs: launching a whole forward's
+            self._room(n)  # kernels from Python costs more than the prompt's arithmetic at this model size
+            for start in range(0, n, NEW_TOKENS[-1]):
+                logits = self.forward(ids[start:start + NEW_TOKENS[-1]]).logits
+            return logits[-1]
         mask = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
         self._room(n)
         scores, _ = step(self.w, self.run_layers, to_device(list(ids), self.device), torch.arange(n, device=self.device),
@@ -134,11 +142,11 @@ class FastBackend(Backend):
             if len(parents) != k:
                 raise ValueError("forward needs one parent per token")
             if parents[0] == -1 and all(p >= 0 for p in parents[1:]):
-                shape = buffers([p - 1 for p in parents[1:]], self.device)
+                shape = buffers([p - 1 for p in parents[1:]])  # built once per shape, on the host
                 new, offsets = shape.among, shape.offsets
             else:
                 new, offsets = ancestor_mask(parents), torch.tensor([d - 1 for d in depths(parents)])
-            pos = to_device(offsets, self.device) + length if positions is None else to_device(positions, self.device)
+            pos = offsets + length if positions is None else positions
         else:
             if isinstance(among, str):
                 if among != "block":
@@ -147,11 +155,27 @@ class FastBackend(Backend):
                 positions = list(range(length, length + k)) if positions is None else positions
             if positions is None:
                 raise ValueError("a custom `among` mask needs explicit positions")
-            new, pos = among.to(torch.bool), to_device(positions, self.device)
-        prefix = torch.ones(k, length, dtype=torch.bool, device=self.device) if visible is None else \
-            to_device(visible, self.device, torch.bool).reshape(-1, length).expand(k, -1)
-        mask = torch.cat([prefix, to_device(new, self.device, torch.bool)], dim=1)
-        return self._run(tokens, pos, mask, taps, logits)
+            new, pos = among, positions
+        pos = torch.as_tensor(pos, dtype=torch.long).cpu()
+        new = torch.as_tensor(new).to("cpu", torch.bool)
+        if visible is not None:
+            visible = torch.as_tensor(visible)
+        return self._run(tokens, pos, new, visible, taps, logits)
+
+    @torch.inference_mode()
+    def greedy_run(self, token: int, n: int) -> list[int]:
+        length = len(self._ids)
+        burst = None
+        if n == BURST and self.slab is not None and self.slab.graphs is not None:
+            self._room(length + n)
+            burst = self.slab.burst(self.run_layers, length + n, token, length)
+        if burst is None:
+            return super().greedy_run(token, n)
+        out = burst(token, length)
+        self._ids.extend([int(token)] + out[:-1])
+        self._pending = (len(self._ids) - 1, 1)
+        self.forwards += n
+        return out
 
     @torch.inference_mode()
     def keep(self, rows: list[int], row: int = 0) -> None:

@@ -15,47 +15,154 @@ import torch
 from .weights import Weights, step
 
 NEW_TOKENS = (1, 2, 4, 8, 16, 32, 64)
+BURST = 8  # greedy decode steps per `Burst` graph
+ONE = torch.ones(1, 1, dtype=torch.bool)
 
 
 def bucket(n: int, sizes) -> int | None:
     return next((s for s in sizes if s >= n), None)
 
 
+class Inputs:
+    """A graph's static inputs for k new tokens over `columns` cache columns.
+
+    Ids, positions, cache slots and the cache length travel in one (pinned) host buffer, the [k, k] tree mask in
+    another, each copied to the device without a host sync; `mask()` builds the [k, columns] attention mask on the
+    device from them (the first `length` columns minus those a `visible` argument hid, then the tree over the new
+    columns), so it can run inside the graph. Rows past the n real tokens are padding: they write to the `scratch`
+    column and their outputs are never read."""
+
+    def __init__(self, k: int, columns: int, scratch: int, device: torch.device):
+        self.k, self.columns, self.scratch = k, columns, scratch
+        pinned = torch.device(device).type == "cuda"
+        self.host = torch.zeros(3 * k + 1, dtype=torch.long)
+        self.host_tree = torch.zeros(k, k, dtype=torch.bool)
+        if pinned:
+            self.host, self.host_tree = self.host.pin_memory(), self.host_tree.pin_memory()
+        self.host[2 * k:3 * k] = scratch
+        self.host[3 * k] = 1  # until the first write (warm-up, capture) rows see column 0: no row sees nothing
+        self.numbers, self.tree_numbers = self.host.numpy(), self.host_tree.numpy()
+        self.meta = self.host.to(device)
+        self.tree = torch.zeros(k, k, dtype=torch.bool, device=device)
+        self.hide = torch.zeros(k, columns, dtype=torch.bool, device=device)
+        self.hiding = False
+        self.copied = torch.cuda.Event() if pinned else None
+        self.cols = torch.arange(columns, device=device)
+
+    @property
+    def ids(self):
+        return self.meta[:self.k]
+
+    @property
+    def positions(self):
+        return self.meta[self.k:2 * self.k]
+
+    @property
+    def slots(self):
+        return self.meta[2 * self.k:3 * self.k]
+
+    def mask(self) -> torch.Tensor:
+        length, k = self.meta[3 * self.k], self.k
+        offset = self.cols - length
+        new = (offset >= 0) & (offset < k)
+        return ((self.cols < length) & ~self.hide) | (self.tree[:, offset.clamp(0, k - 1)] & new)
+
+    def write(self, tokens: list[int], positions: torch.Tensor, length: int, among: torch.Tensor,
+              visible: torch.Tensor | None) -> None:
+        """n new tokens at host `positions` [n] into cache columns length..length+n-1, seeing the first `length`
+        columns (or those `visible` [length] / [n, length] shows) and each other by `among` [n, n] (host bool)."""
+        n, k = len(tokens), self.k
+        if self.copied is not None:
+            self.copied.synchronize()  # the last call's copies have left the pinned buffers
+        numbers = self.numbers
+        numbers[:n] = tokens
+        numbers[n:k] = 0
+        numbers[k:k + n] = positions.numpy()
+        numbers[k + n:2 * k] = 0
+        numbers[2 * k:2 * k + n] = range(length, length + n)
+        numbers[2 * k + n:3 * k] = self.scratch
+        numbers[3 * k] = length
+        self.tree_numbers[:] = False
+        self.tree_numbers[:n, :n] = among.numpy()
+        self.meta.copy_(self.host, non_blocking=True)
+        self.tree.copy_(self.host_tree, non_blocking=True)
+        if self.copied is not None:
+            self.copied.record()
+        if visible is not None:
+            self.hide[:n, :length] = ~visible.to(self.hide.device, torch.bool).reshape(-1, length)
+            self.hiding = True
+        elif self.hiding:
+            self.hide.zero_()
+            self.hiding = False
+
+
+def capture(run, pool, before=lambda: None):
+    """(graph, its output): `run` warmed up twice on a side stream (lazy inits, kernel selection, Triton's compiles),
+    each time after `before` (which writes the inputs: nothing may sync during the capture), then captured into a
+    graph drawing on the slab's memory `pool`."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.inference_mode():
+        for _ in range(2):
+            before()
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: PEARL's draft thread may capture while the target's thread runs (or the other way round);
+    # the default ("global") would forbid the other thread's allocations and syncs during the capture
+    with torch.inference_mode(), torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        out = run()
+    return graph, out
+
+
 class Graph:
-    """`step` through `layers`, captured for k new tokens over `columns` visible columns of one slab."""
+    """`step` through `layers`, captured for k new tokens over `columns` visible columns of one slab, reading its
+    `Inputs`: a replay costs the host two copies and a launch."""
 
     def __init__(self, slab: "Slab", layers: list[int], k: int, columns: int):
-        w, device = slab.weights, slab.keys.device
-        self.ids = torch.zeros(k, dtype=torch.long, device=device)
-        self.positions = torch.zeros(k, dtype=torch.long, device=device)
-        self.scratch = slab.capacity - 1  # padding rows write here; real tokens never use the last column
-        self.slots = torch.full((k,), self.scratch, dtype=torch.long, device=device)
-        self.mask = torch.zeros(k, columns, dtype=torch.bool, device=device)
-        self.mask[:, 0] = True
-        run = lambda: step(w, layers, self.ids, self.positions, self.slots, self.mask, slab.keys,  # noqa: E731
-                           slab.values, columns)[0]
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):  # warm up (lazy inits, kernel selection) outside the graph
-                run()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: PEARL's draft thread may capture while the target's thread runs (or the other way round);
-        # the default ("global") would forbid the other thread's allocations and syncs during the capture
-        with torch.inference_mode(), torch.cuda.graph(self.graph, pool=slab.memory, capture_error_mode="thread_local"):
-            self.logits = run()
+        w = slab.weights
+        self.inputs = inputs = Inputs(k, columns, slab.capacity - 1, slab.keys.device)
+        self.graph, self.logits = capture(lambda: step(w, layers, inputs.ids, inputs.positions, inputs.slots,
+                                                       inputs.mask(), slab.keys, slab.values, columns)[0], slab.memory)
 
-    def __call__(self, ids, positions, slots, mask) -> torch.Tensor:
-        k = ids.shape[0]
-        self.ids[:k].copy_(ids)
-        self.positions[:k].copy_(positions)
-        self.slots[:k].copy_(slots)
-        self.mask[:k].copy_(mask)
-        if k < self.ids.shape[0]:  # padding rows write to the scratch column; their outputs are never read
-            self.slots[k:].fill_(self.scratch)
+    def __call__(self, tokens: list[int], positions: torch.Tensor, length: int, among: torch.Tensor,
+                 visible: torch.Tensor | None) -> torch.Tensor:
+        """Logits [n, V] of the n new tokens (arguments as `Inputs.write`)."""
+        self.inputs.write(tokens, positions, length, among, visible)
         self.graph.replay()
-        return self.logits[:k]
+        return self.logits[:len(tokens)]
+
+
+class Burst:
+    """BURST greedy decode steps in one graph, each step's argmax fed to the next on the device: the host launches
+    once and reads the tokens back once per burst instead of once per token. The same tokens as BURST calls of
+    `argmax(decode(token))`. Captured at the first call, whose own columns the warm-up runs write (with the very
+    values the replay then writes again): no other column of a cache in use is touched."""
+
+    def __init__(self, slab: "Slab", layers: list[int], columns: int, token: int, length: int):
+        w = slab.weights
+        self.inputs = inputs = Inputs(1, columns, slab.capacity - 1, slab.keys.device)
+
+        def run():
+            tokens = []
+            for _ in range(BURST):
+                logits = step(w, layers, inputs.ids, inputs.positions, inputs.slots, inputs.mask(), slab.keys,
+                              slab.values, columns)[0]
+                tokens.append(logits[0].argmax())
+                inputs.meta[0].copy_(tokens[-1])  # the next step's token ...
+                inputs.meta[1:4].add_(1)  # ... at the next position, cache column and length
+            return torch.stack(tokens)
+
+        self.graph, self.tokens = capture(run, slab.memory, lambda: self._write(token, length))
+
+    def _write(self, token: int, length: int) -> None:
+        self.inputs.write([int(token)], torch.tensor([length]), length, ONE, None)
+
+    def __call__(self, token: int, length: int) -> list[int]:
+        """The BURST argmax tokens after feeding `token` at cache column `length`, then each argmax in turn."""
+        self._write(token, length)
+        self.graph.replay()
+        return self.tokens.tolist()
 
 
 class Slab:
@@ -66,23 +173,35 @@ class Slab:
         shape = (len(weights.layers), weights.kv_heads, capacity, weights.head_dim)
         self.keys = torch.zeros(shape, dtype=weights.dtype, device=weights.device)
         self.values = torch.zeros_like(self.keys)
-        self.graphs: dict[tuple, Graph] | None = {} if graphs else None
+        self.graphs: dict[tuple, Graph | Burst] | None = {} if graphs else None
         self.asked: dict[tuple, int] = {}  # how often each graph was asked for before it was captured
         self.memory = torch.cuda.graph_pool_handle() if graphs else None
         self.column_buckets = [c for c in (2 ** i for i in range(8, 20)) if c < capacity] + [capacity]
 
     def graph(self, layers: list[int], k: int, columns: int) -> Graph | None:
-        """The graph for k new tokens seeing `columns` columns, or None (run eagerly) when none fits or when it was
-        not asked for before: a layer set used once (CLaSp's, DEL's exits) is not worth a capture."""
+        """The graph for k new tokens seeing `columns` columns, or None (run eagerly) when none fits or, for a subset
+        of the layers, when it was not asked for twice before: a layer set used once (CLaSp's, DEL's exits) is not
+        worth a capture. The whole model's graphs are captured at the first ask."""
         kb, cb = bucket(k, NEW_TOKENS), bucket(columns, self.column_buckets)
         if self.graphs is None or kb is None or cb is None:
             return None
         key = (tuple(layers), kb, cb)
         if key not in self.graphs:
             self.asked[key] = self.asked.get(key, 0) + 1
-            if self.asked[key] < 3:
+            if self.asked[key] < (1 if len(layers) == len(self.weights.layers) else 3):
                 return None
             self.graphs[key] = Graph(self, layers, kb, cb)
+        return self.graphs[key]
+
+    def burst(self, layers: list[int], columns: int, token: int, length: int) -> Burst | None:
+        """The burst graph over `columns` columns (captured now, on this call's token and length, if new), or None
+        on the CPU or when no column bucket fits."""
+        cb = bucket(columns, self.column_buckets)
+        if self.graphs is None or cb is None:
+            return None
+        key = ("burst", tuple(layers), cb)
+        if key not in self.graphs:
+            self.graphs[key] = Burst(self, layers, cb, token, length)
         return self.graphs[key]
 
 

@@ -14,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...kernels import triton_available as kernels_ready
+from ...kernels.rms_norm import rms_norm_reference as rms_norm
+from ...kernels.rope_cache import rotate_reference as rotate
 from ..layers import decoder_body, final_norm, layer_list
+from .fused import fused_step
 
 SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
@@ -67,6 +71,7 @@ class Weights:
         self.dtype, self.device = self.embed.dtype, self.embed.device
         self._rotary = body.rotary_emb
         self.cos = self.sin = None
+        self.fused = self.device.type == "cuda" and kernels_ready()  # `step` through the Triton kernels
         self.rotary(min(self.max_positions or 8192, 32768))  # built once: captured graphs read these tables
 
     @staticmethod
@@ -89,19 +94,6 @@ class Weights:
                 cos, sin = self._rotary(self.embed[:1, None].expand(1, positions, -1), ids)
             self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
         return self.cos, self.sin
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm computed as transformers computes it (in float32, then back)."""
-    dtype = x.dtype
-    x = x.float()
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x.to(dtype)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 def attention_inputs(w: Weights, lw, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -144,6 +136,8 @@ def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tens
     """Forward k new tokens `ids` [k] at `positions` [k], writing their keys and values into cache columns `slots`
     [k] of `keys`/`values` [layer, kv_heads, capacity, head_dim]; new token i attends to the cache columns < `columns`
     where mask[i] [columns] is True. Returns float32 logits [k, V] and the taps asked for."""
+    if w.fused and not taps:
+        return fused_step(w, layers, ids, positions, slots, mask, keys, values, columns, logits), {}
     k = ids.shape[0]
     cos, sin = w.cos[positions][None], w.sin[positions][None]  # [1, k, D]
     x = w.embed[ids]

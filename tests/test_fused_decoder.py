@@ -1,0 +1,125 @@
+"""The fast backend's fused forward (kernels/rms_norm, rope_cache, silu_mul, tree_attention) against the torch
+reference, in Triton's interpreter on the CPU: each kernel on random inputs, then whole forwards of a tiny Llama and
+Qwen2 (a chain, a tree, a kept path that moves cache rows, hidden columns, a diffusion block) against the HF backend."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are defined: they run on CPU tensors
+triton = pytest.importorskip("triton")
+
+from lab.backends.fast import FastBackend  # noqa: E402
+from lab.backends.hf import HFBackend  # noqa: E402
+from lab.kernels import rms_norm, rope_cache, silu_mul  # noqa: E402
+from lab.models import tiny  # noqa: E402
+
+
+def ulps_apart(a, b, dtype):
+    """Fraction of elements that differ (after rounding both ways to dtype they must be within one step)."""
+    return (a.to(dtype) != b.to(dtype)).float().mean().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("residual", [True, False])
+def test_add_rms_norm_is_the_reference(dtype, residual):
+    g = torch.Generator().manual_seed(0)
+    delta = (torch.randn(5, 200, generator=g) * 3).to(dtype)
+    res = torch.randn(5, 200, generator=g).to(dtype) if residual else None
+    weight = (torch.rand(200, generator=g) + 0.5).to(dtype)
+    want = rms_norm.add_rms_norm_reference(delta, res, weight, 1e-5)
+    got = rms_norm.add_rms_norm(delta, res, weight, 1e-5)
+    assert torch.equal(got[0], want[0])  # the sum is one rounding: exact
+    if dtype == torch.float32:
+        torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
+    else:  # a float32 reduction in another order may flip a rounding now and then, never by more than one step
+        torch.testing.assert_close(got[1].float(), want[1].float(), rtol=1e-2, atol=1e-2)
+        assert ulps_apart(got[1], want[1], dtype) < 0.02
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_silu_mul_is_the_reference(dtype):
+    g = torch.Generator().manual_seed(1)
+    gate_up = (torch.randn(3, 2 * 1500, generator=g) * 4).to(dtype)  # two blocks of 1024, the second partial
+    got, want = silu_mul.silu_mul(gate_up), silu_mul.silu_mul_reference(gate_up)
+    torch.testing.assert_close(got.float(), want.float(), rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-5)
+    if dtype == torch.bfloat16:  # exp in another order: a rounding flips now and then
+        assert ulps_apart(got, want, dtype) < 0.01
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_and_cache_is_the_reference(dtype):
+    g = torch.Generator().manual_seed(2)
+    heads, kv_heads, dim, k, layers, capacity = 6, 2, 64, 4, 3, 40
+    qkv = torch.randn(k, (heads + 2 * kv_heads) * dim, generator=g).to(dtype)
+    angles = torch.arange(100)[:, None] * torch.rand(dim // 2, generator=g)[None]
+    cos = torch.cat([angles.cos()] * 2, -1).to(dtype).contiguous()
+    sin = torch.cat([angles.sin()] * 2, -1).to(dtype).contiguous()
+    positions, slots = torch.tensor([7, 8, 8, 9]), torch.tensor([20, 21, 22, 23])  # a tree: two tokens at depth 1
+    caches = [torch.zeros(layers, kv_heads, capacity, dim, dtype=dtype) for _ in range(4)]
+    want = rope_cache.rope_and_cache_reference(qkv, cos, sin, positions, slots, caches[0][1], caches[1][1], heads,
+                                               kv_heads)
+    got = rope_cache.rope_and_cache(qkv, cos, sin, positions, slots, caches[2][1], caches[3][1], heads, kv_heads)
+    assert torch.equal(got, want)  # the same roundings in the same order
+    assert torch.equal(caches[2], caches[0]) and torch.equal(caches[3], caches[1])  # only layer 1, columns 20-23
+    assert caches[2][1, :, 20:24].abs().sum() > 0 and caches[2][0].abs().sum() == 0
+
+
+def close(a, b):  # logits of about 10: float32 sums in another order
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_the_fused_forward_matches_the_hf_backend(arch):
+    model = tiny(arch, vocab_size=96, layers=2, hidden=128, heads=2, seed=4)  # head_dim 64, grouped queries
+    hf, fast = HFBackend(model), FastBackend(model)
+    fast.w.fused = True
+    try:
+        close(hf.prefill([1, 2, 3, 4, 5]), fast.prefill([1, 2, 3, 4, 5]))
+        close(hf.forward([6, 7, 8]).logits, fast.forward([6, 7, 8]).logits)
+        tree = ([9, 10, 11, 12, 13], [-1, 0, 0, 1, 2])
+        close(hf.forward(*tree).logits, fast.forward(*tree).logits)
+        hf.keep([0, 2, 4]), fast.keep([0, 2, 4])
+        close(hf.decode(14), fast.decode(14))
+        hf.rollback(7), fast.rollback(7)
+        visible = torch.tensor([True, False, True, True, False, True, True])
+        close(hf.forward([3], visible=visible).logits, fast.forward([3], visible=visible).logits)
+        close(hf.forward([4, 5, 6], among="block").logits, fast.forward([4, 5, 6], among="block").logits)
+    finally:
+        fast.w.fused = False
+
+
+def test_graph_inputs_build_the_eager_mask():
+    """The mask a captured graph builds on the device from (length, tree, visible) is the one the eager path
+    concatenates on the host; padding rows write to the scratch column."""
+    from lab.backends.fast.graphs import Inputs
+    from lab.tree import ancestor_mask
+
+    inputs = Inputs(8, 32, 31, torch.device("cpu"))
+    cases = [(1, [-1], None), (5, [-1, 0, 0, 1, 2], None), (12, [-1, 0, 1], torch.rand(12) > 0.3),
+             (3, [-1, 0, 1, 2, 3, 4, 5, 6], None), (7, [-1, 0], torch.rand(2, 7) > 0.5), (9, [-1, 0, 0], None)]
+    for length, parents, visible in cases:
+        n = len(parents)
+        among = ancestor_mask(parents)
+        inputs.write(list(range(100, 100 + n)), torch.arange(n) + length, length, among, visible)
+        prefix = torch.ones(n, length, dtype=torch.bool) if visible is None else visible.reshape(-1, length).expand(n, -1)
+        want = torch.zeros(n, 32, dtype=torch.bool)
+        want[:, :length + n] = torch.cat([prefix, among], 1)
+        assert torch.equal(inputs.mask()[:n], want)
+        assert inputs.ids[:n].tolist() == list(range(100, 100 + n))
+        assert inputs.slots.tolist() == list(range(length, length + n)) + [31] * (8 - n)
+        assert inputs.positions[:n].tolist() == list(range(length, length + n))
+
+
+def test_chunked_prefill_matches_the_hf_backend():
+    """On a GPU the prompt goes through the graphs in chunks of 64 tokens: the same cache and logits."""
+    model = tiny("llama", vocab_size=96, layers=2, seed=5)
+    hf, fast = HFBackend(model), FastBackend(model)
+    fast.chunked = True
+    prompt = torch.randint(0, 96, (150,), generator=torch.Generator().manual_seed(0)).tolist()
+    close(hf.prefill(prompt), fast.prefill(prompt))
+    assert fast.tokens() == prompt
+    close(hf.forward([1, 2, 3]).logits, fast.forward([1, 2, 3]).logits)
+
