@@ -123,3 +123,24 @@ def test_chunked_prefill_matches_the_hf_backend():
     assert fast.tokens() == prompt
     close(hf.forward([1, 2, 3]).logits, fast.forward([1, 2, 3]).logits)
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("prologue,delta,bias", [("none", False, True), ("none", False, False), ("norm", True, False),
+                                                 ("norm", False, True), ("silu", False, False)])
+def test_gemv_is_the_reference(dtype, prologue, delta, bias):
+    from lab.kernels import gemv
+
+    g = torch.Generator().manual_seed(3)
+    k, n = 600, 37  # a row padded to 1024 lanes; a partial block of outputs
+    x = torch.randn(1, 2 * k if prologue == "silu" else k, generator=g).to(dtype)
+    d = torch.randn(1, k, generator=g).to(dtype) if delta else None
+    weight = (torch.randn(n, k, generator=g) / 5).to(dtype)
+    b = torch.randn(n, generator=g).to(dtype) if bias else None
+    norm = (torch.rand(k, generator=g) + 0.5).to(dtype) if prologue == "norm" else None
+    got, total = gemv.gemv(x, weight, b, prologue, d, norm, 1e-5)
+    want, want_total = gemv.gemv_reference(x, weight, b, prologue, d, norm, 1e-5)
+    assert got.shape == want.shape == (1, n) and got.dtype == dtype
+    tolerance = 1e-4 if dtype == torch.float32 else 0.07  # sums of 600 terms near 5: a bfloat16 step is 0.03
+    torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=tolerance)
+    assert (total is None) == (want_total is None) and (total is None or torch.equal(total, want_total))

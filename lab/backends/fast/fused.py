@@ -3,7 +3,8 @@
 Per layer: the fused query-key-value product, rotary embedding with the KV-cache write (`rope_and_cache`), tree /
 split-K attention over the static cache (`tree_attention`), the output product, the residual add with the next
 RMSNorm (`add_rms_norm`), the gate-and-up product, `silu_mul`, the down product; the MLP's residual add is fused
-into the next layer's norm. At batch one a small model's step is bound by the number of kernels launched, not by
+into the next layer's norm. For one new token (a decode step) `one_row` goes further: each layer product is a
+`gemv` kernel with the norm or the activation before it fused in, seven kernels a layer. At batch one a small model's step is bound by the number of kernels launched, not by
 bytes (issue 8's profile: 1,213 kernels and 2.6 ms a step for SmolLM2-135M), so fewer kernels is the speed-up.
 The same arithmetic as `weights.step` (the reference, which the CPU runs), rounded the same way except inside
 attention.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...kernels import gemv
 from ...kernels.rms_norm import add_rms_norm
 from ...kernels.rope_cache import rope_and_cache
 from ...kernels.silu_mul import silu_mul
@@ -23,6 +25,8 @@ def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor,
                mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int,
                logits: bool = True) -> torch.Tensor | None:
     """`weights.step` without taps: float32 logits [k, V] (None if not `logits`), the cache written at `slots`."""
+    if ids.shape[0] == 1 and w.gemv:
+        return one_row(w, layers, ids, positions, slots, mask, keys, values, columns, logits)
     x = w.embed[ids]
     _, normed = add_rms_norm(x, None, w.layers[layers[0]].norm, w.eps)
     for n, index in enumerate(layers):
@@ -34,4 +38,22 @@ def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor,
         mlp = F.linear(silu_mul(F.linear(normed, lw.gate_up)), lw.down)
         following = w.layers[layers[n + 1]].norm if n + 1 < len(layers) else w.norm
         x, normed = add_rms_norm(mlp, x, following, w.eps)
+    return F.linear(normed, w.head).float() if logits else None
+
+
+def one_row(w, layers, ids, positions, slots, mask, keys, values, columns, logits=True):
+    """`fused_step` for one new token (decoding): every layer product is a `gemv` with the elementwise step before
+    it fused in (residual add and RMSNorm before the QKV and gate-up products, silu * up before the down product):
+    seven kernels a layer."""
+    x, mlp = w.embed[ids], None
+    for index in layers:
+        lw = w.layers[index]
+        qkv, total = gemv.gemv(x, lw.qkv, lw.qkv_bias, "norm", mlp, lw.norm, w.eps)
+        x = x if total is None else total
+        q = rope_and_cache(qkv, w.cos, w.sin, positions, slots, keys[index], values[index], w.heads, w.kv_heads)
+        attended = tree_attention(q, keys[index][:, :columns], values[index][:, :columns], mask)
+        out, _ = gemv.gemv(attended, lw.out, lw.out_bias)
+        gate_up, x = gemv.gemv(x, lw.gate_up, None, "norm", out, lw.post_norm, w.eps)
+        mlp, _ = gemv.gemv(gate_up, lw.down, None, "silu")
+    _, normed = add_rms_norm(mlp, x, w.norm, w.eps)
     return F.linear(normed, w.head).float() if logits else None

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...kernels import triton_available as kernels_ready
+from ...kernels.gemv import fits as gemv_fits
 from ...kernels.rms_norm import rms_norm_reference as rms_norm
 from ...kernels.rope_cache import rotate_reference as rotate
 from ..layers import decoder_body, final_norm, layer_list
@@ -72,6 +73,8 @@ class Weights:
         self._rotary = body.rotary_emb
         self.cos = self.sin = None
         self.fused = self.device.type == "cuda" and kernels_ready()  # `step` through the Triton kernels
+        # ... and a decode step's products through the matrix-vector kernel (its rows fit in registers)
+        self.gemv = all(gemv_fits(t.shape[1]) for lw in self.layers for t in (lw.qkv, lw.out, lw.gate_up, lw.down))
         self.rotary(min(self.max_positions or 8192, 32768))  # built once: captured graphs read these tables
 
     @staticmethod

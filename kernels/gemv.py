@@ -1,0 +1,97 @@
+"""One token's matrix-vector products with the elementwise step before each fused in: y = W f(x) (+ b).
+
+At batch one a small model's products are too small for a matrix-multiply library's tiles (cuBLAS: about 4 us for a
+576 x 960 product that moves 1 MB), and the norm or activation before each is a kernel of its own. Here every
+program loads the whole input row once (K <= 2048), applies the prologue, and computes BLOCK_N outputs from its rows of
+W (row-major, nn.Linear's layout) in one pass, accumulating in float32; the result is rounded once to the model's
+dtype, as cuBLAS rounds its accumulator. Prologues (`prologue`):
+- "none": y = W x;
+- "norm": s = x + delta (rounded; written to `total` by program 0) or s = x, then y = W (RMSNorm(s) * norm_weight),
+  rounded as `rms_norm.add_rms_norm` rounds (the residual add and the next norm of a decoder layer, Zhang & Sennrich,
+  2019);
+- "silu": x = [gate, up] (2 K), y = W (silu(gate) * up), rounded as `silu_mul` rounds (SwiGLU, Shazeer, 2020).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import triton_ready
+from .rms_norm import rms_norm_reference
+from .rounding import to_dtype
+from .silu_mul import silu_mul_reference
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
+PROLOGUES = {"none": 0, "norm": 1, "silu": 2}
+MAX_K = 2048  # the whole row in one program's registers
+
+
+def gemv_reference(x, weight, bias=None, prologue="none", delta=None, norm_weight=None, eps=1e-6):
+    """(y [1, N], the residual sum s for prologue "norm" with a delta, else None)."""
+    total = None
+    if prologue == "norm":
+        total = None if delta is None else x + delta
+        x = rms_norm_reference(x if total is None else total, norm_weight, eps)
+    elif prologue == "silu":
+        x = silu_mul_reference(x)
+    return F.linear(x, weight, bias), total
+
+
+if triton is not None:
+    @triton.jit
+    def _gemv(x, delta, total, norm_weight, weight, bias, out, n, eps, K: tl.constexpr, PROLOGUE: tl.constexpr,
+              HAS_DELTA: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid = tl.program_id(0)
+        k = tl.arange(0, BLOCK_K)
+        inside = k < K
+        dtype = out.dtype.element_ty
+        if PROLOGUE == 2:
+            g = tl.load(x + k, mask=inside, other=0.0).to(tl.float32)
+            u = tl.load(x + K + k, mask=inside, other=0.0).to(tl.float32)
+            s = to_dtype(g / (1.0 + tl.exp(-g)), dtype).to(tl.float32)
+            v = to_dtype(s * u, dtype).to(tl.float32)
+        else:
+            v = tl.load(x + k, mask=inside, other=0.0).to(tl.float32)
+            if HAS_DELTA:
+                v = to_dtype(v + tl.load(delta + k, mask=inside, other=0.0).to(tl.float32), dtype)
+                if pid == 0:
+                    tl.store(total + k, v, mask=inside)
+                v = v.to(tl.float32)
+            if PROLOGUE == 1:
+                scale = 1.0 / tl.sqrt_rn(tl.sum(v * v, 0) / K + eps)
+                normed = to_dtype(v * scale, dtype).to(tl.float32)
+                v = to_dtype(tl.load(norm_weight + k, mask=inside, other=0.0).to(tl.float32) * normed,
+                             dtype).to(tl.float32)
+        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        live = rows < n
+        w = tl.load(weight + rows[:, None] * K + k[None, :], mask=live[:, None] & inside[None, :], other=0.0)
+        acc = tl.sum(w.to(tl.float32) * v[None, :], 1)
+        if HAS_BIAS:
+            acc += tl.load(bias + rows, mask=live, other=0.0).to(tl.float32)
+        tl.store(out + rows, to_dtype(acc, dtype), mask=live)
+
+
+def fits(k: int) -> bool:
+    return k <= MAX_K
+
+
+def gemv(x, weight, bias=None, prologue="none", delta=None, norm_weight=None, eps=1e-6):
+    """`gemv_reference`'s contract for one row x [1, K] ([1, 2 K] for "silu"); the Triton kernel on CUDA."""
+    n, k = weight.shape
+    if not triton_ready(x) or x.shape[0] != 1 or not fits(k) or not weight.is_contiguous():
+        return gemv_reference(x, weight, bias, prologue, delta, norm_weight, eps)
+    out = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    total = torch.empty_like(x) if delta is not None else None
+    block_k = triton.next_power_of_2(k)
+    block_n = max(1, 4096 // block_k)
+    _gemv[(triton.cdiv(n, block_n),)](x.contiguous(), delta if delta is not None else x, total if total is not None
+                                      else x, norm_weight if norm_weight is not None else x, weight,
+                                      bias if bias is not None else weight, out, n, eps, K=k,
+                                      PROLOGUE=PROLOGUES[prologue], HAS_DELTA=delta is not None,
+                                      HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4)
+    return out, total
