@@ -34,18 +34,20 @@ def main() -> None:
     parser.add_argument("--shape", default="smollm2")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--out", default="/tmp/out")
+    parser.add_argument("--no-gemv", action="store_true", help="a decode step's products through cuBLAS")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer, short = load(f"random:{args.shape}", torch.bfloat16)
     lab = Lab(model_obj=model, tokenizer=tokenizer, backend="fast")
+    lab.target.w.gemv = lab.target.w.gemv and not args.no_gemv
     prompt = list(range(100, 160))
     def greedy(n):
         lab.generate("greedy", prompt, max_new_tokens=n)
 
     for _ in range(2):  # captures the graphs on the slab the timed calls reuse
         greedy(args.tokens)
-    report = {"shape": short, "tokens": args.tokens, "lab_greedy_us": per_token(greedy, args.tokens)}
+    report = {"shape": short, "tokens": args.tokens, "gemv": lab.target.w.gemv, "lab_greedy_us": per_token(greedy, args.tokens)}
     report["prefill_ms"] = per_token(lambda n: lab.target.fork().prefill(prompt), 1) / 1000  # 60 tokens, eager
 
     backend = lab.target.fork()
