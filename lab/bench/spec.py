@@ -58,8 +58,9 @@ def speculative_methods() -> list[str]:
 # -- one run ------------------------------------------------------------------------------------------------
 def run_bench(lab, prompts: list[dict], methods: list[str], *, max_new_tokens: int, temperature: float = 0.0,
               seed: int = 0, options: dict[str, dict] | None = None, progress: bool = True,
-              warmup: int = 1) -> list[dict]:
-    """Run greedy and `methods` on every prompt (order rotating per prompt); one record per run.
+              warmup: int = 1, first: int = 0) -> list[dict]:
+    """Run greedy and `methods` on every prompt (order rotating per prompt); one record per run. `first` is the
+    first prompt's index in the whole suite (a shard's seeds and rotation are the unsharded run's).
 
     A method that raises gets an `error` record for that prompt and the benchmark goes on. `warmup` untimed runs
     per method come first (first-call costs; on a GPU the fast backend captures a shape's graph on its third use).
@@ -78,7 +79,7 @@ def run_bench(lab, prompts: list[dict], methods: list[str], *, max_new_tokens: i
                 break
     runs = []
     bar = tqdm(total=len(prompts) * len(names), desc="spec bench", disable=not progress)
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(prompts, start=first):
         shift = i % len(names)
         mine = {}
         for name in names[shift:] + names[:shift]:
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-png", action="store_true")
     ap.add_argument("--merge", nargs="+", metavar="FILE", help="join files of runs split by method, then report")
+    ap.add_argument("--ray", metavar="ADDRESS", help="fan method x prompt shards out over a Ray cluster ('auto', "
+                                                     "'ray://HOST:PORT', or 'local' for one started here)")
+    ap.add_argument("--shard-prompts", type=int, default=4, help="prompts per Ray shard (with --ray)")
     args = ap.parse_args(argv)
     if args.merge:
         results = merge(args.merge)
@@ -208,16 +212,28 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
         Path(args.write_suite).write_text("".join(json.dumps(p) + "\n" for p in prompts))
         print(f"wrote {len(prompts)} prompts to {args.write_suite}")
         return {"prompts": prompts}
-    if lab is None:
-        from ..api import Lab
-        lab = Lab(args.model, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
-    warmup = args.warmup if args.warmup is not None else 1 if lab.target.device.type == "cpu" else 3
-    runs = run_bench(lab, prompts, methods, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                     seed=args.seed, options=options, warmup=warmup)
+    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, options=options)
+    cluster = None
+    if args.ray:
+        from . import distributed
+
+        on_gpu = bool(args.device) and args.device.startswith("cuda")
+        settings["warmup"] = args.warmup if args.warmup is not None else 3 if on_gpu else 1
+        runs, summary, nodes = distributed.run(args.ray, args.model, args.device, args.dtype, prompts, methods,
+                                               args.shard_prompts, settings)
+        name, device = args.model, ", ".join(sorted({r["device"] for r in runs if "device" in r}))
+        cluster = {"address": args.ray, "nodes": nodes, "shard_prompts": args.shard_prompts}
+    else:
+        if lab is None:
+            from ..api import Lab
+            lab = Lab(args.model, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
+        settings["warmup"] = args.warmup if args.warmup is not None else 1 if lab.target.device.type == "cpu" else 3
+        runs = run_bench(lab, prompts, methods, **settings)
+        summary, name, device = summarize(runs), getattr(lab, "name", args.model), str(lab.target.device)
     infos = registry.load_all()
     base = [r for r in runs if r["method"] == BASELINE and "error" not in r]
     forward_ms = 1000 * sum(r["wall_s"] - r["prefill_s"] for r in base) / max(sum(r["forwards"] for r in base), 1)
-    results = {"benchmark": "spec-bench", "model": getattr(lab, "name", args.model), "device": str(lab.target.device),
+    results = {"benchmark": "spec-bench", "model": name, "device": device, **({"ray": cluster} if cluster else {}),
                "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "date": date.today().isoformat(),
                "command": "python -m lab bench spec " + " ".join(argv or []),
@@ -229,7 +245,7 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
                "lossless": {m: infos[m].lossless for m in [BASELINE, *methods]},
                "departures": {m: infos[m].departures for m in [BASELINE, *methods]},
                "prompts": [{"id": p["id"], "category": p["category"], "source": p.get("source", "")} for p in prompts],
-               "summary": summarize(runs), "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs]}
+               "summary": summary, "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs]}
     return report(results, Path(args.out), args)
 
 
