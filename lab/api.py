@@ -45,9 +45,10 @@ class Lab:
     """One model (target) and its tokenizer, ready to run any method."""
 
     def __init__(self, model: str = models.DEFAULT, device: str | None = None, dtype: torch.dtype | None = None,
-                 *, model_obj=None, tokenizer=None, trust_remote_code: bool = False, backend: str = "auto"):
-        if model_obj is None:
-            model_obj, tokenizer = models.load(model, device, dtype, trust_remote_code)
+                 *, model_obj=None, tokenizer=None, trust_remote_code: bool = False, backend: str = "auto",
+                 device_map: str | None = None, max_memory: str | None = None):
+        if model_obj is None:  # device_map / max_memory: a model too large for one device (models.load)
+            model_obj, tokenizer = models.load(model, device, dtype, trust_remote_code, device_map, max_memory)
             self.name = model
         else:
             self.name = getattr(model_obj, "name_or_path", "") or type(model_obj).__name__

@@ -143,7 +143,8 @@ def cmd_generate(args) -> None:
     if args.trace_dir:
         check_trace_dir(Path(args.trace_dir))
     models.check_device(args.device)
-    lab = Lab(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    lab = Lab(args.model, device=args.device, trust_remote_code=args.trust_remote_code, device_map=args.device_map,
+              max_memory=args.max_memory)
     for row in rows:  # every prompt is tokenized and checked before anything runs
         lab.check_context(lab.encode(row["prompt"], row["chat"], args.special_tokens), args.max_new_tokens,
                           f"prompt {row['id']!r}")
@@ -249,6 +250,9 @@ def build() -> Parser:
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--seed", type=int)
     g.add_argument("--device")
+    g.add_argument("--device-map", choices=["auto", "balanced", "sequential"],
+                   help="spread a model too large for one GPU over the GPUs, the CPU and disk (HF backend)")
+    g.add_argument("--max-memory", help="with --device-map: caps per device, e.g. 0=70GiB,1=70GiB,cpu=100GiB")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="let a hub model run its own modelling code (LLaDA, Dream)")
     g.add_argument("--json", action="store_true")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -155,10 +156,28 @@ def hub_reachable() -> bool:
         socket.setdefaulttimeout(None)
 
 
+def parse_max_memory(spec: str | None) -> dict | None:
+    """'0=70GiB,1=70GiB,cpu=200GiB' -> {0: '70GiB', 1: '70GiB', 'cpu': '200GiB'} (accelerate's max_memory)."""
+    if not spec:
+        return None
+    out: dict = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise LabError(f"max_memory: give DEVICE=SIZE pairs like '0=70GiB,cpu=100GiB', got {spec!r}")
+        key = key.strip()
+        out[int(key) if key.isdigit() else key] = value.strip()
+    return out
+
+
 @functools.lru_cache(maxsize=4)
 def load(name: str = DEFAULT, device: str | None = None, dtype: torch.dtype | None = None,
-         trust_remote_code: bool = False):
-    """Load (model, tokenizer) once per process: 'default', a hub id, a local folder or a .gguf file."""
+         trust_remote_code: bool = False, device_map: str | None = None, max_memory: str | None = None):
+    """Load (model, tokenizer) once per process: 'default', a hub id, a local folder or a .gguf file.
+
+    `device_map` ('auto', 'balanced', 'sequential': accelerate's placement) spreads a model too large for one device
+    over the GPUs, then the CPU, then disk (`max_memory` caps each, '0=70GiB,cpu=100GiB'); such a model runs on the
+    HF backend."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -169,6 +188,11 @@ def load(name: str = DEFAULT, device: str | None = None, dtype: torch.dtype | No
     device = check_device(device)
     dtype = dtype or default_dtype(device)
     source, extra = resolve(name)
+    if device_map is not None:
+        extra.update(device_map=device_map, max_memory=parse_max_memory(max_memory),
+                     offload_folder=str(cache_dir() / "offload" / re.sub(r"[^\w.-]", "_", name)))
+    elif max_memory:
+        raise LabError("max_memory needs a device_map ('auto', 'balanced' or 'sequential')")
     if source == name and not hub_reachable():
         extra["local_files_only"] = True  # offline: only what the hub cache already holds, without retries
     try:
@@ -182,7 +206,9 @@ def load(name: str = DEFAULT, device: str | None = None, dtype: torch.dtype | No
         tokenizer = None  # prompts must then be token ids
     if tokenizer is not None and len(tokenizer) < 2:
         tokenizer = None  # transformers builds an empty tokenizer for a folder that has none
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    model.eval()
     model.name_or_path = name
     return model, tokenizer
 

@@ -18,7 +18,12 @@ def backend_for(model, kind: str = "auto") -> Backend:
         raise ValueError(f"unknown backend {kind!r}: use {', '.join(KINDS)}")
     from .fast import FastBackend, supports
     from .hf import HFBackend
+    from .layers import spread
 
+    if spread(model):  # a device_map over several devices: only the HF backend runs it (accelerate moves states)
+        if kind == "fast":
+            raise ValueError("the fast backend holds a model on one device; this one is spread by a device_map")
+        return HFBackend(model)
     on_gpu = next(model.parameters()).device.type == "cuda"
     if kind == "fast" or (kind == "auto" and on_gpu and supports(model) is None):
         return FastBackend(model)

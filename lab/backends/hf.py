@@ -18,7 +18,8 @@ from torch import nn
 from ..tree import ancestor_mask, buffers, chain, depths
 from . import taps as tapping
 from .base import Backend, Description, Forward
-from .layers import copy_model, decoder_body, final_norm, kv_bytes_per_token, layer_list, layer_view
+from .layers import (copy_model, decoder_body, execution_device, final_norm, kv_bytes_per_token, layer_list,
+                     layer_view)
 from .transfer import to_device
 
 
@@ -27,8 +28,7 @@ class HFBackend(Backend):
         self.base = model
         self.layers = sorted(int(i) for i in layers) if layers is not None else None
         self.model = layer_view(model, self.layers) if layers is not None else model
-        first = next(model.parameters())
-        self.device, self.dtype = first.device, first.dtype
+        self.device, self.dtype = execution_device(model), next(model.parameters()).dtype  # (a device_map's first)
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.num_layers = model.config.get_text_config().num_hidden_layers
         params = inspect.signature(model.forward).parameters
@@ -97,7 +97,7 @@ class HFBackend(Backend):
                 kwargs["output_attentions"] = True
             if head in ("all", "last"):
                 out = self.model(**kwargs, logits_to_keep=1 if head == "last" else 0)
-                logits = out.logits.float()
+                logits = out.logits.float().to(self.device)  # a device_map may end on another device
             else:
                 out = decoder_body(self.model)(**kwargs)
                 logits = None
@@ -293,13 +293,13 @@ class HFBackend(Backend):
         width = max(self.lengths, default=0)
         if self.rows == 1:
             index = torch.tensor(self.slots[0], dtype=torch.long, device=self.device)
-            self._apply(lambda t: t.index_select(-2, index))
+            self._apply(lambda t: t.index_select(-2, index.to(t.device)))
         else:
             index = torch.zeros(self.rows, width, dtype=torch.long)  # shorter rows point their padding at column 0
             for b, slots in enumerate(self.slots):
                 index[b, :len(slots)] = torch.tensor(slots, dtype=torch.long)
             index = index.to(self.device)[:, None, :, None]
-            self._apply(lambda t: t.gather(2, index.expand(t.shape[0], t.shape[1], width, t.shape[3])))
+            self._apply(lambda t: t.gather(2, index.to(t.device).expand(t.shape[0], t.shape[1], width, t.shape[3])))
         self.slots = [list(range(len(s))) for s in self.slots]
         self._pending = [(len(s), []) for s in self.slots]
         self.columns = width

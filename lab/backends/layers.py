@@ -118,3 +118,19 @@ def kv_bytes_per_token(model: nn.Module, layers: int, dtype: torch.dtype) -> int
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+def execution_device(model) -> torch.device:
+    """Where a model's inputs go: its first parameter's device, or for a model spread by a `device_map` the first
+    device of the map that runs modules (not 'disk')."""
+    placed = getattr(model, "hf_device_map", None)
+    if placed:
+        first = next((d for d in placed.values() if d != "disk"), "cpu")
+        return torch.device(f"cuda:{first}" if isinstance(first, int) else first)
+    return next(model.parameters()).device
+
+
+def spread(model) -> bool:
+    """Whether a `device_map` placed the model's modules on more than one device (or on disk)."""
+    placed = set((getattr(model, "hf_device_map", None) or {}).values())
+    return len(placed) > 1 or "disk" in placed
