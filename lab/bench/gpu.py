@@ -173,6 +173,36 @@ def attention_case(name: str, device: str, g: torch.Generator, heads: int, kv_he
             lambda: tree_attention.tree_attention_reference(q, keys, values, mask), 2e-2)
 
 
+def decoder_cases(device: str, g: torch.Generator, hidden: int = 576, intermediate: int = 1536, heads: int = 9,
+                  kv_heads: int = 3, dim: int = 64) -> list[tuple]:
+    """The fast backend's fused decode-step kernels at one token of SmolLM2's shape, bfloat16 (tolerance: about one
+    bfloat16 step of their outputs, where a float32 sum in another order may round the other way)."""
+    from ..kernels import gemv, rms_norm, rope_cache, silu_mul
+
+    bf16 = torch.bfloat16
+    x, delta = (torch.randn(1, hidden, device=device, generator=g).to(bf16) for _ in range(2))
+    norm = (torch.rand(hidden, device=device, generator=g) + 0.5).to(bf16)
+    weight = (torch.randn((heads + 2 * kv_heads) * dim, hidden, device=device, generator=g) / hidden ** 0.5).to(bf16)
+    gate_up = torch.randn(1, 2 * intermediate, device=device, generator=g).to(bf16)
+    angles = torch.arange(4096, device=device)[:, None] * torch.rand(dim // 2, device=device, generator=g)[None]
+    cos, sin = (torch.cat([f(angles)] * 2, -1).to(bf16).contiguous() for f in (torch.cos, torch.sin))
+    qkv = torch.randn(1, (heads + 2 * kv_heads) * dim, device=device, generator=g).to(bf16)
+    position, slot = torch.tensor([4000], device=device), torch.tensor([17], device=device)
+    caches = [torch.zeros(kv_heads, 64, dim, dtype=bf16, device=device) for _ in range(4)]
+    row = 2 * hidden
+    return [("residual add + RMSNorm", f"1x{hidden} bf16", 4 * row, lambda: rms_norm.add_rms_norm(delta, x, norm, 1e-5),
+             lambda: rms_norm.add_rms_norm_reference(delta, x, norm, 1e-5), 5e-2),
+            ("RoPE + KV-cache write", f"1 token, H={heads}, KVH={kv_heads}, D={dim} bf16", 4 * qkv.numel(),
+             lambda: rope_cache.rope_and_cache(qkv, cos, sin, position, slot, *caches[:2], heads, kv_heads),
+             lambda: rope_cache.rope_and_cache_reference(qkv, cos, sin, position, slot, *caches[2:], heads, kv_heads),
+             None),
+            ("silu * up", f"1x{2 * intermediate} bf16", 3 * intermediate * 2, lambda: silu_mul.silu_mul(gate_up),
+             lambda: silu_mul.silu_mul_reference(gate_up), 5e-2),
+            ("RMSNorm + matrix-vector (QKV)", f"{hidden}->{weight.shape[0]} bf16", weight.numel() * 2,
+             lambda: gemv.gemv(x, weight, None, "norm", delta, norm, 1e-5),
+             lambda: gemv.gemv_reference(x, weight, None, "norm", delta, norm, 1e-5), 5e-2)]
+
+
 def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, small: int = 49152, k: int = 8,
                  window: int = 32, columns: int = 4096, tree: int = 64) -> list[tuple]:
     """(name, shape, bytes it must move, kernel, reference, tolerance) for each Triton kernel, on random inputs;
@@ -208,7 +238,8 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
              lambda: dllm_commit.commit_rows(scores[:window], masked, 0.9),
              lambda: dllm_commit.commit_rows_reference(scores[:window], masked, 0.9), None),
             attention_case("tree attention decode", device, g, 9, 3, 64, 1, columns),  # SmolLM2's shape
-            attention_case("tree attention verify", device, g, 32, 8, 128, tree, columns)]  # Llama-8B's
+            attention_case("tree attention verify", device, g, 32, 8, 128, tree, columns),  # Llama-8B's
+            *decoder_cases(device, g)]
 
 
 def kernels(bandwidth: float) -> list[dict]:
