@@ -1,7 +1,7 @@
 """The fast backend: Llama-family models over a static KV cache indexed by position, CUDA graphs per bucket.
 
 One row. New tokens are written at the cache columns after the committed ones; `keep` moves the accepted rows
-down with one gather, `rollback` only moves the length back. On a GPU each forward of up to 64 new tokens replays
+down with one gather, `rollback` only moves the length back. On a GPU each forward of up to 128 new tokens replays
 a graph captured once per bucket of new tokens and visible columns (taps and the prompt run outside the graphs);
 on the CPU the same step runs eagerly, which is what the tests compare with the HF backend. Batches of rows and
 beam reordering stay with the HF backend (`for_rows`).
@@ -17,9 +17,10 @@ from ..base import Backend, Description, Forward
 from ..layers import kv_bytes_per_token
 from ..taps import check
 from ..transfer import to_device
-from .graphs import BURST, NEW_TOKENS, Pool, Slab
+from .graphs import BURST, Pool, Slab
 from .weights import Weights, one_layer, step
 
+PREFILL_CHUNK = 64  # prompt tokens per graph replay on a GPU (measured so: README)
 _WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (Weights, Pool)
 
 
@@ -121,8 +122,8 @@ class FastBackend(Backend):
         n = len(ids)
         if self.chunked:  # on a GPU, chunks of 64 through the captured graphs: launching a whole forward's
             self._room(n)  # kernels from Python costs more than the prompt's arithmetic at this model size
-            for start in range(0, n, NEW_TOKENS[-1]):
-                logits = self.forward(ids[start:start + NEW_TOKENS[-1]]).logits
+            for start in range(0, n, PREFILL_CHUNK):
+                logits = self.forward(ids[start:start + PREFILL_CHUNK]).logits
             return logits[-1]
         mask = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
         self._room(n)

@@ -1,7 +1,7 @@
 """Static KV caches and the CUDA graphs captured over them, pooled per model.
 
 A `Slab` is one static cache (keys and values [layer, kv_heads, capacity, head_dim]) with the graphs captured on
-it: one per bucket of new-token counts (1 for decoding, 2..64 for chains and trees) and of visible columns, each
+it: one per bucket of new-token counts (1 for decoding, 2..128 for chains and trees) and of visible columns, each
 reading its inputs from static buffers. Capture happens once per bucket; any prompt then replays it, whatever its
 length. A backend borrows a slab from its model's pool and gives it back when it is dropped, so forks made per
 call reuse slabs and graphs instead of allocating a cache each time.
@@ -14,7 +14,7 @@ import torch
 
 from .weights import Weights, step
 
-NEW_TOKENS = (1, 2, 4, 8, 16, 32, 64)
+NEW_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128)  # 128: token recycling's and SAM's 80-node static tree
 BURST = 8  # greedy decode steps per `Burst` graph
 ONE = torch.ones(1, 1, dtype=torch.bool)
 
