@@ -9,7 +9,8 @@ to commit under Fast-dLLM's threshold rule or the k surest per block), `tree_att
 tokens' grouped-query attention over a static KV cache under a tree mask, split-K over the columns: decode and tree
 verification); and the fast backend's fused forward: `rms_norm.add_rms_norm` (residual add and RMSNorm),
 `rope_cache.rope_and_cache` (rotary embedding with the KV-cache write), `silu_mul.silu_mul` (SwiGLU's product), each
-rounding as its torch reference does (`rounding.to_dtype`). The tests run every kernel in Triton's interpreter on the CPU against its reference;
+rounding as its torch reference does (`rounding.to_dtype`), and `gemv.gemv` (a decode step's products with the norm
+or activation before them). The tests run every kernel in Triton's interpreter on the CPU against its reference;
 `python -m lab bench gpu --kernels` times them against the references and the memory bandwidth.
 
 Never installed as a top-level `kernels`: transformers probes for a package of that name (Hugging Face's kernel

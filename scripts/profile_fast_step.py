@@ -47,7 +47,8 @@ def main() -> None:
 
     for _ in range(2):  # captures the graphs on the slab the timed calls reuse
         greedy(args.tokens)
-    report = {"shape": short, "tokens": args.tokens, "gemv": lab.target.w.gemv, "lab_greedy_us": per_token(greedy, args.tokens)}
+    report = {"shape": short, "tokens": args.tokens, "gemv": lab.target.w.gemv,
+              "lab_greedy_us": per_token(greedy, args.tokens)}
     report["prefill_ms"] = per_token(lambda n: lab.target.fork().prefill(prompt), 1) / 1000  # 60 tokens, eager
 
     backend = lab.target.fork()

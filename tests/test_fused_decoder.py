@@ -104,7 +104,8 @@ def test_graph_inputs_build_the_eager_mask():
         n = len(parents)
         among = ancestor_mask(parents)
         inputs.write(list(range(100, 100 + n)), torch.arange(n) + length, length, among, visible)
-        prefix = torch.ones(n, length, dtype=torch.bool) if visible is None else visible.reshape(-1, length).expand(n, -1)
+        prefix = torch.ones(n, length, dtype=torch.bool) if visible is None else \
+            visible.reshape(-1, length).expand(n, -1)
         want = torch.zeros(n, 32, dtype=torch.bool)
         want[:, :length + n] = torch.cat([prefix, among], 1)
         assert torch.equal(inputs.mask()[:n], want)

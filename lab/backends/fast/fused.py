@@ -4,8 +4,9 @@ Per layer: the fused query-key-value product, rotary embedding with the KV-cache
 split-K attention over the static cache (`tree_attention`), the output product, the residual add with the next
 RMSNorm (`add_rms_norm`), the gate-and-up product, `silu_mul`, the down product; the MLP's residual add is fused
 into the next layer's norm. For one new token (a decode step) `one_row` goes further: each layer product is a
-`gemv` kernel with the norm or the activation before it fused in, seven kernels a layer. At batch one a small model's step is bound by the number of kernels launched, not by
-bytes (issue 8's profile: 1,213 kernels and 2.6 ms a step for SmolLM2-135M), so fewer kernels is the speed-up.
+`gemv` kernel with the norm or the activation before it fused in, seven kernels a layer. At batch one a small
+model's step is bound by the number of kernels launched, not by bytes (issue 8's profile: 1,213 kernels and 2.6 ms
+a step for SmolLM2-135M), so fewer kernels is the speed-up.
 The same arithmetic as `weights.step` (the reference, which the CPU runs), rounded the same way except inside
 attention.
 """
