@@ -33,13 +33,12 @@ def worker_lab(model: str, device: str | None, dtype: str | None):
     return _LABS[key]
 
 
-def run_shard(model: str, device: str | None, dtype: str | None, prompts: list[dict], method: str,
+def run_shard(runner, model: str, device: str | None, dtype: str | None, prompts: list[dict], method: str,
               first: int, options: dict) -> list[dict]:
-    """Greedy and `method` on `prompts` (global indices first.. for the seeds), as `run_bench` records them."""
-    from .spec import run_bench
-
+    """Greedy and `method` on `prompts` (global indices first.. for the seeds), as `runner` (`spec.run_bench`, passed
+    in by the benchmark that fans out) records them."""
     lab = worker_lab(model, device, dtype)
-    runs = run_bench(lab, prompts, [method], progress=False, first=first, **options)
+    runs = runner(lab, prompts, [method], progress=False, first=first, **options)
     where = {"node": socket.gethostname(), "pid": os.getpid(), "device": str(lab.target.device)}
     return [{**r, **where} for r in runs]
 
@@ -66,9 +65,10 @@ def merge(per_method: dict[str, list[dict]]) -> tuple[list[dict], dict]:
     return runs, summary
 
 
-def run(address: str, model: str, device: str | None, dtype: str | None, prompts: list[dict], methods: list[str],
-        size: int, options: dict, progress: bool = True) -> tuple[list[dict], dict, list[str]]:
-    """Run every shard on the cluster at `address`; (runs, summary, the nodes that ran them)."""
+def run(address: str, runner, model: str, device: str | None, dtype: str | None, prompts: list[dict],
+        methods: list[str], size: int, options: dict, progress: bool = True) -> tuple[list[dict], dict, list[str]]:
+    """Run every shard on the cluster at `address` with `runner` (`spec.run_bench`); (runs, summary, the nodes that
+    ran them)."""
     try:
         import ray
     except ImportError:
@@ -82,7 +82,7 @@ def run(address: str, model: str, device: str | None, dtype: str | None, prompts
     try:
         gpus = 1 if device and device.startswith("cuda") else 0
         task = ray.remote(num_gpus=gpus, max_retries=0)(run_shard)
-        pending = {task.remote(model, device, dtype, chunk, method, first, options): method
+        pending = {task.remote(runner, model, device, dtype, chunk, method, first, options): method
                    for method, first, chunk in shards(methods, prompts, size)}
         per_method: dict[str, list[dict]] = {m: [] for m in dict.fromkeys(pending.values())}
         bar = tqdm(total=len(pending), desc="ray shards", disable=not progress)

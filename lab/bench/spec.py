@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
 
         on_gpu = bool(args.device) and args.device.startswith("cuda")
         settings["warmup"] = args.warmup if args.warmup is not None else 3 if on_gpu else 1
-        runs, summary, nodes = distributed.run(args.ray, args.model, args.device, args.dtype, prompts, methods,
-                                               args.shard_prompts, settings)
+        runs, summary, nodes = distributed.run(args.ray, run_bench, args.model, args.device, args.dtype, prompts,
+                                               methods, args.shard_prompts, settings)
         name, device = args.model, ", ".join(sorted({r["device"] for r in runs if "device" in r}))
         cluster = {"address": args.ray, "nodes": nodes, "shard_prompts": args.shard_prompts}
     else:
