@@ -55,7 +55,7 @@ def main() -> None:
     backend.prefill(prompt)
     for _ in range(4):
         backend.decode(5)
-    graph = next(g for key, g in backend.slab.graphs.items() if key[0] != "burst")  # one decode step
+    graph = next(g for key, g in backend.slab.graphs.items() if key[0] != "burst" and key[1] == 1)  # one decode step
 
     def replays(n):
         for _ in range(n):
