@@ -58,6 +58,21 @@ def main() -> None:
         runs[name] = out
     print("burst == steps:", runs["burst"] == runs["steps"], "burst == hf:", runs["burst"] == runs["hf"])
     print("first 16:", runs["burst"][:16])
+    # draft chains (bursts of 8, 4, 2, 1 steps with each token's probability) against the HF backend's loop, for
+    # every length 1..13, then a decode after each (the cache the bursts left)
+    fast.prefill(prompt), hf.prefill(prompt)
+    same, prob_gap = True, 0.0
+    token = 5
+    for n in list(range(1, 14)) * 2:
+        a, pa = fast.greedy_chain(token, n)
+        b, pb = hf.greedy_chain(token, n)
+        same &= a == b
+        prob_gap = max(prob_gap, max(abs(x - y) for x, y in zip(pa, pb)))
+        diff("decode after chain", hf.decode(b[-1]), fast.decode(a[-1]))
+        fast.rollback(len(fast.ids) - 1), hf.rollback(len(hf.ids) - 1)  # drop that decode
+        token = b[-1]
+    print("chains == hf:", same, "largest probability gap:", prob_gap,
+          "decode after chain:", worst["decode after chain"])
 
 
 if __name__ == "__main__":

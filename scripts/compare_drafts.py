@@ -1,10 +1,10 @@
 """Trained FastDraft candidates side by side on the GPU: acceptance, draft cost, and sps against greedy.
 
-    python scripts/compare_drafts.py --val val.jsonl --drafts DIR [DIR ...] [--prompts 8] [--tokens 96]
+    python scripts/compare_drafts.py [--val val.jsonl] --drafts DIR [DIR ...] [--prompts 8] [--tokens 96]
         [--device cuda] [--out compare.json]
 
 Each DIR is an exported draft (python -m lab train fastdraft --export DIR). On the default model, for held-out
-chat prompts (the --val file's questions, chat template), one process and the same backend for all: the
+chat prompts (the --val file's questions, or the spec bench suite's chat prompts; chat template), one process and the same backend for all: the
 target's greedy tokens/s, each draft's own greedy tokens/s (its cost is their ratio: draft step / target step),
 and `sps` with that draft: tokens/s, tokens per target forward, and the median speedup over greedy measured
 prompt by prompt. Prints a table last and writes JSON.
@@ -35,7 +35,7 @@ def timed(lab_, method: str, prompt: str, tokens: int, **opts):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--val", required=True)
+    ap.add_argument("--val")
     ap.add_argument("--drafts", nargs="+", required=True)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=96)
@@ -43,7 +43,12 @@ def main() -> None:
     ap.add_argument("--out", default="compare_drafts.json")
     args = ap.parse_args()
     target = Lab("default", device=args.device)
-    prompts = [r["question"] for r in read(args.val)[:args.prompts]]
+    if args.val:
+        prompts = [r["question"] for r in read(args.val)[:args.prompts]]
+    else:
+        from lab.bench.suite import build_suite
+
+        prompts = [r["prompt"] for r in build_suite(args.prompts, ["chat"])]
     names = []
     for folder in args.drafts:
         name = str(Path(folder))  # the folder names the draft: two drafts never share a name

@@ -56,6 +56,20 @@ def test_rollback_and_sync():
     assert torch.allclose(logits, chain_logits(model, [1, 2, 3, 9, 9])[-1], atol=1e-4)
 
 
+def test_greedy_chain_is_the_argmax_loop_with_each_tokens_probability():
+    model = tiny("llama", vocab_size=50, seed=7)
+    runner, by_hand = HFBackend(model), HFBackend(model)
+    runner.prefill([1, 2, 3]), by_hand.prefill([1, 2, 3])
+    tokens, probs = runner.greedy_chain(4, 6)
+    token, want = 4, []
+    for _ in range(6):
+        row = by_hand.decode(token).softmax(-1)
+        token = int(row.argmax())
+        want.append((token, float(row.max())))
+    assert tokens == [t for t, _ in want] and probs == pytest.approx([q for _, q in want], rel=1e-5)
+    assert runner.ids == [1, 2, 3, 4] + tokens[:-1] and runner.forwards == 6
+
+
 def test_decode_counts_forwards_and_prefill_does_not():
     runner = HFBackend(tiny("llama", vocab_size=50))
     runner.prefill([1, 2])

@@ -66,6 +66,16 @@ def test_sharegpt_prompts_are_held_out_and_built_from_their_record(small_suite):
     assert len(sources) == len(set(sources))  # no record serves two categories
 
 
+def test_copy_prompts_are_opt_in_and_hold_a_held_out_answer_to_copy(small_suite):
+    copy = suite.build_suite(4, ["copy"])
+    assert "copy" not in suite.CATEGORIES and [r["category"] for r in copy] == ["copy"] * 4
+    answers = {r["id"]: r["answer"] for r in suite.sharegpt_pool()["chat"]}
+    for row in copy:
+        rid = row["source"].split(":", 1)[1]
+        assert suite.held_out(rid) and row["prompt"].endswith(answers[rid])
+    assert {r["prompt"].split(".", 1)[0] for r in copy} == {t.split(".", 1)[0] for t in suite.COPY_TEMPLATES}
+
+
 def test_code_prompts_are_humaneval_completions(small_suite):
     code = [r for r in small_suite if r["category"] == "code"]
     assert all(r["source"].startswith("humaneval:HumanEval/") and not r["chat"] and "def " in r["prompt"]

@@ -128,6 +128,16 @@ class Backend(ABC):
             out.append(token)
         return out
 
+    def greedy_chain(self, token: int, n: int) -> tuple[list[int], list[float]]:
+        """`greedy_run`'s tokens and each one's softmax probability (a draft chain at temperature 0)."""
+        out, probs = [], []
+        for _ in range(n):
+            row = self.decode(token).float()
+            token = int(row.argmax(-1))
+            out.append(token)
+            probs.append(float((row.max() - row.logsumexp(-1)).exp()))
+        return out, probs
+
     @abstractmethod
     def keep(self, rows: list[int], row: int = 0) -> None:
         """After a forward, keep only the new tokens `rows` (in order, e.g. the accepted path) of a row."""

@@ -270,6 +270,36 @@ def agree(a, b, tolerance: float | None = None) -> bool:
     return a == b
 
 
+def speculative(fast, short: str, args) -> list[dict]:
+    """Each method against the fast backend's own greedy (`bench spec`'s runner): speedup, tokens per forward,
+    exact match, and greedy's and the method's median tokens/s."""
+    from .engine import prompts as mix
+    from .spec import run_bench
+    from .suite import build_suite
+
+    infos = registry.load_all()
+    methods = ([m.strip() for m in args.spec_methods.split(",") if m.strip()] if args.spec_methods else
+               sorted(n for n, m in infos.items() if m.family == "speculative" and m.training_free))
+    if args.spec_categories:
+        prompts = build_suite(args.prompts, [c.strip() for c in args.spec_categories.split(",") if c.strip()])
+    else:
+        prompts = mix(args.prompts)
+    runs = run_bench(fast, prompts, methods, max_new_tokens=args.spec_tokens)
+    def rate(method: str) -> float | None:
+        rates = [r["new_tokens"] / r["wall_s"] for r in runs if r["method"] == method and r.get("wall_s")]
+        return round(statistics.median(rates), 1) if rates else None
+
+    rows = []
+    for m, s in summarize(runs).items():
+        if m != BASELINE:
+            o = s["overall"]
+            rows.append({"model": short, "method": m, "engine": "lab-fast", "prompts": args.spec_categories or "mix",
+                         "speedup_vs_ar": o["speedup"], "tokens_per_forward": o["tokens_per_forward"],
+                         "exact_match": o["exact_match"], "errors": o["errors"],
+                         "tok_s": rate(m), "greedy_tok_s": rate(BASELINE)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m lab bench gpu")
     ap.add_argument("--models", default="default,random:smollm2,random:llama-1b")
@@ -279,6 +309,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compiled", action="store_true", help="also transformers' static-cache compiled path")
     ap.add_argument("--spec", action="store_true", help="every training-free drafter on the fast backend")
     ap.add_argument("--spec-tokens", type=int, default=64)
+    ap.add_argument("--spec-methods", help="comma-separated methods for --spec (default: every training-free one)")
+    ap.add_argument("--spec-categories", help="--spec on `bench spec`'s suite categories (e.g. copy: the copy-heavy "
+                    "prompts), --prompts of each, instead of the chat and copy mix")
     ap.add_argument("--fp32-check", action="store_true", help="fast vs hf greedy tokens in float32 too")
     ap.add_argument("--kernels", action="store_true", help="time the Triton kernels against their references")
     ap.add_argument("--out")
@@ -302,18 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["agreement"].append(agreement)
         result["tree_verify"].append(tree_verify(fast, short))
         if args.spec and tokenizer is not None:
-            from .engine import prompts as mix
-            from .spec import run_bench
-
-            infos = registry.load_all()
-            methods = sorted(n for n, m in infos.items() if m.family == "speculative" and m.training_free)
-            runs = run_bench(fast, mix(args.prompts), methods, max_new_tokens=args.spec_tokens)
-            for m, s in summarize(runs).items():
-                if m != BASELINE:
-                    o = s["overall"]
-                    result["spec"].append({"model": short, "method": m, "engine": "lab-fast",
-                                           "speedup_vs_ar": o["speedup"], "tokens_per_forward": o["tokens_per_forward"],
-                                           "exact_match": o["exact_match"], "errors": o["errors"]})
+            result["spec"] += speculative(fast, short, args)
         if args.fp32_check and name != "random:llama-8b":
             del fast
             model32, tokenizer32, _ = load(name, torch.float32)
@@ -337,7 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"kernel {r['name']} ({r['shape']}): {r['us']} us, torch {r['torch_us']} us, "
               f"{r['bandwidth_frac']:.0%} of the copy bandwidth")
     for s in sorted(result["spec"], key=lambda r: -(r["speedup_vs_ar"] or 0)):
-        print(f"spec {s['method']}: {s['speedup_vs_ar']}x, {s['tokens_per_forward']} tokens/forward, exact {s['exact_match']}")
+        print(f"spec {s['method']} ({s['prompts']}): {s['speedup_vs_ar']}x, {s['tokens_per_forward']} tokens/forward, "
+              f"exact {s['exact_match']}, {s['tok_s']} vs greedy {s['greedy_tok_s']} tok/s")
     return result
 
 

@@ -9,7 +9,10 @@ per category. Nothing is downloaded:
 - summarization: summarise a held-out ShareGPT assistant answer (the output may copy phrases);
 - retrieval: answer a conversation's question from its own assistant answer, given as a passage (copy-heavy);
 - translation: translate one short sentence taken from a held-out answer;
-- math: word problems templated from seeded numbers.
+- math: word problems templated from seeded numbers;
+- copy (opt-in, not in the default six): repeat, or correct and write out, a held-out ShareGPT assistant answer;
+  the output copies its prompt almost token for token: the best case of retrieval drafters (PLD, SAM), the
+  "copy-heavy prompts" of the GPU bench.
 
 Held out means: the conversation's hash (all segments `id_0`, `id_1` ... of one conversation together) falls in
 the 10% that `held_out` marks; draft heads trained in the lab should skip those conversations. The choice is
@@ -27,8 +30,13 @@ from typing import IO, Iterator
 
 from ..errors import LabError
 
-CATEGORIES = ("chat", "code", "summarization", "retrieval", "translation", "math")
+CATEGORIES = ("chat", "code", "summarization", "retrieval", "translation", "math")  # the default suite
+OPT_IN = ("copy",)
 SHAREGPT_ROLES = ("chat", "summarization", "retrieval", "translation")  # one ShareGPT bucket each
+BUCKET = {"copy": "chat"}  # copy repeats the answers of the chat bucket's conversations (chat asks their questions)
+COPY_TEMPLATES = ("Repeat the following text exactly, word for word.\n\nText:\n{}",
+                  "Correct any spelling or grammar mistakes in the text below and write out the whole corrected "
+                  "text.\n\nText:\n{}")
 LANGUAGES = ("French", "German", "Spanish", "Italian", "Portuguese")
 HELD_OUT_SHARE = 26  # of 256 hash values: about 10% of the conversations
 
@@ -130,6 +138,10 @@ def _sharegpt_prompt(category: str, r: dict) -> str | None:
             return (f"Answer the question using only the passage below, quoting it where you can.\n\n"
                     f"Passage:\n{a}\n\nQuestion: {q}")
         return None
+    if category == "copy":
+        if 300 <= len(a) <= 900 and _plain(a):
+            return COPY_TEMPLATES[_digest(r["id"])[3] % len(COPY_TEMPLATES)].format(a)
+        return None
     sentence = _first_sentence(a) if _plain(a, 0.99) else None
     if sentence is None:
         return None
@@ -139,7 +151,7 @@ def _sharegpt_prompt(category: str, r: dict) -> str | None:
 
 def _sharegpt_prompts(category: str, n: int) -> list[dict]:
     out = []
-    for r in sharegpt_pool()[category]:
+    for r in sharegpt_pool()[BUCKET.get(category, category)]:
         prompt = _sharegpt_prompt(category, r)
         if prompt is not None:
             out.append({"id": f"{category}/{r['id']}", "category": category, "prompt": prompt, "chat": True,
@@ -196,9 +208,9 @@ def _math_prompts(n: int) -> list[dict]:
 
 def build_suite(per_category: int = 10, categories: tuple[str, ...] | list[str] = CATEGORIES) -> list[dict]:
     """`per_category` prompts of each category: dicts with id, category, prompt, chat (bool) and source."""
-    unknown = [c for c in categories if c not in CATEGORIES]
+    unknown = [c for c in categories if c not in CATEGORIES + OPT_IN]
     if unknown:
-        raise LabError(f"unknown categories {unknown}; known: {', '.join(CATEGORIES)}")
+        raise LabError(f"unknown categories {unknown}; known: {', '.join(CATEGORIES + OPT_IN)}")
     if per_category < 1:
         raise LabError(f"per_category must be >= 1, got {per_category}")
     rows = []

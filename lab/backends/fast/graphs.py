@@ -15,7 +15,7 @@ import torch
 from .weights import Weights, step
 
 NEW_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128)  # 128: token recycling's and SAM's 80-node static tree
-BURST = 8  # greedy decode steps per `Burst` graph
+BURST = 8  # the most greedy decode steps in one `Burst` graph (runs of 1, 2, 4 and 8 steps)
 ONE = torch.ones(1, 1, dtype=torch.bool)
 
 
@@ -134,35 +134,41 @@ class Graph:
 
 
 class Burst:
-    """BURST greedy decode steps in one graph, each step's argmax fed to the next on the device: the host launches
-    once and reads the tokens back once per burst instead of once per token. The same tokens as BURST calls of
-    `argmax(decode(token))`. Captured at the first call, whose own columns the warm-up runs write (with the very
-    values the replay then writes again): no other column of a cache in use is touched."""
+    """`steps` greedy decode steps in one graph, each step's argmax fed to the next on the device: the host launches
+    once and reads the tokens back once per burst instead of once per token. The same tokens as `steps` calls of
+    `argmax(decode(token))`; with `probs`, also each token's softmax probability (a draft chain's beliefs).
+    Captured at the first call, whose own columns the warm-up runs write (with the very values the replay then
+    writes again): no other column of a cache in use is touched."""
 
-    def __init__(self, slab: "Slab", layers: list[int], columns: int, token: int, length: int):
+    def __init__(self, slab: "Slab", layers: list[int], columns: int, token: int, length: int, steps: int = BURST,
+                 probs: bool = False):
         w = slab.weights
         self.inputs = inputs = Inputs(1, columns, slab.capacity - 1, slab.keys.device)
 
         def run():
-            tokens = []
-            for _ in range(BURST):
+            tokens, beliefs = [], []
+            for _ in range(steps):
                 logits = step(w, layers, inputs.ids, inputs.positions, inputs.slots, inputs.mask(), slab.keys,
-                              slab.values, columns)[0]
-                tokens.append(logits[0].argmax())
+                              slab.values, columns)[0][0]
+                tokens.append(logits.argmax())
+                if probs:  # the argmax's probability: exp(max - logsumexp)
+                    row = logits.float()
+                    beliefs.append((row.max() - row.logsumexp(-1)).exp())
                 inputs.meta[0].copy_(tokens[-1])  # the next step's token ...
                 inputs.meta[1:4].add_(1)  # ... at the next position, cache column and length
-            return torch.stack(tokens)
+            return torch.stack(tokens), torch.stack(beliefs) if probs else torch.zeros(0)
 
-        self.graph, self.tokens = capture(run, slab.memory, lambda: self._write(token, length))
+        self.graph, (self.tokens, self.probs) = capture(run, slab.memory, lambda: self._write(token, length))
 
     def _write(self, token: int, length: int) -> None:
         self.inputs.write([int(token)], torch.tensor([length]), length, ONE, None)
 
-    def __call__(self, token: int, length: int) -> list[int]:
-        """The BURST argmax tokens after feeding `token` at cache column `length`, then each argmax in turn."""
+    def __call__(self, token: int, length: int) -> tuple[list[int], list[float]]:
+        """The argmax tokens after feeding `token` at cache column `length`, then each argmax in turn (and their
+        probabilities, or [] without `probs`)."""
         self._write(token, length)
         self.graph.replay()
-        return self.tokens.tolist()
+        return self.tokens.tolist(), self.probs.tolist()
 
 
 class Slab:
@@ -193,15 +199,16 @@ class Slab:
             self.graphs[key] = Graph(self, layers, kb, cb)
         return self.graphs[key]
 
-    def burst(self, layers: list[int], columns: int, token: int, length: int) -> Burst | None:
-        """The burst graph over `columns` columns (captured now, on this call's token and length, if new), or None
-        on the CPU or when no column bucket fits."""
+    def burst(self, layers: list[int], columns: int, token: int, length: int, steps: int = BURST,
+              probs: bool = False) -> Burst | None:
+        """The burst graph of `steps` steps over `columns` columns (captured now, on this call's token and length,
+        if new), or None on the CPU or when no column bucket fits."""
         cb = bucket(columns, self.column_buckets)
         if self.graphs is None or cb is None:
             return None
-        key = ("burst", tuple(layers), cb)
+        key = ("burst", tuple(layers), cb, steps, probs)
         if key not in self.graphs:
-            self.graphs[key] = Burst(self, layers, cb, token, length)
+            self.graphs[key] = Burst(self, layers, cb, token, length, steps, probs)
         return self.graphs[key]
 
 

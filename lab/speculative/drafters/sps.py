@@ -42,6 +42,13 @@ class DraftModel(Drafter):
         if n <= 0:
             return tree
         logits = self.runner.sync(dec.context)
+        if dec.greedy and not self.confidence:  # the draft's own greedy chain: bursts of steps on a GPU
+            token, belief, _ = draft_token(dec, logits)
+            tree.add(token, -1, belief, None)
+            rest, beliefs = self.runner.greedy_chain(token, n - 1) if n > 1 else ([], [])
+            for i, (token, belief) in enumerate(zip(rest, beliefs)):
+                tree.add(token, i, belief, None)
+            return tree
         for i in range(n):
             token, belief, q = draft_token(dec, logits)
             tree.add(token, i - 1, belief, q)
