@@ -43,7 +43,10 @@ def main() -> None:
     ap.add_argument("--out", default="compare_drafts.json")
     args = ap.parse_args()
     target = Lab("default", device=args.device)
-    if args.val:
+    if args.val and args.val.endswith("suite.jsonl"):  # a `bench spec --write-suite` file: its chat prompts
+        rows = [json.loads(line) for line in Path(args.val).read_text().splitlines() if line.strip()]
+        prompts = [r["prompt"] for r in rows if r["category"] == "chat"][:args.prompts]
+    elif args.val:
         prompts = [r["question"] for r in read(args.val)[:args.prompts]]
     else:
         from lab.bench.suite import build_suite

@@ -280,7 +280,9 @@ def speculative(fast, short: str, args) -> list[dict]:
     infos = registry.load_all()
     methods = ([m.strip() for m in args.spec_methods.split(",") if m.strip()] if args.spec_methods else
                sorted(n for n, m in infos.items() if m.family == "speculative" and m.training_free))
-    if args.spec_categories:
+    if args.spec_suite:
+        prompts = [json.loads(line) for line in Path(args.spec_suite).read_text().splitlines() if line.strip()]
+    elif args.spec_categories:
         prompts = build_suite(args.prompts, [c.strip() for c in args.spec_categories.split(",") if c.strip()])
     else:
         prompts = mix(args.prompts)
@@ -293,7 +295,7 @@ def speculative(fast, short: str, args) -> list[dict]:
     for m, s in summarize(runs).items():
         if m != BASELINE:
             o = s["overall"]
-            rows.append({"model": short, "method": m, "engine": "lab-fast", "prompts": args.spec_categories or "mix",
+            rows.append({"model": short, "method": m, "engine": "lab-fast", "prompts": args.spec_suite or args.spec_categories or "mix",
                          "speedup_vs_ar": o["speedup"], "tokens_per_forward": o["tokens_per_forward"],
                          "exact_match": o["exact_match"], "errors": o["errors"],
                          "tok_s": rate(m), "greedy_tok_s": rate(BASELINE)})
@@ -312,6 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--spec-methods", help="comma-separated methods for --spec (default: every training-free one)")
     ap.add_argument("--spec-categories", help="--spec on `bench spec`'s suite categories (e.g. copy: the copy-heavy "
                     "prompts), --prompts of each, instead of the chat and copy mix")
+    ap.add_argument("--spec-suite", help="--spec on a JSONL of prompts (`bench spec --write-suite`), for a machine "
+                    "without the data packages")
     ap.add_argument("--fp32-check", action="store_true", help="fast vs hf greedy tokens in float32 too")
     ap.add_argument("--kernels", action="store_true", help="time the Triton kernels against their references")
     ap.add_argument("--out")
