@@ -5,7 +5,9 @@
 
 Each DIR is an exported draft (python -m lab train fastdraft --export DIR). On the default model, for held-out
 chat prompts (the --val file's questions, or the spec bench suite's chat prompts; chat template), one process and the same backend for all: the
-target's greedy tokens/s, each draft's own greedy tokens/s (its cost is their ratio: draft step / target step),
+target's greedy tokens/s, each draft's own greedy tokens/s (`draft_cost`: their ratio, prompts and per-call work
+included), `draft_step_cost` (a decode step of the draft over one of the target, after a prompt: the draft cost c of
+"Decoding Speculative Decoding"),
 and `sps` with that draft: tokens/s, tokens per target forward, and the median speedup over greedy measured
 prompt by prompt. Prints a table last and writes JSON.
 """
@@ -31,6 +33,24 @@ def timed(lab_, method: str, prompt: str, tokens: int, **opts):
     result = lab_.generate(method, prompt, max_new_tokens=tokens, chat=True, **opts)
     torch.cuda.synchronize() if torch.cuda.is_available() else None
     return result, time.perf_counter() - start
+
+
+def seconds_a_token(backend, ids: list[int], tokens: int = 64, repeats: int = 7) -> float:
+    """A greedy decode step's seconds on `backend` after a prompt (bursts of 8 on a GPU; no prefill, no host work
+    of a method): the draft cost's numerator or denominator."""
+    fork = backend.fork()
+    fork.prefill(ids)
+    times = []
+    for _ in range(repeats + 2):  # the first two capture and warm up
+        fork.rollback(len(ids))
+        torch.cuda.synchronize() if torch.cuda.is_available() else None
+        start = time.perf_counter()
+        token = ids[-1]
+        for _ in range(tokens // 8):
+            token = fork.greedy_run(token, 8)[-1]
+        torch.cuda.synchronize() if torch.cuda.is_available() else None
+        times.append((time.perf_counter() - start) / tokens)
+    return statistics.median(times[2:])
 
 
 def main() -> None:
@@ -66,6 +86,8 @@ def main() -> None:
                 timed(alone, "greedy", p, args.tokens)
                 timed(target, "sps", p, args.tokens, draft=name)
     rows = []
+    ids = target.encode(prompts[0], True)
+    target_step = seconds_a_token(target.target, ids)
     greedy = [timed(target, "greedy", p, args.tokens) for p in prompts]
     greedy_tps = sum(len(r.tokens) for r, _ in greedy) / sum(t for _, t in greedy)
     for name, alone, about in names:
@@ -79,19 +101,23 @@ def main() -> None:
         rows.append({"draft": name, "layers": about["init_layers"], "steps": about["steps"],
                      "val_greedy_acceptance": about["validation"].get("greedy_acceptance"),
                      "val_t1_acceptance": about["validation"].get("t1_acceptance"),
-                     "draft_cost": round(greedy_tps / own_tps, 3), "sps_tokens_per_s": round(sps_tps, 1),
+                     "draft_cost": round(greedy_tps / own_tps, 3),
+                     "draft_step_cost": round(seconds_a_token(target._drafts[name], ids) / target_step, 3),
+                     "sps_tokens_per_s": round(sps_tps, 1),
                      "tokens_per_forward": round(statistics.mean(m["tokens_per_forward"] for m in metrics), 3),
                      "sps_speedup_median": round(statistics.median(speedups), 3),
                      "same_tokens": f"{same}/{len(prompts)}"})
     report = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
               "backend": type(target.target).__name__, "greedy_tokens_per_s": round(greedy_tps, 1),
+              "target_step_ms": round(target_step * 1e3, 4),
               "prompts": len(prompts), "tokens": args.tokens, "rows": rows}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"greedy {greedy_tps:.1f} tok/s on {report['backend']}")
-    print("draft      layers        val-greedy  val-T1  cost   sps tok/s  tok/fwd  speedup  same")
+    print("draft      layers        val-greedy  val-T1  cost   step-cost  sps tok/s  tok/fwd  speedup  same")
     for r in rows:
         print(f"{r['draft'][-10:]:10s} {str(r['layers']):13s} {r['val_greedy_acceptance']:.3f}       "
-              f"{r['val_t1_acceptance']:.3f}   {r['draft_cost']:.3f}  {r['sps_tokens_per_s']:8.1f}  "
+              f"{r['val_t1_acceptance']:.3f}   {r['draft_cost']:.3f}  {r['draft_step_cost']:.3f}      "
+              f"{r['sps_tokens_per_s']:8.1f}  "
               f"{r['tokens_per_forward']:.2f}     {r['sps_speedup_median']:.2f}x    {r['same_tokens']}")
 
 

@@ -70,6 +70,18 @@ def test_greedy_chain_is_the_argmax_loop_with_each_tokens_probability():
     assert runner.ids == [1, 2, 3, 4] + tokens[:-1] and runner.forwards == 6
 
 
+def test_hold_runs_only_the_missing_tokens():
+    model = tiny("llama", vocab_size=50, seed=8)
+    runner = HFBackend(model)
+    runner.hold([1, 2, 3])  # an empty cache: a prefill
+    runner.decode(9)
+    runner.hold([1, 2, 3])  # a rollback, no forward
+    assert runner.ids == [1, 2, 3] and runner.forwards == 1
+    runner.hold([1, 2, 3, 4, 5])  # one forward of the two missing tokens
+    assert runner.ids == [1, 2, 3, 4, 5] and runner.forwards == 2
+    assert torch.allclose(runner.decode(6), chain_logits(model, [1, 2, 3, 4, 5, 6])[-1], atol=1e-4)
+
+
 def test_decode_counts_forwards_and_prefill_does_not():
     runner = HFBackend(tiny("llama", vocab_size=50))
     runner.prefill([1, 2])

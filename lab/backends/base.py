@@ -159,6 +159,20 @@ class Backend(ABC):
         self.rollback(common)
         return self.forward(context[common:]).logits[-1]
 
+    def hold(self, context: list[int]) -> None:
+        """Make row 0 hold exactly `context`, running only the tokens it lacks (when no logits are wanted)."""
+        common = 0
+        for a, b in zip(self.ids, context):
+            if a != b:
+                break
+            common += 1
+        if common == 0 or self.rows != 1:
+            self.prefill(context)
+            return
+        self.rollback(common)
+        if common < len(context):
+            self.forward(context[common:])
+
     # -- several rows ------------------------------------------------------------------------------
     @abstractmethod
     def prefill_rows(self, prompts: list[list[int]]) -> torch.Tensor:

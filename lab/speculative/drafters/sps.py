@@ -41,14 +41,13 @@ class DraftModel(Drafter):
         tree = Tree()
         if n <= 0:
             return tree
-        logits = self.runner.sync(dec.context)
-        if dec.greedy and not self.confidence:  # the draft's own greedy chain: bursts of steps on a GPU
-            token, belief, _ = draft_token(dec, logits)
-            tree.add(token, -1, belief, None)
-            rest, beliefs = self.runner.greedy_chain(token, n - 1) if n > 1 else ([], [])
-            for i, (token, belief) in enumerate(zip(rest, beliefs)):
-                tree.add(token, i, belief, None)
+        if dec.greedy and not self.confidence and len(dec.context) > 1:  # the draft's greedy chain: bursts of steps
+            self.runner.hold(dec.context[:-1])  # on a GPU, the first one feeding the last context token
+            tokens, beliefs = self.runner.greedy_chain(dec.context[-1], n)
+            for i, (token, belief) in enumerate(zip(tokens, beliefs)):
+                tree.add(token, i - 1, belief, None)
             return tree
+        logits = self.runner.sync(dec.context)
         for i in range(n):
             token, belief, q = draft_token(dec, logits)
             tree.add(token, i - 1, belief, q)
