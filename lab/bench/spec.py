@@ -251,9 +251,12 @@ def main(argv: list[str] | None = None, lab=None, prompts: list[dict] | None = N
 
 def report(results: dict, out: Path, args) -> dict:
     """Write the JSON and the plots, print the table last."""
-    from ..widgets.analysis import bench_figures
+    def figures():
+        from ..widgets.analysis import bench_figures  # plotly: not on a bare GPU machine (--no-plots)
 
-    save(results, out, None if args.no_plots else lambda: bench_figures(results), png=not args.no_png)
+        return bench_figures(results)
+
+    save(results, out, None if args.no_plots else figures, png=not args.no_png)
     print(f"\n{len(results['prompts'])} prompts x {results['max_new_tokens']} new tokens, temperature "
           f"{results['temperature']}, greedy {results['greedy_forward_ms']:.1f} ms per forward on {results['device']}; "
           f"speedup = tokens/s over greedy's\n")
