@@ -25,12 +25,19 @@ def rotate_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-def rope_and_cache_reference(qkv, cos, sin, positions, slots, keys, values, heads: int, kv_heads: int) -> torch.Tensor:
-    k, dim = qkv.shape[0], keys.shape[-1]
-    c, s = cos[positions][None], sin[positions][None]
+def split_qkv(qkv: torch.Tensor, heads: int, kv_heads: int, dim: int) -> tuple[torch.Tensor, ...]:
+    """A fused projection's output [k, (heads + 2 kv_heads) D] as queries [heads, k, D], keys and values
+    [kv_heads, k, D] (views)."""
+    k = qkv.shape[0]
     q = qkv[:, :heads * dim].view(k, heads, dim).transpose(0, 1)
     key = qkv[:, heads * dim:(heads + kv_heads) * dim].view(k, kv_heads, dim).transpose(0, 1)
     value = qkv[:, (heads + kv_heads) * dim:].view(k, kv_heads, dim).transpose(0, 1)
+    return q, key, value
+
+
+def rope_and_cache_reference(qkv, cos, sin, positions, slots, keys, values, heads: int, kv_heads: int) -> torch.Tensor:
+    c, s = cos[positions][None], sin[positions][None]
+    q, key, value = split_qkv(qkv, heads, kv_heads, keys.shape[-1])
     keys.index_copy_(1, slots, rotate_reference(key, c, s))
     values.index_copy_(1, slots, value)
     return rotate_reference(q, c, s)

@@ -17,7 +17,8 @@ from torch import nn
 from ...kernels import triton_available as kernels_ready
 from ...kernels.gemv import fits as gemv_fits
 from ...kernels.rms_norm import rms_norm_reference as rms_norm
-from ...kernels.rope_cache import rotate_reference as rotate
+from ...kernels.rope_cache import rotate_reference as rotate, split_qkv
+from ...kernels.silu_mul import silu_mul_reference
 from ..layers import decoder_body, final_norm, layer_list
 from .fused import fused_step
 
@@ -101,19 +102,15 @@ class Weights:
 
 def attention_inputs(w: Weights, lw, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     """A layer's queries [heads, k, D] and rotated keys and values [kv_heads, k, D] for states x [k, hidden]."""
-    k, q_size, kv_size = x.shape[0], w.heads * w.head_dim, w.kv_heads * w.head_dim
     qkv = F.linear(rms_norm(x, lw.norm, w.eps), lw.qkv, lw.qkv_bias)
-    q = qkv[:, :q_size].view(k, w.heads, w.head_dim).transpose(0, 1)
-    key = qkv[:, q_size:q_size + kv_size].view(k, w.kv_heads, w.head_dim).transpose(0, 1)
-    value = qkv[:, q_size + kv_size:].view(k, w.kv_heads, w.head_dim).transpose(0, 1)
+    q, key, value = split_qkv(qkv, w.heads, w.kv_heads, w.head_dim)
     return rotate(q, cos, sin), rotate(key, cos, sin), value
 
 
 def layer_output(w: Weights, lw, x: torch.Tensor, attended: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The residual stream after the attention output [k, heads * D] and the MLP; and the MLP's output."""
     x = x + F.linear(attended, lw.out, lw.out_bias)
-    gate, up = F.linear(rms_norm(x, lw.post_norm, w.eps), lw.gate_up).chunk(2, dim=-1)
-    mlp = F.linear(F.silu(gate) * up, lw.down)
+    mlp = F.linear(silu_mul_reference(F.linear(rms_norm(x, lw.post_norm, w.eps), lw.gate_up)), lw.down)
     return x + mlp, mlp
 
 
