@@ -33,6 +33,21 @@ def test_bitmask_kernel_is_the_reference():
     assert bool(torch.isinf(want[0, token])) == (int(mask[0, 2]) >= 0)
 
 
+@pytest.mark.parametrize("rows,vocab,words", [(2, 9000, 282), (1, 4096, 128), (2, 4099, 130), (1, 70, 5)])
+def test_bitmask_kernel_over_several_programs(rows, vocab, words):
+    """3 programs of 4096 tokens a row (the last short, a word cut by V), one whole program, a tail of 3 tokens, and
+    more words than V needs (ignored); a 1-D row too. Values and -inf are compared bit for bit (NaN kept)."""
+    g = torch.Generator().manual_seed(rows + vocab)
+    logits = torch.randn(rows, vocab, generator=g)
+    logits[0, 5] = float("nan")
+    mask = torch.randint(-2**31, 2**31 - 1, (rows, words), generator=g, dtype=torch.int64).to(torch.int32)
+    want = bitmask.apply_token_bitmask_reference(logits.clone(), mask)
+    got = bitmask.apply_token_bitmask(logits.clone(), mask)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    one = bitmask.apply_token_bitmask(logits[-1].clone(), mask[-1])
+    assert torch.equal(one.view(torch.int32), want[-1].view(torch.int32))
+
+
 @pytest.mark.parametrize("drawn", [True, False])
 def test_chain_rejection_kernel_is_the_reference(drawn):
     g = torch.Generator().manual_seed(1)
