@@ -186,6 +186,25 @@ def test_dllm_commit_kernel_is_the_reference(threshold, k, block_size):
         assert sorted(chosen) == want[2].nonzero()[:, 0].tolist()
 
 
+@pytest.mark.parametrize("rows,vocab", [(1, 4099), (5, 1000), (3, 100)])
+def test_dllm_commit_kernel_over_several_blocks(rows, vocab):
+    """Rows split over 5 blocks of 1024 (the last of 3 logits), 8 of 128 and 1 short block: a row's maximum tied
+    across blocks (the first is the argmax), a maximum in the last block, a row of -inf (token 0, NaN as softmax)."""
+    g = torch.Generator().manual_seed(11 + vocab)
+    logits = torch.randn(rows, vocab, generator=g) * 3
+    logits[0, [vocab // 2, 3, vocab - 1]] = logits[0].max() + 1  # ties in the middle, the first block, the last
+    if rows > 1:
+        logits[1, -1] = logits[1].max() + 0.5
+        logits[2] = float("-inf")
+    masked = torch.ones(rows, dtype=torch.bool)
+    masked[2:3] = False
+    got = dllm_commit.commit_rows(logits, masked, 0.2, 1, 2)
+    want = dllm_commit.commit_rows_reference(logits, masked, 0.2, 1, 2)
+    assert got[0][0] == 3 and (rows == 1 or (got[0][1] == vocab - 1 and got[0][2] == 0 and got[1][2].isnan()))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    assert torch.allclose(got[1], want[1], rtol=1e-6, atol=0, equal_nan=True)
+
+
 def test_dllm_commit_ties_and_empty_windows():
     g = torch.Generator().manual_seed(7)
     logits, _ = window(g)
