@@ -67,6 +67,29 @@ def test_chain_rejection_kernel_is_the_reference(drawn):
     assert len(set(want[1].tolist())) >= 3  # rows rejected at the first draft, later, and not at all
 
 
+@pytest.mark.parametrize("vocab", [1000, 300])
+@pytest.mark.parametrize("drawn", [True, False])
+def test_chain_rejection_kernel_over_several_blocks(drawn, vocab):
+    """Rows split over 8 blocks of 128 or 3 (the last of 44): row 0 accepts every draft and its bonus race ties
+    across blocks (the first token wins); row 1 is rejected at its first draft with a residual of zero everywhere (p
+    <= q: the race runs on p); the other rows are rejected here and there."""
+    g = torch.Generator().manual_seed(12 + vocab)
+    rows, k = 6, 3
+    p = (torch.randn(rows, k + 1, vocab, generator=g) * 2).softmax(-1)
+    q = (torch.randn(rows, k, vocab, generator=g) * 2).softmax(-1) if drawn else None
+    drafts = torch.multinomial(q.reshape(-1, vocab), 1, generator=g).reshape(rows, k) if drawn else p[:, :k].argmax(-1)
+    u, e = torch.rand(rows, k, generator=g), noise(rows, vocab, g)
+    u[0] = 0.0  # row 0: every draft accepted
+    p[0, k, [5, vocab - 7]] = 0.5
+    e[0, [5, vocab - 7]] = 1e-3  # equal ratios in the first and the last block
+    u[1, 0] = 0.9
+    p[1, 0] = 0.5 * q[1, 0] if drawn else 0.5 * torch.nn.functional.one_hot(drafts[1, 0], vocab)
+    want = rejection.chain_rejection_reference(drafts, q, p, u, e)
+    got = rejection.chain_rejection(drafts, q, p, u, e)
+    assert want[1][0] == k and want[0][0, k] == 5 and want[1][1] == 0
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
 def test_chain_rejection_keeps_the_target_distribution():
     """Two drafts from q far from p: the first committed token follows p_0, and the second (after an accepted
     first draft) follows p_1, with many rejections, recovered tokens and bonus tokens on the way."""

@@ -228,7 +228,7 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
     return [("bitmask apply", f"{rows}x{vocab} fp32", 4 * rows * vocab * 2 + words.numel() * 4,
              lambda: bitmask.apply_token_bitmask(mine, words),
              lambda: bitmask.apply_token_bitmask_reference(theirs, words), None),
-            ("chain rejection", f"{rows} rows, k={k}, V={small}", 4 * rows * small * 5,
+            ("chain rejection", f"{rows} rows, k={k}, V={small}", 4 * rows * small * 3,  # p_r, q_r, the noise
              lambda: rejection.chain_rejection(drafts, q, p, u, e),
              lambda: rejection.chain_rejection_reference(drafts, q, p, u, e), None),
             ("min-p sampling", f"{rows}x{vocab} fp32", 4 * rows * vocab * 3,
