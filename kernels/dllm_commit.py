@@ -67,15 +67,14 @@ if triton is not None:
             b = tl.arange(0, BLOCKS)
             inside = i < rows
             ok = inside[:, None] & (b[None, :] < blocks)
-            slot = i[:, None] * blocks + b[None, :]
-            tops = tl.load(partial + slot, mask=ok, other=-float("inf"), volatile=True)
+            cells = i[:, None] * blocks + b[None, :]
+            tops = tl.load(partial + cells, mask=ok, other=-float("inf"), volatile=True)
             best = tl.max(tops, 1)
             token = tl.load(partial_token + 2 * n + i * blocks + tl.argmax(tops, 1), mask=inside, other=0,
                             volatile=True)
             seen = best > -float("inf")
-            base = tl.where(seen, best, 0.0)
-            sums = tl.load(partial + n + slot, mask=ok, other=0.0, volatile=True)
-            total = tl.sum(sums * tl.exp(tops - base[:, None]), 1)
+            sums = tl.load(partial + n + cells, mask=ok, other=0.0, volatile=True)
+            total = tl.sum(sums * tl.exp(tops - tl.where(seen, best, 0.0)[:, None]), 1)
             conf = tl.where(seen, 1.0 / tl.where(seen, total, 1.0), float("nan"))  # a row of -inf: NaN, as softmax
             live = tl.load(masked + i, mask=inside, other=0) != 0
             same_block = (i[:, None] // block_size) == (i[None, :] // block_size)
