@@ -317,8 +317,8 @@ def test_tree_attention_rows_that_see_nothing_are_zeros():
 
 
 def test_tree_attention_merges_more_splits_than_a_step():
-    """38 splits of 16 columns: the merge takes two steps of 32 (rescaling the first); row 1 sees only columns in the
-    second step, row 2 only in the first."""
+    """38 splits of 16 columns: the second kernel merges in two steps of 32 (rescaling the first); row 1 sees only
+    columns in the second step, row 2 only in the first."""
     g = torch.Generator().manual_seed(10)
     q, keys, values = attention_inputs(3, 600, 6, 2, torch.float32, g)
     mask = tree_mask(3, 600, g)
@@ -327,6 +327,34 @@ def test_tree_attention_merges_more_splits_than_a_step():
     assert tree_attention.plan(3, 600, 6, 2, block=(16, 16), splits=38)[2] == 38
     got = tree_attention.tree_attention(q, keys, values, mask, block=(16, 16), splits=38)
     assert torch.allclose(got, tree_attention.tree_attention_reference(q, keys, values, mask), atol=1e-5, rtol=0)
+
+
+def test_tree_attention_merges_in_the_kernel_or_in_a_second():
+    """The same 51 rows (17 tokens x 3 heads a kv head) merged by each block's last split (10 splits: 2 steps of 8
+    splits x 4 of 16 rows) and by the second kernel (19 splits); row 1 sees only the last split's columns, row 2
+    nothing, row 3 only the first split's."""
+    g = torch.Generator().manual_seed(13)
+    q, keys, values = attention_inputs(17, 600, 6, 2, torch.float32, g)
+    mask = tree_mask(17, 600, g)
+    mask[1, :580] = False
+    mask[2] = False
+    mask[3, 40:] = False
+    want = tree_attention.tree_attention_reference(q, keys, values, mask)
+    for block, splits, fused in (((64, 32), 10, True), ((64, 16), 19, False)):
+        block_m, _, count, _ = tree_attention.plan(17, 600, 6, 2, block=block, splits=splits)
+        assert count == splits and tree_attention.merging(count, block_m, 51, 64) == (fused, 16, 8)
+        got = tree_attention.tree_attention(q, keys, values, mask, block=block, splits=splits)
+        assert torch.equal(got[2], torch.zeros(6 * 64)) and torch.allclose(got, want, atol=1e-5, rtol=0), fused
+
+
+@pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (32, 8, 128)])
+def test_tree_attention_merges_decodes_in_one_launch(heads, kv_heads, dim):
+    """On an H200 a decode's splits (64 of 64 columns at C = 4096 for SmolLM2, 32 of 128 for Llama-8B) are merged
+    by the last of them, in 2 steps; verifying 64 tokens (8 or 32 splits of 64 rows) takes the second kernel."""
+    for k, fused in ((1, True), (64, False)):
+        block_m, _, count, _ = tree_attention.plan(k, 4096, heads, kv_heads, 132)
+        merge, merge_m, chunk = tree_attention.merging(count, block_m, k * heads // kv_heads, dim)
+        assert merge == fused and (not fused or -(-count // chunk) == 2 and merge_m == 4)
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(9, 3), (32, 8)])
