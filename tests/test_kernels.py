@@ -2,7 +2,11 @@
 where it must be), and the references against the distributions they promise (chi-square, with rejections)."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -367,3 +371,19 @@ def test_tree_attention_plan_fills_an_h200(heads, kv_heads):
         assert 132 <= programs <= 4 * 132, (k, columns, programs)
         assert tiles & (tiles - 1) == 0 and (splits - 1) * tiles * block_n < columns <= splits * tiles * block_n
     assert tree_attention.plan(1, 256, heads, kv_heads, 132)[1:3] == (16, 16)  # short: the narrowest tiles
+
+
+def test_kernels_compile_for_an_h200():
+    """The vocabulary and attention kernels compile for sm_90 with the bench's shapes (no GPU needed:
+    tests/hopper_compile.py, outside the interpreter): nothing spilled, the bitmask's loads and stores 16-byte
+    vectors, and verification's 8 warps within 128 registers (2 programs an SM, as `plan` counts on)."""
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("Triton without its NVIDIA backend")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, str(Path(__file__).parent / "hopper_compile.py")], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = {r["name"]: r for r in map(json.loads, run.stdout.splitlines())}
+    assert len(got) == 8 and all(r["spilled"] == 0 for r in got.values()), got
+    assert got["bitmask"]["loads_v4"] == got["bitmask"]["stores_v4"] == 8
+    assert got["attention k=64 H=32"]["registers"] <= 128
