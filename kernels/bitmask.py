@@ -2,9 +2,11 @@
 
 The layout is llguidance's (and XGrammar's): int32 words [B, ceil(V / 32)], bit j of word w allows token 32 w + j.
 One program per (row, 4096 tokens) views its tokens as a [128 words, 32 bits] tile: each word is loaded once and
-shifted against arange(32), and the logits are read and written whole (16-byte vectors, allowed values written back
-unchanged). A store of the disallowed entries alone would move no fewer bytes: HBM3 has no write mask, so a partly
-written 32-byte sector is read and written all the same. Bandwidth-bound: V * 8 bytes a row plus the words.
+shifted against arange(32). A word's 32 logits (128 bytes, whole sectors) are read and written back whole (16-byte
+vectors, allowed values unchanged) where the word mixes bits; only written (-inf) where it allows nothing, and left
+alone where it allows all: a grammar's mask, mostly zero words, costs about half the bytes. A store of the disallowed
+entries alone would move no fewer bytes than the read and write: HBM3 has no write mask, so a partly written 32-byte
+sector is read and written all the same. Bandwidth-bound: up to V * 8 bytes a row plus the words.
 """
 from __future__ import annotations
 
@@ -37,10 +39,10 @@ if triton is not None:
         bit = tl.arange(0, 32)
         token = w[:, None] * 32 + bit[None, :]  # [WORDS, 32]: each row of the tile one word's tokens
         inside = token < vocab
-        word = tl.load(bitmask + row * words + w, mask=w * 32 < vocab, other=0)
+        word = tl.load(bitmask + row * words + w, mask=w * 32 < vocab, other=-1)
         allowed = ((word[:, None] >> bit[None, :]) & 1) != 0
-        x = tl.load(logits + row * vocab + token, mask=inside)
-        tl.store(logits + row * vocab + token, tl.where(allowed, x, float("-inf")), mask=inside)
+        x = tl.load(logits + row * vocab + token, mask=inside & ((word != 0) & (word != -1))[:, None])
+        tl.store(logits + row * vocab + token, tl.where(allowed, x, float("-inf")), mask=inside & (word != -1)[:, None])
 
 
 def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:

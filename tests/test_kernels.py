@@ -40,14 +40,16 @@ def test_bitmask_kernel_is_the_reference():
 @pytest.mark.parametrize("rows,vocab,words", [(2, 9000, 282), (1, 4096, 128), (2, 4099, 130), (1, 70, 5)])
 def test_bitmask_kernel_over_several_programs(rows, vocab, words):
     """3 programs of 4096 tokens a row (the last short, a word cut by V), one whole program, a tail of 3 tokens, and
-    more words than V needs (ignored); a 1-D row too. Values and -inf are compared bit for bit (NaN kept)."""
+    more words than V needs (ignored); words allowing nothing (written, not read) and everything (left alone), the
+    last word too; a 1-D row. Values and -inf are compared bit for bit (NaN kept)."""
     g = torch.Generator().manual_seed(rows + vocab)
     logits = torch.randn(rows, vocab, generator=g)
-    logits[0, 5] = float("nan")
+    logits[0, [5, 40]] = float("nan")
     mask = torch.randint(-2**31, 2**31 - 1, (rows, words), generator=g, dtype=torch.int64).to(torch.int32)
+    mask[0, 0], mask[0, 1], mask[-1, (vocab - 1) // 32] = -1, 0, 0  # NaN kept at 5, -inf at 40
     want = bitmask.apply_token_bitmask_reference(logits.clone(), mask)
     got = bitmask.apply_token_bitmask(logits.clone(), mask)
-    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32)) and got[0, 5].isnan() and got[0, 40] < 0
     one = bitmask.apply_token_bitmask(logits[-1].clone(), mask[-1])
     assert torch.equal(one.view(torch.int32), want[-1].view(torch.int32))
 
