@@ -4,9 +4,10 @@ The layout is llguidance's (and XGrammar's): int32 words [B, ceil(V / 32)], bit 
 One program per (row, 4096 tokens) views its tokens as a [128 words, 32 bits] tile: each word is loaded once and
 shifted against arange(32). A word's 32 logits (128 bytes, whole sectors) are read and written back whole (16-byte
 vectors, allowed values unchanged) where the word mixes bits; only written (-inf) where it allows nothing, and left
-alone where it allows all: a grammar's mask, mostly zero words, costs about half the bytes. A store of the disallowed
-entries alone would move no fewer bytes than the read and write: HBM3 has no write mask, so a partly written 32-byte
-sector is read and written all the same. Bandwidth-bound: up to V * 8 bytes a row plus the words.
+alone where it allows all: a grammar's mask, mostly zero words, costs about half the bytes. Storing only the
+disallowed entries of a mixed word would save little (a partly written 32-byte sector is expected to cost the memory
+a read anyway, ECC covering whole sectors) and gives up the 16-byte vectors. Bandwidth-bound: up to V * 8 bytes a row
+plus the words.
 """
 from __future__ import annotations
 

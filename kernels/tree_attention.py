@@ -98,8 +98,8 @@ if triton is not None:
     def _merge(scratch, n, kv, m, live, splits, rows, R: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
                CACHE: tl.constexpr):
         """(acc [R, D], total [R]) of rows m of kv heads kv over every split, CHUNK splits a step, from the scratch:
-        acc [n, D] (first: 16-byte aligned), best [n], total [n], float32, slot (kv * splits + split) * rows + m. CACHE ".cg": read from L2
-        (written by other programs of this launch)."""
+        acc [n, D] (first: 16-byte aligned), best [n], total [n], float32, slot (kv * splits + split) * rows + m.
+        CACHE ".cg": read from L2 (written by other programs of this launch)."""
         d = tl.arange(0, D)
         best = tl.full((R,), -float("inf"), tl.float32)
         total = tl.zeros((R,), tl.float32)
