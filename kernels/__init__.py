@@ -41,3 +41,11 @@ def triton_ready(*tensors: torch.Tensor) -> bool:
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True
     return all(t.is_cuda for t in tensors)
+
+
+def vocab_blocks(vocab: int) -> tuple[int, int, int]:
+    """(block, blocks, warps) for kernels that split each row of a vocabulary over programs: blocks of a power of two
+    from 128 to 4096 entries, about 8 a row until they reach 4096 (V = 49152: 12 of 4096), at most 16 entries a
+    thread."""
+    block = min(4096, max(128, 1 << max(0, (-(-vocab // 8) - 1).bit_length())))
+    return block, -(-vocab // block), max(1, min(8, block // 512))

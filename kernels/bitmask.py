@@ -1,7 +1,13 @@
 """Apply a grammar's token bitmask to logits: disallowed tokens get -inf, in place.
 
 The layout is llguidance's (and XGrammar's): int32 words [B, ceil(V / 32)], bit j of word w allows token 32 w + j.
-One program per (row, block of tokens) reads the logits once and writes them once: a bandwidth-bound kernel.
+One program per (row, 4096 tokens) views its tokens as a [128 words, 32 bits] tile: each word is loaded once and
+shifted against arange(32). A word's 32 logits (128 bytes, whole sectors) are read and written back whole (16-byte
+vectors, allowed values unchanged) where the word mixes bits; only written (-inf) where it allows nothing, and left
+alone where it allows all: a grammar's mask, mostly zero words, costs about half the bytes. Storing only the
+disallowed entries of a mixed word would save little (a partly written 32-byte sector is expected to cost the memory
+a read anyway, ECC covering whole sectors) and gives up the 16-byte vectors. Bandwidth-bound: up to V * 8 bytes a row
+plus the words.
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ try:
 except ImportError:  # the reference serves
     triton = None
 
+WORDS = 128  # words a program: 4096 tokens, 32 floats a thread at 4 warps
+
 
 def apply_token_bitmask_reference(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
     """logits [B, V] (float), bitmask int32 [B, ceil(V/32)]: set disallowed logits to -inf in place."""
@@ -26,13 +34,16 @@ def apply_token_bitmask_reference(logits: torch.Tensor, bitmask: torch.Tensor) -
 
 if triton is not None:
     @triton.jit
-    def _apply(logits, bitmask, vocab, words, BLOCK: tl.constexpr):
+    def _apply(logits, bitmask, vocab, words, WORDS: tl.constexpr):
         row, block = tl.program_id(0), tl.program_id(1)
-        token = block * BLOCK + tl.arange(0, BLOCK)
+        w = block * WORDS + tl.arange(0, WORDS)
+        bit = tl.arange(0, 32)
+        token = w[:, None] * 32 + bit[None, :]  # [WORDS, 32]: each row of the tile one word's tokens
         inside = token < vocab
-        word = tl.load(bitmask + row * words + token // 32, mask=inside, other=0)
-        allowed = (word >> (token % 32)) & 1
-        tl.store(logits + row * vocab + token, float("-inf"), mask=inside & (allowed == 0))
+        word = tl.load(bitmask + row * words + w, mask=w * 32 < vocab, other=-1)
+        allowed = ((word[:, None] >> bit[None, :]) & 1) != 0
+        x = tl.load(logits + row * vocab + token, mask=inside & ((word != 0) & (word != -1))[:, None])
+        tl.store(logits + row * vocab + token, tl.where(allowed, x, float("-inf")), mask=inside & (word != -1)[:, None])
 
 
 def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
@@ -42,6 +53,6 @@ def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Te
     if not triton_ready(logits, bitmask) or not logits.is_contiguous():
         return apply_token_bitmask_reference(logits, bitmask)
     rows, vocab = logits.shape
-    block = 1024
-    _apply[(rows, triton.cdiv(vocab, block))](logits, bitmask.contiguous(), vocab, bitmask.shape[-1], BLOCK=block)
+    _apply[(rows, triton.cdiv(vocab, 32 * WORDS))](logits, bitmask.contiguous(), vocab, bitmask.shape[-1],
+                                                   WORDS=WORDS, num_warps=4)
     return logits

@@ -8,9 +8,12 @@ window), commit the k surest masked rows and every masked row with confidence >=
 Fast-dLLM, lab.dllm.rules.above_threshold; threshold inf: the k surest, rules.rank(...)[:k]). Ties in confidence
 rank the left-most first, as rules.rank.
 
-One program per row finds the argmax (the first of ties, as torch) and 1 / sum(exp(x - max)), the argmax's
-probability, in float32 (the lab's rules use float64: the two differ by float32 rounding). The last program to
-finish (an acq_rel counter, the split-K semaphore pattern) ranks the window's rows and writes the commit set.
+Each row is split over programs of up to 4096 logits (`vocab_blocks`: 12 a row at V = 49152, 384 programs for a
+window of 32), each reading its block once: its max, first argmax and sum(exp(x - max)) in float32. The last program
+to finish (an acq_rel counter, the split-K semaphore pattern) merges each row's blocks (the first block holding the
+max gives the first argmax, as torch; sum = sum_b sum_b exp(max_b - max)), takes 1 / sum as the argmax's probability
+(the lab's rules use float64: the two differ by float32 rounding), ranks the window's rows and writes the commit set.
+One launch after the counter's zeroing; the logits are read once.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import math
 
 import torch
 
-from . import triton_ready
+from . import triton_ready, vocab_blocks
 
 try:
     import triton
@@ -46,36 +49,41 @@ def commit_rows_reference(logits: torch.Tensor, masked: torch.Tensor, threshold:
 
 if triton is not None:
     @triton.jit
-    def _commit(logits, masked, tokens, confidence, commit, finished, rows, vocab: tl.constexpr, threshold, k,
-                block_size, WINDOW: tl.constexpr, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        best_value = -float("inf")
-        best_token = 0
-        for start in range(0, vocab, BLOCK):
-            v = start + tl.arange(0, BLOCK)
-            x = tl.load(logits + row * vocab + v, mask=v < vocab, other=-float("inf")).to(tl.float32)
-            value = tl.max(x, 0)
-            token = start + tl.argmax(x, 0)
-            better = value > best_value
-            best_token = tl.where(better, token, best_token)
-            best_value = tl.where(better, value, best_value)
-        total = tl.zeros((BLOCK,), tl.float32)
-        for start in range(0, vocab, BLOCK):
-            v = start + tl.arange(0, BLOCK)
-            x = tl.load(logits + row * vocab + v, mask=v < vocab, other=-float("inf")).to(tl.float32)
-            total += tl.exp(x - best_value)
-        tl.store(tokens + row, best_token)
-        tl.store(confidence + row, 1.0 / tl.sum(total, 0))
-        if tl.atomic_add(finished, 1, sem="acq_rel") == rows - 1:  # the last row: every confidence is written
+    def _commit(logits, masked, tokens, confidence, commit, partial, partial_token, finished, rows, vocab, blocks,
+                threshold, k, block_size, WINDOW: tl.constexpr, BLOCKS: tl.constexpr, BLOCK: tl.constexpr):
+        row, part = tl.program_id(0), tl.program_id(1)
+        v = part * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(logits + row * vocab + v, mask=v < vocab, other=-float("inf")).to(tl.float32)
+        top = tl.max(x, 0)
+        base = tl.where(top == -float("inf"), 0.0, top)  # a block of -inf sums to 0, not NaN
+        n = rows * blocks  # partial: [max, sum] float32, then the argmax as int32
+        slot = row * blocks + part
+        tl.store(partial + slot, top)
+        tl.store(partial + n + slot, tl.sum(tl.exp(x - base), 0))
+        tl.store(partial_token + 2 * n + slot, part * BLOCK + tl.argmax(x, 0))
+        tl.debug_barrier()  # every thread's stores before the release
+        if tl.atomic_add(finished, 1, sem="acq_rel") == n - 1:  # the last program: every block is written
             i = tl.arange(0, WINDOW)
+            b = tl.arange(0, BLOCKS)
             inside = i < rows
-            conf = tl.load(confidence + i, mask=inside, other=0.0, volatile=True)
+            ok = inside[:, None] & (b[None, :] < blocks)
+            cells = i[:, None] * blocks + b[None, :]
+            tops = tl.load(partial + cells, mask=ok, other=-float("inf"), volatile=True)
+            best = tl.max(tops, 1)
+            token = tl.load(partial_token + 2 * n + i * blocks + tl.argmax(tops, 1), mask=inside, other=0,
+                            volatile=True)
+            seen = best > -float("inf")
+            sums = tl.load(partial + n + cells, mask=ok, other=0.0, volatile=True)
+            total = tl.sum(sums * tl.exp(tops - tl.where(seen, best, 0.0)[:, None]), 1)
+            conf = tl.where(seen, 1.0 / tl.where(seen, total, 1.0), float("nan"))  # a row of -inf: NaN, as softmax
             live = tl.load(masked + i, mask=inside, other=0) != 0
             same_block = (i[:, None] // block_size) == (i[None, :] // block_size)
             beats = live[None, :] & same_block & ((conf[None, :] > conf[:, None]) |
                                                   ((conf[None, :] == conf[:, None]) & (i[None, :] < i[:, None])))
             rank = tl.sum(beats.to(tl.int32), 1)
             chosen = live & ((rank < k) | (conf >= threshold))
+            tl.store(tokens + i, token.to(tl.int64), mask=inside)
+            tl.store(confidence + i, conf, mask=inside)
             tl.store(commit + i, chosen.to(tl.int8), mask=inside)
 
 
@@ -87,11 +95,17 @@ def commit_rows(logits: torch.Tensor, masked: torch.Tensor, threshold: float = m
     rows, vocab = logits.shape
     if not triton_ready(logits, masked) or rows == 0:
         return commit_rows_reference(logits, masked, threshold, k, block_size)
-    tokens = torch.empty(rows, dtype=torch.long, device=logits.device)
-    confidence = torch.empty(rows, dtype=torch.float32, device=logits.device)
-    commit = torch.empty(rows, dtype=torch.int8, device=logits.device)
-    finished = torch.zeros(1, dtype=torch.int32, device=logits.device)
-    _commit[(rows,)](logits.contiguous(), masked.to(torch.int8), tokens, confidence, commit, finished, rows, vocab,
-                     float(threshold), int(k), int(block_size or rows), WINDOW=triton.next_power_of_2(rows),
-                     BLOCK=1024)
+    block, blocks, warps = vocab_blocks(vocab)
+    device = logits.device
+    tokens = torch.empty(rows, dtype=torch.long, device=device)
+    confidence = torch.empty(rows, dtype=torch.float32, device=device)
+    commit = torch.empty(rows, dtype=torch.int8, device=device)
+    partial = torch.empty(3 * rows * blocks, dtype=torch.float32, device=device)
+    finished = torch.zeros(1, dtype=torch.int32, device=device)
+    masked = masked.contiguous()
+    live = masked.view(torch.int8) if masked.dtype == torch.bool else (masked != 0).view(torch.int8)
+    _commit[(rows, blocks)](logits.contiguous(), live, tokens, confidence, commit, partial, partial.view(torch.int32),
+                            finished, rows, vocab, blocks, float(threshold), int(k), int(block_size or rows),
+                            WINDOW=triton.next_power_of_2(rows), BLOCKS=triton.next_power_of_2(blocks), BLOCK=block,
+                            num_warps=warps)
     return tokens, confidence, commit.view(torch.bool)

@@ -6,12 +6,20 @@ p_0..p_k. Draft j is accepted while u_j q_j(d_j) < p_j(d_j); at the first reject
 from norm(max(p_r - q_r, 0)), and after k acceptances the *bonus* token is drawn from p_k. Draws use an exponential
 race, argmax_v w_v / E_v with E_v ~ Exp(1) given per row, so that the kernel and the reference agree exactly for the
 same random numbers (and the race samples w / sum(w) without normalising it).
+
+The kernel splits each row's vocabulary over programs of up to 4096 entries (`vocab_blocks`: 768 programs for 64
+rows at V = 49152). Each finds the row's first rejection from the k drafted entries (a gather of k), then reads its
+block of p_r, q_r (rejected rows only) and the noise once: the race's best w / E (division rounded as torch's) and
+its first argmax, and whether max(p - q, 0) is positive anywhere in the block (the residual's sum is positive if and
+only if an entry is: no sum, so no order to match). The last program of a row (an acq_rel counter) takes the first
+block holding the best; if the row was rejected and its residual is zero everywhere (p <= q: rejection had
+probability 0), it runs the race on p itself, one pass over the row. Bytes: p, q and the noise once, 3 V a row.
 """
 from __future__ import annotations
 
 import torch
 
-from . import triton_ready
+from . import triton_ready, vocab_blocks
 
 try:
     import triton
@@ -48,67 +56,79 @@ def chain_rejection_reference(drafts: torch.Tensor, draft_probs: torch.Tensor | 
 
 if triton is not None:
     @triton.jit
-    def _chain(drafts, draft_probs, target_probs, uniforms, noise, tokens, accepted_out, k: tl.constexpr,
-               vocab: tl.constexpr, HAS_Q: tl.constexpr, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        accepted = k
-        for j in range(k):  # the first rejection
-            token = tl.load(drafts + row * k + j)
-            p = tl.load(target_probs + (row * (k + 1) + j) * vocab + token)
-            if HAS_Q:
-                q = tl.load(draft_probs + (row * k + j) * vocab + token)
-            else:
-                q = 1.0
-            ok = (q > 0) & (tl.load(uniforms + row * k + j) * q < p)
-            accepted = tl.where((accepted == k) & (ok == 0), j, accepted)
+    def _chain(drafts, draft_probs, target_probs, uniforms, noise, tokens, accepted_out, partial, partial_token,
+               finished, blocks, k: tl.constexpr, vocab: tl.constexpr, HAS_Q: tl.constexpr, KS: tl.constexpr,
+               BLOCKS: tl.constexpr, BLOCK: tl.constexpr):
+        row, part = tl.program_id(0).to(tl.int64), tl.program_id(1)  # (row (k + 1) + j) V may pass 2^31
+        v = part * BLOCK + tl.arange(0, BLOCK)
+        inside = v < vocab
+        e = tl.load(noise + row * vocab + v, mask=inside, other=1.0)  # in flight during the acceptance test
+        j = tl.arange(0, KS)
+        drafted = j < k
+        d = tl.load(drafts + row * k + j, mask=drafted, other=0)
+        p_tok = tl.load(target_probs + (row * (k + 1) + j) * vocab + d, mask=drafted, other=0.0)
+        if HAS_Q:
+            q_tok = tl.load(draft_probs + (row * k + j) * vocab + d, mask=drafted, other=0.0)
+        else:
+            q_tok = tl.full((KS,), 1.0, tl.float32)
+        ok = (q_tok > 0) & (tl.load(uniforms + row * k + j, mask=drafted, other=0.0) * q_tok < p_tok)
+        accepted = tl.min(tl.where(drafted & (ok == 0), j, k), 0)  # the first rejection, or k
         rejected = accepted < k
         at = tl.minimum(accepted, k - 1)
-        drafted = tl.load(drafts + row * k + at)
-        best_value = -1.0
-        best_token = 0
-        total = 0.0
-        for start in range(0, vocab, BLOCK):  # residual mass: zero means p == q, then draw from p
-            v = start + tl.arange(0, BLOCK)
-            inside = v < vocab
-            p = tl.load(target_probs + (row * (k + 1) + accepted) * vocab + v, mask=inside, other=0.0)
-            if HAS_Q:
-                q = tl.load(draft_probs + (row * k + at) * vocab + v, mask=inside & rejected, other=0.0)
-            else:
-                q = tl.where((v == drafted) & rejected, 1.0, 0.0)
-            total += tl.sum(tl.maximum(p - q, 0.0))
-        use_residual = rejected & (total > 0)
-        for start in range(0, vocab, BLOCK):
-            v = start + tl.arange(0, BLOCK)
-            inside = v < vocab
-            p = tl.load(target_probs + (row * (k + 1) + accepted) * vocab + v, mask=inside, other=0.0)
-            if HAS_Q:
-                q = tl.load(draft_probs + (row * k + at) * vocab + v, mask=inside & use_residual, other=0.0)
-            else:
-                q = tl.where((v == drafted) & use_residual, 1.0, 0.0)
-            w = tl.where(use_residual, tl.maximum(p - q, 0.0), p)
-            e = tl.load(noise + row * vocab + v, mask=inside, other=1.0)
-            ratio = tl.where(inside, w / e, -1.0)
-            value = tl.max(ratio, 0)
-            token = start + tl.argmax(ratio, 0)
-            better = value > best_value
-            best_token = tl.where(better, token, best_token)
-            best_value = tl.where(better, value, best_value)
-        for j in range(k + 1):
-            d = tl.load(drafts + row * k + tl.minimum(j, k - 1))
-            out = tl.where(j < accepted, d, tl.where(j == accepted, best_token, -1))
-            tl.store(tokens + row * (k + 1) + j, out)
-        tl.store(accepted_out + row, accepted)
+        p = tl.load(target_probs + (row * (k + 1) + accepted) * vocab + v, mask=inside, other=0.0)
+        if HAS_Q:
+            q = tl.load(draft_probs + (row * k + at) * vocab + v, mask=inside & rejected, other=0.0)
+        else:
+            q = tl.where((v == tl.sum(tl.where(j == at, d, 0), 0)) & rejected, 1.0, 0.0)
+        residual = tl.maximum(p - q, 0.0)
+        ratio = tl.where(inside, tl.div_rn(tl.where(rejected, residual, p), e), -1.0)
+        n = tl.num_programs(0) * blocks  # partial: [best ratio, max residual] float32, then the argmax as int32
+        slot = row * blocks + part
+        tl.store(partial + slot, tl.max(ratio, 0))
+        tl.store(partial + n + slot, tl.max(residual, 0))
+        tl.store(partial_token + 2 * n + slot, part * BLOCK + tl.argmax(ratio, 0))
+        tl.debug_barrier()  # every thread's stores before the release
+        if tl.atomic_add(finished + row, 1, sem="acq_rel") == blocks - 1:  # the row's last program
+            b = row * blocks + tl.arange(0, BLOCKS)
+            ours = b < (row + 1) * blocks
+            best = tl.load(partial + b, mask=ours, other=-float("inf"), volatile=True)
+            token = tl.load(partial_token + 2 * n + row * blocks + tl.argmax(best, 0), volatile=True)
+            mass = tl.max(tl.load(partial + n + b, mask=ours, other=0.0, volatile=True), 0)
+            if rejected & (mass == 0):  # p <= q: rejection had probability 0, draw from p
+                best_value = -1.0
+                for start in range(0, vocab, BLOCK):
+                    w = start + tl.arange(0, BLOCK)
+                    there = w < vocab
+                    pw = tl.load(target_probs + (row * (k + 1) + accepted) * vocab + w, mask=there, other=0.0)
+                    ew = tl.load(noise + row * vocab + w, mask=there, other=1.0)
+                    race = tl.where(there, tl.div_rn(pw, ew), -1.0)
+                    value = tl.max(race, 0)
+                    better = value > best_value
+                    token = tl.where(better, start + tl.argmax(race, 0), token)
+                    best_value = tl.where(better, value, best_value)
+            i = tl.arange(0, KS * 2)  # the k + 1 output tokens
+            drafts_i = tl.load(drafts + row * k + tl.minimum(i, k - 1))
+            out = tl.where(i < accepted, drafts_i, tl.where(i == accepted, token.to(tl.int64), -1))
+            tl.store(tokens + row * (k + 1) + i, out, mask=i <= k)
+            tl.store(accepted_out + row, accepted)
 
 
 def chain_rejection(drafts, draft_probs, target_probs, uniforms, noise):
-    """`chain_rejection_reference`'s contract; the Triton kernel on CUDA (one program per row), else the reference."""
+    """`chain_rejection_reference`'s contract; the Triton kernel on CUDA (each row split over programs), else the
+    reference."""
     if not triton_ready(drafts, target_probs) or drafts.shape[1] == 0:
         return chain_rejection_reference(drafts, draft_probs, target_probs, uniforms, noise)
     rows, k = drafts.shape
     vocab = target_probs.shape[-1]
-    tokens = torch.empty(rows, k + 1, dtype=torch.long, device=drafts.device)
-    accepted = torch.empty(rows, dtype=torch.long, device=drafts.device)
+    block, blocks, warps = vocab_blocks(vocab)
+    device = drafts.device
+    tokens = torch.empty(rows, k + 1, dtype=torch.long, device=device)
+    accepted = torch.empty(rows, dtype=torch.long, device=device)
+    partial = torch.empty(3 * rows * blocks, dtype=torch.float32, device=device)
+    finished = torch.zeros(rows, dtype=torch.int32, device=device)
     q = draft_probs.contiguous() if draft_probs is not None else target_probs  # unused when there is no q
-    _chain[(rows,)](drafts.contiguous(), q, target_probs.contiguous(), uniforms.contiguous(), noise.contiguous(),
-                    tokens, accepted, k, vocab, HAS_Q=draft_probs is not None, BLOCK=1024)
+    _chain[(rows, blocks)](drafts.contiguous(), q, target_probs.contiguous(), uniforms.contiguous(),
+                           noise.contiguous(), tokens, accepted, partial, partial.view(torch.int32), finished, blocks,
+                           k, vocab, HAS_Q=draft_probs is not None, KS=triton.next_power_of_2(k),
+                           BLOCKS=triton.next_power_of_2(blocks), BLOCK=block, num_warps=warps)
     return tokens, accepted

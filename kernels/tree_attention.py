@@ -5,15 +5,17 @@ in a draft tree: the tree attention of SpecInfer, Miao et al., 2023, and Medusa,
 heads (head h reads kv head h // (H // KVH)); the output is token-major with the heads concatenated, [k, H * D], what
 the output projection takes.
 
-The columns are split as in Flash-Decoding (Dao et al., 2023, split-K): a first kernel runs one program per (kv head,
-block of query rows, split of the columns). A block's rows are the flattened (query row, head of the group) pairs of
-one kv head, so each key/value tile is loaded once for all the heads that share it; the program runs an online
-softmax over its split's column tiles in float32 and writes its running max, sum and unnormalised accumulator to
-float32 scratch. A second kernel merges the splits and writes the output in q's dtype, 32 (output row, split) pairs
-a step (one output row of 32 splits when they are many, as in long decodes; 4 rows of 8 in verification). The split
-count depends only on the shapes and the SM count (`plan`: about two programs per SM), never on the data: the call
-has no host sync and can be captured in a CUDA graph. Masked columns and columns past C add nothing; a row that sees
-no column gives zeros.
+The columns are split as in Flash-Decoding (Dao et al., 2023, split-K): one program per (kv head, block of query
+rows, split of the columns). A block's rows are the flattened (query row, head of the group) pairs of one kv head, so
+each key/value tile is loaded once for all the heads that share it; the program runs an online softmax over its
+split's column tiles in float32 and writes its running max, sum and unnormalised accumulator to float32 scratch (one
+split: the output itself). Where a block's partials are small (`merging`: decodes, small trees) the block's last
+split to finish (an acq_rel counter, the split-K semaphore pattern) merges them and writes the output in q's dtype:
+one launch (a SmolLM2 decode at C = 4096: 192 programs, 64 splits of 64 columns, 3 live rows merged in 2 steps).
+Else a second kernel merges, 32 (output row, split) pairs a step (4 rows of 8 when verifying 64 tokens), which
+spreads a large merge over many programs. The split count depends only on the shapes and the SM count (`plan`: about
+two programs per SM), never on the data: the call has no host sync and can be captured in a CUDA graph. Masked
+columns and columns past C add nothing; a row that sees no column gives zeros.
 """
 from __future__ import annotations
 
@@ -73,6 +75,16 @@ def plan(k: int, columns: int, heads: int, kv_heads: int, sms: int = 132, dtype:
     return block_m, block_n, triton.cdiv(tiles, per), per
 
 
+def merging(splits: int, block_m: int, rows: int, dim: int) -> tuple[bool, int, int]:
+    """(in the kernel, rows a step, splits a step) for merging the splits' partials. In the kernel, by the last split
+    of each row block, where a block's partials are at most 32768 floats (a few steps of 8192, an L2 round trip
+    each): decodes and small trees, one launch; else by a second kernel over every output row (verifying 64 tokens:
+    8 splits x 64 rows x 128 would be 8 serial steps in one program). Steps of at most 16 rows (the registers)."""
+    merge_m = min(block_m, 16, triton.next_power_of_2(rows))  # the live rows only: 3 of a block of 16 in a decode
+    return (splits > 1 and splits * min(block_m, rows) * dim <= 32768, merge_m,
+            min(triton.next_power_of_2(splits), max(1, 8192 // (merge_m * dim))))
+
+
 if triton is not None:
     @triton.jit
     def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -83,12 +95,49 @@ if triton is not None:
         return tl.dot(a, b, input_precision=PRECISION)
 
     @triton.jit
-    def _partial(q, keys, values, mask, best_out, total_out, acc_out, k, columns, splits, scale,
-                 sq_h, sq_i, sk_h, sk_c, sv_h, sv_c, sm_i,
-                 GROUP: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 TILES: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    def _merge(scratch, n, kv, m, live, splits, rows, R: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
+               CACHE: tl.constexpr):
+        """(acc [R, D], total [R]) of rows m of kv heads kv over every split, CHUNK splits a step, from the scratch:
+        acc [n, D] (first: 16-byte aligned), best [n], total [n], float32, slot (kv * splits + split) * rows + m.
+        CACHE ".cg": read from L2 (written by other programs of this launch)."""
+        d = tl.arange(0, D)
+        best = tl.full((R,), -float("inf"), tl.float32)
+        total = tl.zeros((R,), tl.float32)
+        acc = tl.zeros((R, D), tl.float32)
+        first = 0
+        while first < splits:  # a `for` over a run-time count breaks the interpreter
+            split = first + tl.arange(0, CHUNK)
+            ok = live[:, None] & (split[None, :] < splits)
+            slot = (kv[:, None] * splits + split[None, :]) * rows + m[:, None]  # [R, CHUNK]
+            theirs = tl.load(scratch + n * D + slot, mask=ok, other=-float("inf"), cache_modifier=CACHE)
+            new = tl.maximum(best, tl.max(theirs, 1))
+            base = tl.where(new == -float("inf"), 0.0, new)
+            alpha, beta = tl.exp2(best - base), tl.exp2(theirs - base[:, None])
+            total = total * alpha + tl.sum(tl.load(scratch + n * (D + 1) + slot, mask=ok, other=0.0,
+                                                   cache_modifier=CACHE) * beta, 1)
+            part = tl.load(scratch + slot[:, :, None] * D + d[None, None, :], mask=ok[:, :, None], other=0.0,
+                           cache_modifier=CACHE)
+            acc = acc * alpha[:, None] + tl.sum(part * beta[:, :, None], 1)
+            best = new
+            first += CHUNK
+        return acc, total
+
+    @triton.jit
+    def _write(out, acc, total, o, live, D: tl.constexpr):
+        """Output rows o ((query row, head) pairs of [k, H * D]): acc / total, zeros where nothing was seen."""
+        d = tl.arange(0, D)
+        seen = total > 0
+        result = tl.where(seen[:, None], acc / tl.where(seen, total, 1.0)[:, None], 0.0)
+        tl.store(out + o[:, None] * D + d[None, :], result.to(out.dtype.element_ty), mask=live[:, None])
+
+    @triton.jit
+    def _attend(q, keys, values, mask, out, scratch, finished, k, columns, splits, scale,
+                sq_h, sq_i, sk_h, sk_c, sv_h, sv_c, sm_i,
+                GROUP: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                TILES: tl.constexpr, SPLIT: tl.constexpr, MERGE: tl.constexpr, MERGE_M: tl.constexpr,
+                CHUNK: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
         kv, block, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        rows = k * GROUP
+        heads, rows = tl.num_programs(0) * GROUP, k * GROUP
         m = block * BLOCK_M + tl.arange(0, BLOCK_M)  # flattened (query row, head of the group), token-major
         live = m < rows
         row, head = m // GROUP, kv * GROUP + m % GROUP
@@ -113,40 +162,58 @@ if triton is not None:
             vt = tl.load(values + kv * sv_h + c[:, None] * sv_c + d[None, :], mask=inside[:, None], other=0.0)
             acc = acc * alpha[:, None] + _dot(p.to(vt.dtype), vt, PRECISION, UPCAST)
             best = new
-        slot = (kv * splits + split) * rows + m
-        tl.store(best_out + slot, best, mask=live)
-        tl.store(total_out + slot, total, mask=live)
-        tl.store(acc_out + slot[:, None] * D + d[None, :], acc, mask=live[:, None])
+        if not SPLIT:  # nothing to merge
+            _write(out, acc, total, row * heads + head, live, D)
+        else:
+            n = tl.num_programs(0) * splits * rows
+            slot = (kv * splits + split) * rows + m
+            tl.store(scratch + slot[:, None] * D + d[None, :], acc, mask=live[:, None])
+            tl.store(scratch + n * D + slot, best, mask=live)
+            tl.store(scratch + n * (D + 1) + slot, total, mask=live)
+            if MERGE:  # the block's last split merges its rows, MERGE_M at a time
+                tl.debug_barrier()  # every thread's stores before the release
+                if tl.atomic_add(finished + kv * tl.num_programs(1) + block, 1, sem="acq_rel") == splits - 1:
+                    r = block * BLOCK_M
+                    end = tl.minimum(r + BLOCK_M, rows)
+                    while r < end:
+                        mr = r + tl.arange(0, MERGE_M)
+                        mine = mr < end
+                        merged, mass = _merge(scratch, n, kv + tl.zeros((MERGE_M,), tl.int32), mr, mine, splits, rows,
+                                              MERGE_M, D, CHUNK, ".cg")
+                        _write(out, merged, mass, (mr // GROUP) * heads + kv * GROUP + mr % GROUP, mine, D)
+                        r += MERGE_M
 
     @triton.jit
-    def _combine(best_in, total_in, acc_in, out, k, heads, splits, GROUP: tl.constexpr, D: tl.constexpr,
-                 BLOCK_R: tl.constexpr, CHUNK: tl.constexpr):
+    def _combine(scratch, out, k, heads, splits, GROUP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
+                 CHUNK: tl.constexpr):
         o = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # output (query row, head) pairs, row-major
         live = o < k * heads
         row, head = o // heads, o % heads
-        kv, m = head // GROUP, row * GROUP + head % GROUP
-        rows = k * GROUP
-        d = tl.arange(0, D)
-        best = tl.full((BLOCK_R,), -float("inf"), tl.float32)
-        total = tl.zeros((BLOCK_R,), tl.float32)
-        acc = tl.zeros((BLOCK_R, D), tl.float32)
-        first = 0
-        while first < splits:  # CHUNK splits at a time (a `for` over a run-time count breaks the interpreter)
-            split = first + tl.arange(0, CHUNK)
-            ok = live[:, None] & (split[None, :] < splits)
-            slot = (kv[:, None] * splits + split[None, :]) * rows + m[:, None]  # [BLOCK_R, CHUNK]
-            theirs = tl.load(best_in + slot, mask=ok, other=-float("inf"))
-            new = tl.maximum(best, tl.max(theirs, 1))
-            base = tl.where(new == -float("inf"), 0.0, new)
-            alpha, beta = tl.exp2(best - base), tl.exp2(theirs - base[:, None])
-            total = total * alpha + tl.sum(tl.load(total_in + slot, mask=ok, other=0.0) * beta, 1)
-            part = tl.load(acc_in + slot[:, :, None] * D + d[None, None, :], mask=ok[:, :, None], other=0.0)
-            acc = acc * alpha[:, None] + tl.sum(part * beta[:, :, None], 1)
-            best = new
-            first += CHUNK
-        seen = total > 0
-        result = tl.where(seen[:, None], acc / tl.where(seen, total, 1.0)[:, None], 0.0)
-        tl.store(out + o[:, None] * D + d[None, :], result.to(out.dtype.element_ty), mask=live[:, None])
+        acc, total = _merge(scratch, heads * splits * k, head // GROUP, row * GROUP + head % GROUP, live, splits,
+                            k * GROUP, BLOCK_R, D, CHUNK, "")
+        _write(out, acc, total, o, live, D)
+
+
+@functools.lru_cache(maxsize=4096)
+def _launch(k: int, columns: int, heads: int, kv_heads: int, dim: int, dtype: torch.dtype, sms: int,
+            block: tuple[int, int] | None, splits: int | None, interpret: bool) -> tuple:
+    """(grid, constants, splits, scratch floats, counters, the merge kernel's grid and constants or None): all that the
+    launches take from the shapes, cached (a decode step's host work is then the allocations and the launch)."""
+    group = heads // kv_heads
+    block_m, block_n, count, tiles = plan(k, columns, heads, kv_heads, sms, dtype, block, splits)
+    rows, blocks = k * group, triton.cdiv(k * group, block_m)
+    merge, merge_m, chunk = merging(count, block_m, rows, dim)
+    big = block_m * dim > 4096
+    constants = dict(GROUP=group, D=dim, BLOCK_M=block_m, BLOCK_N=block_n, TILES=tiles, SPLIT=count > 1, MERGE=merge,
+                     MERGE_M=merge_m, CHUNK=chunk, PRECISION="ieee" if dtype == torch.float32 else None,
+                     UPCAST=dtype == torch.bfloat16 and interpret,
+                     num_warps=8 if big else 4,  # 2 programs an SM fit in the registers, and in shared memory
+                     num_stages=2 if big or dtype == torch.float32 else 3)  # at 2 stages where tiles are big
+    second = None
+    if count > 1 and not merge:
+        chunk = min(32, max(2, triton.next_power_of_2(count)))  # splits merged at once; 32 rows x splits a program
+        second = ((triton.cdiv(k * heads, 32 // chunk),), dict(GROUP=group, D=dim, BLOCK_R=32 // chunk, CHUNK=chunk))
+    return (kv_heads, blocks, count), constants, count, kv_heads * count * rows * (dim + 2), kv_heads * blocks, second
 
 
 def tree_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,
@@ -161,24 +228,18 @@ def tree_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, ma
     assert dim in (64, 128) and keys.shape[-1] == values.shape[-1] == dim, f"head_dim must be 64 or 128, got {dim}"
     assert heads % kv_heads == 0 and values.shape[:2] == keys.shape[:2] and mask.shape == (k, columns)
     assert q.dtype == keys.dtype == values.dtype and mask.dtype == torch.bool, (q.dtype, keys.dtype, mask.dtype)
-    group = heads // kv_heads
-    block_m, block_n, count, tiles = plan(k, columns, heads, kv_heads, _sm_count(q.device), q.dtype, block, splits)
-    rows = k * group
-    best = torch.empty(kv_heads * count * rows, dtype=torch.float32, device=q.device)
-    total = torch.empty_like(best)
-    acc = torch.empty(kv_heads * count * rows, dim, dtype=torch.float32, device=q.device)
+    grid, constants, count, floats, counters, second = _launch(
+        k, columns, heads, kv_heads, dim, q.dtype, _sm_count(q.device), block, splits,
+        os.environ.get("TRITON_INTERPRET") == "1")
     out = torch.empty(k, heads * dim, dtype=q.dtype, device=q.device)
+    scratch = finished = out  # one split writes the output itself
+    if count > 1:
+        scratch = torch.empty(floats, dtype=torch.float32, device=q.device)
+        finished = scratch if second else torch.zeros(counters, dtype=torch.int32, device=q.device)
     q, keys, values, mask = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, keys, values, mask))
     seen = mask.view(torch.int8)
-    _partial[(kv_heads, triton.cdiv(rows, block_m), count)](
-        q, keys, values, seen, best, total, acc, k, columns, count, dim ** -0.5 * LOG2E,
-        *q.stride()[:2], *keys.stride()[:2], *values.stride()[:2], seen.stride(0),
-        GROUP=group, D=dim, BLOCK_M=block_m, BLOCK_N=block_n, TILES=tiles,
-        PRECISION="ieee" if q.dtype == torch.float32 else None,
-        UPCAST=q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1",
-        num_warps=8 if block_m * dim > 4096 else 4,  # 2 programs an SM fit in the registers, and in shared memory
-        num_stages=2 if block_m * dim > 4096 or q.dtype == torch.float32 else 3)  # at 2 stages where tiles are big
-    chunk = min(32, max(2, triton.next_power_of_2(count)))  # splits merged at once; 32 rows x splits a program
-    _combine[(triton.cdiv(k * heads, 32 // chunk),)](best, total, acc, out, k, heads, count, GROUP=group, D=dim,
-                                                    BLOCK_R=32 // chunk, CHUNK=chunk)
+    _attend[grid](q, keys, values, seen, out, scratch, finished, k, columns, count, dim ** -0.5 * LOG2E,
+                  *q.stride()[:2], *keys.stride()[:2], *values.stride()[:2], seen.stride(0), **constants)
+    if second:
+        _combine[second[0]](scratch, out, k, heads, count, **second[1])
     return out

@@ -2,7 +2,11 @@
 where it must be), and the references against the distributions they promise (chi-square, with rejections)."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +37,23 @@ def test_bitmask_kernel_is_the_reference():
     assert bool(torch.isinf(want[0, token])) == (int(mask[0, 2]) >= 0)
 
 
+@pytest.mark.parametrize("rows,vocab,words", [(2, 9000, 282), (1, 4096, 128), (2, 4099, 130), (1, 70, 5)])
+def test_bitmask_kernel_over_several_programs(rows, vocab, words):
+    """3 programs of 4096 tokens a row (the last short, a word cut by V), one whole program, a tail of 3 tokens, and
+    more words than V needs (ignored); words allowing nothing (written, not read) and everything (left alone), the
+    last word too; a 1-D row. Values and -inf are compared bit for bit (NaN kept)."""
+    g = torch.Generator().manual_seed(rows + vocab)
+    logits = torch.randn(rows, vocab, generator=g)
+    logits[0, [5, 40]] = float("nan")
+    mask = torch.randint(-2**31, 2**31 - 1, (rows, words), generator=g, dtype=torch.int64).to(torch.int32)
+    mask[0, 0], mask[0, 1], mask[-1, (vocab - 1) // 32] = -1, 0, 0  # NaN kept at 5, -inf at 40
+    want = bitmask.apply_token_bitmask_reference(logits.clone(), mask)
+    got = bitmask.apply_token_bitmask(logits.clone(), mask)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32)) and got[0, 5].isnan() and got[0, 40] < 0
+    one = bitmask.apply_token_bitmask(logits[-1].clone(), mask[-1])
+    assert torch.equal(one.view(torch.int32), want[-1].view(torch.int32))
+
+
 @pytest.mark.parametrize("drawn", [True, False])
 def test_chain_rejection_kernel_is_the_reference(drawn):
     g = torch.Generator().manual_seed(1)
@@ -50,6 +71,29 @@ def test_chain_rejection_kernel_is_the_reference(drawn):
     got = rejection.chain_rejection(drafts, q, p, u, e)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert len(set(want[1].tolist())) >= 3  # rows rejected at the first draft, later, and not at all
+
+
+@pytest.mark.parametrize("vocab", [1000, 300])
+@pytest.mark.parametrize("drawn", [True, False])
+def test_chain_rejection_kernel_over_several_blocks(drawn, vocab):
+    """Rows split over 8 blocks of 128 or 3 (the last of 44): row 0 accepts every draft and its bonus race ties
+    across blocks (the first token wins); row 1 is rejected at its first draft with a residual of zero everywhere (p
+    <= q: the race runs on p); the other rows are rejected here and there."""
+    g = torch.Generator().manual_seed(12 + vocab)
+    rows, k = 6, 3
+    p = (torch.randn(rows, k + 1, vocab, generator=g) * 2).softmax(-1)
+    q = (torch.randn(rows, k, vocab, generator=g) * 2).softmax(-1) if drawn else None
+    drafts = torch.multinomial(q.reshape(-1, vocab), 1, generator=g).reshape(rows, k) if drawn else p[:, :k].argmax(-1)
+    u, e = torch.rand(rows, k, generator=g), noise(rows, vocab, g)
+    u[0] = 0.0  # row 0: every draft accepted
+    p[0, k, [5, vocab - 7]] = 0.5
+    e[0, [5, vocab - 7]] = 1e-3  # equal ratios in the first and the last block
+    u[1, 0] = 0.9
+    p[1, 0] = 0.5 * q[1, 0] if drawn else 0.5 * torch.nn.functional.one_hot(drafts[1, 0], vocab)
+    want = rejection.chain_rejection_reference(drafts, q, p, u, e)
+    got = rejection.chain_rejection(drafts, q, p, u, e)
+    assert want[1][0] == k and want[0][0, k] == 5 and want[1][1] == 0
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 def test_chain_rejection_keeps_the_target_distribution():
@@ -171,6 +215,25 @@ def test_dllm_commit_kernel_is_the_reference(threshold, k, block_size):
         assert sorted(chosen) == want[2].nonzero()[:, 0].tolist()
 
 
+@pytest.mark.parametrize("rows,vocab", [(1, 4099), (5, 1000), (3, 100)])
+def test_dllm_commit_kernel_over_several_blocks(rows, vocab):
+    """Rows split over 5 blocks of 1024 (the last of 3 logits), 8 of 128 and 1 short block: a row's maximum tied
+    across blocks (the first is the argmax), a maximum in the last block, a row of -inf (token 0, NaN as softmax)."""
+    g = torch.Generator().manual_seed(11 + vocab)
+    logits = torch.randn(rows, vocab, generator=g) * 3
+    logits[0, [vocab // 2, 3, vocab - 1]] = logits[0].max() + 1  # ties in the middle, the first block, the last
+    if rows > 1:
+        logits[1, -1] = logits[1].max() + 0.5
+        logits[2] = float("-inf")
+    masked = torch.ones(rows, dtype=torch.bool)
+    masked[2:3] = False
+    got = dllm_commit.commit_rows(logits, masked, 0.2, 1, 2)
+    want = dllm_commit.commit_rows_reference(logits, masked, 0.2, 1, 2)
+    assert got[0][0] == 3 and (rows == 1 or (got[0][1] == vocab - 1 and got[0][2] == 0 and got[1][2].isnan()))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    assert torch.allclose(got[1], want[1], rtol=1e-6, atol=0, equal_nan=True)
+
+
 def test_dllm_commit_ties_and_empty_windows():
     g = torch.Generator().manual_seed(7)
     logits, _ = window(g)
@@ -260,8 +323,8 @@ def test_tree_attention_rows_that_see_nothing_are_zeros():
 
 
 def test_tree_attention_merges_more_splits_than_a_step():
-    """38 splits of 16 columns: the merge takes two steps of 32 (rescaling the first); row 1 sees only columns in the
-    second step, row 2 only in the first."""
+    """38 splits of 16 columns: the second kernel merges in two steps of 32 (rescaling the first); row 1 sees only
+    columns in the second step, row 2 only in the first."""
     g = torch.Generator().manual_seed(10)
     q, keys, values = attention_inputs(3, 600, 6, 2, torch.float32, g)
     mask = tree_mask(3, 600, g)
@@ -270,6 +333,34 @@ def test_tree_attention_merges_more_splits_than_a_step():
     assert tree_attention.plan(3, 600, 6, 2, block=(16, 16), splits=38)[2] == 38
     got = tree_attention.tree_attention(q, keys, values, mask, block=(16, 16), splits=38)
     assert torch.allclose(got, tree_attention.tree_attention_reference(q, keys, values, mask), atol=1e-5, rtol=0)
+
+
+def test_tree_attention_merges_in_the_kernel_or_in_a_second():
+    """The same 51 rows (17 tokens x 3 heads a kv head) merged by each block's last split (10 splits: 2 steps of 8
+    splits x 4 of 16 rows) and by the second kernel (19 splits); row 1 sees only the last split's columns, row 2
+    nothing, row 3 only the first split's."""
+    g = torch.Generator().manual_seed(13)
+    q, keys, values = attention_inputs(17, 600, 6, 2, torch.float32, g)
+    mask = tree_mask(17, 600, g)
+    mask[1, :580] = False
+    mask[2] = False
+    mask[3, 40:] = False
+    want = tree_attention.tree_attention_reference(q, keys, values, mask)
+    for block, splits, fused in (((64, 32), 10, True), ((64, 16), 19, False)):
+        block_m, _, count, _ = tree_attention.plan(17, 600, 6, 2, block=block, splits=splits)
+        assert count == splits and tree_attention.merging(count, block_m, 51, 64) == (fused, 16, 8)
+        got = tree_attention.tree_attention(q, keys, values, mask, block=block, splits=splits)
+        assert torch.equal(got[2], torch.zeros(6 * 64)) and torch.allclose(got, want, atol=1e-5, rtol=0), fused
+
+
+@pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (32, 8, 128)])
+def test_tree_attention_merges_decodes_in_one_launch(heads, kv_heads, dim):
+    """On an H200 a decode's splits (64 of 64 columns at C = 4096 for SmolLM2, 32 of 128 for Llama-8B) are merged
+    by the last of them, in 2 steps; verifying 64 tokens (8 or 32 splits of 64 rows) takes the second kernel."""
+    for k, fused in ((1, True), (64, False)):
+        block_m, _, count, _ = tree_attention.plan(k, 4096, heads, kv_heads, 132)
+        merge, merge_m, chunk = tree_attention.merging(count, block_m, k * heads // kv_heads, dim)
+        assert merge == fused and (not fused or -(-count // chunk) == 2 and merge_m == 4)
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(9, 3), (32, 8)])
@@ -282,3 +373,19 @@ def test_tree_attention_plan_fills_an_h200(heads, kv_heads):
         assert 132 <= programs <= 4 * 132, (k, columns, programs)
         assert tiles & (tiles - 1) == 0 and (splits - 1) * tiles * block_n < columns <= splits * tiles * block_n
     assert tree_attention.plan(1, 256, heads, kv_heads, 132)[1:3] == (16, 16)  # short: the narrowest tiles
+
+
+def test_kernels_compile_for_an_h200():
+    """The vocabulary and attention kernels compile for sm_90 with the bench's shapes (no GPU needed:
+    tests/hopper_compile.py, outside the interpreter): nothing spilled, the bitmask's loads and stores 16-byte
+    vectors, and verification's 8 warps within 128 registers (2 programs an SM, as `plan` counts on)."""
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("Triton without its NVIDIA backend")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, str(Path(__file__).parent / "hopper_compile.py")], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = {r["name"]: r for r in map(json.loads, run.stdout.splitlines())}
+    assert len(got) == 8 and all(r["spilled"] == 0 for r in got.values()), got
+    assert got["bitmask"]["loads_v4"] == got["bitmask"]["stores_v4"] == 8
+    assert got["attention k=64 H=32"]["registers"] <= 128
