@@ -271,13 +271,38 @@ def kernels(bandwidth: float) -> list[dict]:
     from triton.testing import do_bench
 
     out = []
+    theirs = flashinfer_ops()
     for name, shape, nbytes, kernel, reference, tolerance in kernel_cases():
         same = agree(kernel(), reference(), tolerance)
         us, torch_us = 1000 * do_bench(kernel, return_mode="median"), 1000 * do_bench(reference, return_mode="median")
+        fi_us = round(1000 * do_bench(theirs[name], return_mode="median"), 1) if name in theirs else None
         out.append({"name": name, "shape": shape, "us": round(us, 1), "torch_us": round(torch_us, 1),
-                    "graph_us": graph_us(kernel), "flashinfer_us": None,
+                    "graph_us": graph_us(kernel), "flashinfer_us": fi_us,
                     "bandwidth_frac": round(nbytes / (us * 1e-6) / bandwidth, 3), "agrees_with_reference": same})
     return out
+
+
+def flashinfer_ops(device: str = "cuda", rows: int = 64, vocab: int = 128256, small: int = 49152,
+                   k: int = 8) -> dict:
+    """FlashInfer's operation for each kernel case it also has (its sampling module: rejection-based top-k/top-p and
+    min-p sampling, chain speculative sampling), on inputs of the case's shape and distribution, or {} where
+    flashinfer does not import. Its samplers draw with their own random stream, so only their times compare; min-p
+    starts from probabilities (FlashInfer's softmax with the temperature is in the time, as the lab's kernel does
+    both)."""
+    try:
+        from flashinfer import sampling as fi
+    except Exception:  # not installed, or no CUDA build for this machine
+        return {}
+    g = torch.Generator(device=device).manual_seed(0)
+    logits = torch.randn(rows, vocab, device=device, generator=g)
+    scores = torch.randn(rows, small, device=device, generator=g) * 3 / 0.8  # the case's logits over T = 0.8
+    p = torch.rand(rows, k + 1, small, device=device, generator=g).softmax(-1)
+    q = torch.rand(rows, k, small, device=device, generator=g).softmax(-1)
+    drafts = q.argmax(-1).to(torch.int32)
+    return {"min-p sampling": lambda: fi.min_p_sampling_from_probs(fi.softmax(logits, 0.8), 0.05),
+            "top-k top-p sampling": lambda: fi.top_k_top_p_sampling_from_logits(scores, 50, 0.9),
+            "top-k top-p sampling, one row": lambda: fi.top_k_top_p_sampling_from_logits(scores[:1], 50, 0.9),
+            "chain rejection": lambda: fi.chain_speculative_sampling(q, drafts, p)}
 
 
 def agree(a, b, tolerance: float | None = None) -> bool:
@@ -384,7 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"tree verify {t['model']}: 64 tokens cost {t['cost_vs_one']}x one ({t['tree_s'] * 1e3:.2f} ms)")
     for r in result["kernels"]:
         print(f"kernel {r['name']} ({r['shape']}): {r['us']} us, torch {r['torch_us']} us, "
-              f"{r['bandwidth_frac']:.0%} of the copy bandwidth, as a CUDA graph {r['graph_us']} us")
+              f"{r['bandwidth_frac']:.0%} of the copy bandwidth, as a CUDA graph {r['graph_us']} us, "
+              f"flashinfer {r['flashinfer_us']} us")
     for s in sorted(result["spec"], key=lambda r: -(r["speedup_vs_ar"] or 0)):
         print(f"spec {s['method']} ({s['prompts']}): {s['speedup_vs_ar']}x, {s['tokens_per_forward']} tokens/forward, "
               f"exact {s['exact_match']}, {s['tok_s']} vs greedy {s['greedy_tok_s']} tok/s")
