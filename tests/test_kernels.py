@@ -74,13 +74,34 @@ def test_chain_rejection_keeps_the_target_distribution():
     assert not fits(tokens[accepted >= 1, 1], p[2])  # the test has the power to see a wrong row
 
 
-def test_min_p_kernel_is_the_reference_and_samples_the_truncated_distribution():
+@pytest.mark.parametrize("splits,block", [(None, sampling.BLOCK), (1, 256), (5, 256)])
+def test_min_p_kernel_is_the_reference(splits, block):
+    """The plan's split (two ranges of 2048 here), one range of 12 blocks, 4 ranges of 3 blocks (the last one past
+    V); rows of -inf, partly -inf, with tied maxima; min_p 0 skips the maximum's launch."""
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(16, 3000, generator=g) * 3
+    logits[3] = float("-inf")
+    logits[5, 1000:] = float("-inf")
+    logits[7, ::5] = logits[7].max()
     e = noise(16, 3000, g)
-    for temperature, min_p in ((0.7, 0.0), (1.3, 0.05)):
-        assert torch.equal(sampling.sample_min_p(logits, temperature, min_p, e),
+    for temperature, min_p in ((0.7, 0.0), (1.3, 0.05), (1.0, 0.5), (0.9, 1.0)):  # 1: the tied maxima alone
+        assert torch.equal(sampling.sample_min_p(logits, temperature, min_p, e, splits=splits, block=block),
                            sampling.sample_min_p_reference(logits, temperature, min_p, e))
+    one = sampling.sample_min_p(logits[5:6], 0.9, 0.1, e[5:6], splits=splits, block=block)  # B=1
+    assert torch.equal(one, sampling.sample_min_p_reference(logits[5:6], 0.9, 0.1, e[5:6]))
+
+
+def test_min_p_plan_fills_an_h200():
+    """One wave of programs (4 an SM of 132) from 64 rows on, or one per block of a row; whole blocks per range."""
+    for rows, vocab in ((64, 128256), (1, 128256), (64, 49152), (1, 49152), (256, 128256), (2000, 128256)):
+        splits, split = sampling.plan(rows, vocab, 132)
+        assert split % sampling.BLOCK == 0 and (splits - 1) * split < vocab <= splits * split
+        assert rows * splits <= max(rows, sampling.RESIDENT * 132)
+        assert rows * splits >= min(rows * -(-vocab // sampling.BLOCK), sampling.RESIDENT * 132 // 2)
+
+
+def test_min_p_reference_samples_the_truncated_distribution():
+    g = torch.Generator().manual_seed(3)
     row, n, t, m = torch.randn(8, generator=g) * 1.5, 20000, 0.8, 0.1
     draws = sampling.sample_min_p_reference(row[None].expand(n, -1), t, m, noise(n, 8, g))
     probs = (row / t).softmax(-1)
