@@ -3,8 +3,9 @@
 Each public function runs its Triton kernel on CUDA tensors when Triton is there, and its torch reference otherwise
 (the CPU, CI): `bitmask.apply_token_bitmask` (grammar masks in llguidance's layout), `rejection.chain_rejection`
 (speculative sampling of a chain: accepted, recovered, bonus), `sampling.sample_min_p` (temperature and min-p
-sampling without a sort), `topk_topp.sample_top_k_top_p` (temperature, top-k and top-p sampling without a sort:
-radix-selected thresholds), `dllm_commit.commit_rows` (a dLLM window's argmax tokens, their confidence and the rows
+sampling without a sort, rows split over programs; the exponential race both samplers share),
+`topk_topp.sample_top_k_top_p` (temperature, top-k and top-p sampling without a sort: thresholds from a few
+candidates), `dllm_commit.commit_rows` (a dLLM window's argmax tokens, their confidence and the rows
 to commit under Fast-dLLM's threshold rule or the k surest per block), `tree_attention.tree_attention` (k new
 tokens' grouped-query attention over a static KV cache under a tree mask, split-K over the columns: decode and tree
 verification); and the fast backend's fused forward: `rms_norm.add_rms_norm` (residual add and RMSNorm),

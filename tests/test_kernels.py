@@ -118,13 +118,34 @@ def test_chain_rejection_keeps_the_target_distribution():
     assert not fits(tokens[accepted >= 1, 1], p[2])  # the test has the power to see a wrong row
 
 
-def test_min_p_kernel_is_the_reference_and_samples_the_truncated_distribution():
+@pytest.mark.parametrize("splits,block", [(None, sampling.BLOCK), (1, 256), (5, 256)])
+def test_min_p_kernel_is_the_reference(splits, block):
+    """The plan's split (two ranges of 2048 here), one range of 12 blocks, 4 ranges of 3 blocks (the last one past
+    V); rows of -inf, partly -inf, with tied maxima; min_p 0 skips the maximum's launch."""
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(16, 3000, generator=g) * 3
+    logits[3] = float("-inf")
+    logits[5, 1000:] = float("-inf")
+    logits[7, ::5] = logits[7].max()
     e = noise(16, 3000, g)
-    for temperature, min_p in ((0.7, 0.0), (1.3, 0.05)):
-        assert torch.equal(sampling.sample_min_p(logits, temperature, min_p, e),
+    for temperature, min_p in ((0.7, 0.0), (1.3, 0.05), (1.0, 0.5), (0.9, 1.0)):  # 1: the tied maxima alone
+        assert torch.equal(sampling.sample_min_p(logits, temperature, min_p, e, splits=splits, block=block),
                            sampling.sample_min_p_reference(logits, temperature, min_p, e))
+    one = sampling.sample_min_p(logits[5:6], 0.9, 0.1, e[5:6], splits=splits, block=block)  # B=1
+    assert torch.equal(one, sampling.sample_min_p_reference(logits[5:6], 0.9, 0.1, e[5:6]))
+
+
+def test_min_p_plan_fills_an_h200():
+    """One wave of programs (4 an SM of 132) from 64 rows on, or one per block of a row; whole blocks per range."""
+    for rows, vocab in ((64, 128256), (1, 128256), (64, 49152), (1, 49152), (256, 128256), (2000, 128256)):
+        splits, split = sampling.plan(rows, vocab, 132)
+        assert split % sampling.BLOCK == 0 and (splits - 1) * split < vocab <= splits * split
+        assert rows * splits <= max(rows, sampling.RESIDENT * 132)
+        assert rows * splits >= min(rows * -(-vocab // sampling.BLOCK), sampling.RESIDENT * 132 // 2)
+
+
+def test_min_p_reference_samples_the_truncated_distribution():
+    g = torch.Generator().manual_seed(3)
     row, n, t, m = torch.randn(8, generator=g) * 1.5, 20000, 0.8, 0.1
     draws = sampling.sample_min_p_reference(row[None].expand(n, -1), t, m, noise(n, 8, g))
     probs = (row / t).softmax(-1)
@@ -134,6 +155,22 @@ def test_min_p_kernel_is_the_reference_and_samples_the_truncated_distribution():
     assert (counts[~kept] == 0).all() and kept.sum() < 8  # min-p removed some tokens
     expected = probs[kept].double() / probs[kept].double().sum() * n
     assert chisquare(counts[kept].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_races_tie_to_the_lowest_token():
+    """Equal scores (equal kept logits, equal noise) in different blocks and ranges: the lowest token wins, as
+    argmax's first maximum."""
+    logits = torch.full((2, 1000), -5.0)
+    logits[:, [300, 600, 900]] = 2.0
+    logits[1, 900] = 3.0
+    e = torch.ones(2, 1000)
+    e[:, 900] = 5.0  # token 900's score: 3 - log 5 < 2 in row 1
+    want = torch.tensor([300, 300])
+    assert torch.equal(sampling.sample_min_p_reference(logits, 1.0, 0.01, e), want)
+    assert torch.equal(sampling.sample_min_p(logits, 1.0, 0.01, e, splits=4, block=128), want)
+    assert torch.equal(topk_topp.sample_top_k_top_p_reference(logits, 1.0, 2, 1.0, e), want)
+    for slots, capacity in ((topk_topp.SLOTS, topk_topp.CAPACITY), (16, 2)):  # pairwise, bisected
+        assert torch.equal(topk_topp.sample_top_k_top_p(logits, 1.0, 2, 1.0, e, slots, capacity), want)
 
 
 def top_k_top_p_rows():
@@ -147,32 +184,72 @@ def top_k_top_p_rows():
     return logits, noise(6, 700, g)
 
 
+# (slots, capacity, chunk): the defaults (700 tokens in one chunk, the candidates ranked pairwise); and a small plan:
+# 16 slots (top-k over 16: a floor from the 128 lane maxima), at most 4 candidates ranked pairwise (more
+# are bisected: the 100 tied maxima of row 1, top-p alone, top-k over 16), chunks of 128 tokens (passes of 6 chunks)
+PLANS = {"default-plan": (topk_topp.SLOTS, topk_topp.CAPACITY, topk_topp.CHUNK), "small-plan": (16, 4, 128)}
+
+
+@pytest.fixture(params=list(PLANS))
+def plan(request, monkeypatch):
+    slots, capacity, chunk = PLANS[request.param]
+    monkeypatch.setattr(topk_topp, "CHUNK", chunk)
+    return dict(slots=slots, capacity=capacity)
+
+
 @pytest.mark.parametrize("temperature,k,p", [(0.7, 0, 0.9), (1.0, 50, 1.0), (1.3, 1, 1.0), (0.9, 20, 0.5),
-                                             (1.0, 0, 1e-6), (1.0, 700, 0.95), (0.8, 3, 0.3)])
-def test_top_k_top_p_kernel_is_the_reference(temperature, k, p):
+                                             (1.0, 0, 1e-6), (1.0, 700, 0.95), (0.8, 3, 0.3), (1.0, 16, 1.0),
+                                             (1.1, 1000, 0.8), (1.0, 0, 1.0)])
+def test_top_k_top_p_kernel_is_the_reference(temperature, k, p, plan):
     logits, e = top_k_top_p_rows()
-    assert torch.equal(topk_topp.sample_top_k_top_p(logits, temperature, k, p, e),
+    assert torch.equal(topk_topp.sample_top_k_top_p(logits, temperature, k, p, e, **plan),
                        topk_topp.sample_top_k_top_p_reference(logits, temperature, k, p, e))
 
 
-def kept_by_kernel(logits, temperature, k, p):
-    """Which tokens the kernel keeps, exactly: row v of the probe gives token v noise so small that it wins if kept."""
+def test_top_k_top_p_kernel_one_row(plan):
+    """B=1 and a vocabulary of no power of two, both paths: top-k and top-p (about 55 candidates), top-p alone,
+    top-k of 300 (over the small plan's 16 slots)."""
+    g = torch.Generator().manual_seed(11)
+    logits, e = torch.randn(1, 1000, generator=g) * 2, noise(1, 1000, g)
+    for temperature, k, p in ((0.8, 50, 0.9), (1.0, 0, 0.9), (1.2, 300, 1.0)):
+        assert torch.equal(topk_topp.sample_top_k_top_p(logits, temperature, k, p, e, **plan),
+                           topk_topp.sample_top_k_top_p_reference(logits, temperature, k, p, e))
+
+
+def kept_by_kernel(logits, temperature, k, p, plan=None):
+    """Which tokens the kernel (plan None: the reference) keeps, exactly: row v of the probe gives token v noise so
+    small that it wins if kept."""
     rows, vocab = logits.shape
     probe = logits.repeat_interleave(vocab, 0)
     e = torch.ones(rows * vocab, vocab)
     e[torch.arange(rows * vocab), torch.arange(vocab).repeat(rows)] = 1e-30
-    return (topk_topp.sample_top_k_top_p(probe, temperature, k, p, e) == torch.arange(vocab).repeat(rows)).reshape(
-        rows, vocab)
+    drawn = (topk_topp.sample_top_k_top_p_reference(probe, temperature, k, p, e) if plan is None else
+             topk_topp.sample_top_k_top_p(probe, temperature, k, p, e, **plan))
+    return (drawn == torch.arange(vocab).repeat(rows)).reshape(rows, vocab)
 
 
-def test_top_k_top_p_kernel_samples_the_truncated_distribution():
+def test_top_k_top_p_kernel_keeps_the_reference_tokens(monkeypatch):
+    """The kept sets themselves, on rows of 48 where 16 slots hold 3 tokens each, so more tokens than top-k's pass
+    the floor and the count above each decides (ranked pairwise: a planted count <= k fails here); ties, -inf."""
+    monkeypatch.setattr(topk_topp, "CHUNK", 32)
+    plan = dict(slots=16, capacity=64)
+    g = torch.Generator().manual_seed(12)
+    logits = torch.randn(2, 48, generator=g) * 2
+    logits[1, ::5] = logits[1, 7]
+    logits[1, 40:] = float("-inf")
+    for temperature, k, p in ((0.9, 6, 1.0), (1.1, 10, 0.8), (1.0, 0, 0.6), (0.8, 20, 0.95)):
+        kept = kept_by_kernel(logits, temperature, k, p, plan)
+        assert torch.equal(kept, kept_by_kernel(logits, temperature, k, p)), (temperature, k, p)
+
+
+def test_top_k_top_p_kernel_samples_the_truncated_distribution(plan):
     """The kernel's kept set, read off exactly, gives lab.sampling's top-k/top-p distribution (its ties included);
     the reference's race draws follow that distribution (chi-square)."""
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(3, 16, generator=g) * 2
     logits[2, 3] = logits[2, 9] = logits[2].max() + 0.5  # tied top tokens: top-k 1 keeps both
     for temperature, k, p in ((0.8, 5, 1.0), (1.2, 0, 0.7), (0.9, 6, 0.6), (1.0, 1, 1.0)):
-        kept = kept_by_kernel(logits, temperature, k, p)
+        kept = kept_by_kernel(logits, temperature, k, p, plan)
         want = Sampling(temperature=temperature, top_k=k, top_p=p).probs(logits)
         want[2] = torch.where(logits[2] >= logits[2].max(), want[2], 0.0) if k == 1 else want[2]
         got = torch.where(kept, logits / temperature, float("-inf")).softmax(-1)
@@ -250,10 +327,10 @@ def test_bench_gpu_kernel_cases_run_on_the_cpu():
     from lab.bench.gpu import agree, kernel_cases
 
     cases = kernel_cases("cpu", rows=2, vocab=300, small=200, k=2, window=6, columns=100, tree=8)
-    assert len(cases) == 11
+    assert len(cases) == 12
     for name, shape, nbytes, kernel, reference, tolerance in cases:
         assert agree(kernel(), reference(), tolerance), name
-    assert [c[5] for c in cases] == [None] * 5 + [2e-2] * 2 + [5e-2, None, 5e-2, 5e-2]  # bfloat16 rows only
+    assert [c[5] for c in cases] == [None] * 6 + [2e-2] * 2 + [5e-2, None, 5e-2, 5e-2]  # bfloat16 rows only
     assert not agree((torch.tensor([1, 2]), torch.ones(2)), (torch.tensor([1, 3]), torch.ones(2)))
     assert not agree(torch.ones(2), torch.ones(2) + 1e-3)
     assert agree(torch.ones(2), torch.ones(2) + 1e-2, 2e-2) and not agree(torch.ones(2), torch.ones(2) + 0.1, 2e-2)

@@ -237,6 +237,9 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
             ("top-k top-p sampling", f"{rows}x{small} fp32, k=50, p=0.9", 4 * rows * small * 2,  # logits, noise once
              lambda: topk_topp.sample_top_k_top_p(scores, 0.8, 50, 0.9, e),
              lambda: topk_topp.sample_top_k_top_p_reference(scores, 0.8, 50, 0.9, e), None),
+            ("top-k top-p sampling, one row", f"1x{small} fp32, k=50, p=0.9", 4 * small * 2,  # FlashInfer's B=1
+             lambda: topk_topp.sample_top_k_top_p(scores[:1], 0.8, 50, 0.9, e[:1]),
+             lambda: topk_topp.sample_top_k_top_p_reference(scores[:1], 0.8, 50, 0.9, e[:1]), None),
             ("dllm commit", f"{window}x{small} fp32, threshold 0.9", 4 * window * small,
              lambda: dllm_commit.commit_rows(scores[:window], masked, 0.9),
              lambda: dllm_commit.commit_rows_reference(scores[:window], masked, 0.9), None),
