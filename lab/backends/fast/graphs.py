@@ -96,22 +96,33 @@ class Inputs:
             self.hiding = False
 
 
+CAPTURING = threading.Lock()  # one capture at a time in this process
+
+
 def capture(run, pool, before=lambda: None):
     """(graph, its output): `run` warmed up twice on a side stream (lazy inits, kernel selection, Triton's compiles),
-    each time after `before` (which writes the inputs: nothing may sync during the capture), then captured into a
-    graph drawing on the slab's memory `pool`."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.inference_mode():
-        for _ in range(2):
-            before()
-            run()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    # thread_local: PEARL's draft thread may capture while the target's thread runs (or the other way round);
-    # the default ("global") would forbid the other thread's allocations and syncs during the capture
-    with torch.inference_mode(), torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
-        out = run()
+    each time after `before` (which writes the inputs: nothing may sync during the capture), then captured on that
+    same stream into a graph drawing on the slab's memory `pool`.
+
+    Threads (PEARL's and SpecBranch's drafts beside the target) may ask for graphs at the same time: without a
+    stream of its own a capture goes to torch's one default capture stream, shared by every thread, and two
+    concurrent captures would interleave their kernels into each other's graphs (seen on the H200: SpecBranch left
+    greedy's tokens in float32 and hit an illegal address). So each capture has its own stream, and captures take
+    turns."""
+    with CAPTURING:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(2):
+                before()
+                run()
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the other thread may launch and allocate on its own stream while this one captures (the
+        # default, "global", would forbid that)
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=pool, stream=stream,
+                                                      capture_error_mode="thread_local"):
+            out = run()
+        torch.cuda.current_stream().wait_stream(stream)
     return graph, out
 
 
