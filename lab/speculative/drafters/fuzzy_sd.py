@@ -103,4 +103,5 @@ def fuzzy_sd(dec, *, threshold: float = 0.4, divergence: str = "js", draft: str 
         raise LabError(f"fuzzy-sd: threshold must be >= 0 (0 is exact speculative decoding), got {threshold}")
     divergence_of(divergence, torch.ones(1, 2) / 2, torch.ones(1, 2) / 2)  # a clear error for an unknown kind
     remembering = Remembering(dec.lab.draft(draft))
-    yield from speculate(dec, DraftModel(remembering, length, adaptive), FuzzyVerifier(remembering, threshold, divergence))
+    drafter = DraftModel(remembering, length, adaptive, bursts=False)  # the verifier reads each node's draft logits
+    yield from speculate(dec, drafter, FuzzyVerifier(remembering, threshold, divergence))

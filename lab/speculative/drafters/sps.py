@@ -25,8 +25,9 @@ class DraftModel(Drafter):
     """Chains drawn from a draft model's own distribution (the same sampling rule as the target)."""
 
     def __init__(self, runner: Backend, length: int = 4, adaptive: bool = True, confidence: float = 0.0,
-                 max_length: int = 16):
+                 max_length: int = 16, bursts: bool = True):
         self.runner = runner
+        self.bursts = bursts  # at T = 0, draft the chain with `greedy_chain` (False: a method needs every step's logits)
         self.length = length
         self.adaptive = adaptive
         self.confidence = confidence
@@ -41,7 +42,7 @@ class DraftModel(Drafter):
         tree = Tree()
         if n <= 0:
             return tree
-        if dec.greedy and not self.confidence and len(dec.context) > 1:  # the draft's greedy chain: bursts of steps
+        if self.bursts and dec.greedy and not self.confidence and len(dec.context) > 1:  # the draft's greedy chain: bursts of steps
             self.runner.hold(dec.context[:-1])  # on a GPU, the first one feeding the last context token
             tokens, beliefs = self.runner.greedy_chain(dec.context[-1], n)
             for i, (token, belief) in enumerate(zip(tokens, beliefs)):
