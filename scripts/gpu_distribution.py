@@ -123,6 +123,15 @@ def sampler_test(name: str, logits: torch.Tensor, want: torch.Tensor, draw, tria
             "chi2": round(stat, 1), "dof": dof, "p": p}
 
 
+def judged(r: dict) -> dict:
+    """A sampler test's record with its verdict, printed: the chi-square passes and nothing was drawn outside the
+    kept set."""
+    passed = r["p"] > ALPHA and r["drawn_outside_the_kept_set"] == 0
+    print(f"{r['name']}: {r['kept']} tokens kept, chi2 p = {r['p']:.3g}, outside {r['drawn_outside_the_kept_set']}: "
+          f"{'pass' if passed else 'FAIL'}")
+    return {**r, "passed": passed}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -161,22 +170,16 @@ def main() -> int:
         r = sampler_test(f"top-k {k} top-p {p} T {temperature}", logits, want,
                          lambda rows, noise, t=temperature, k=k, p=p: topk_topp.sample_top_k_top_p(rows, t, k, p, noise),
                          args.trials, args.device, g)
-        passed = r["p"] > ALPHA and r["drawn_outside_the_kept_set"] == 0
-        ok &= passed
-        report["samplers"].append({**r, "passed": passed})
-        print(f"{r['name']}: {r['kept']} tokens kept, chi2 p = {r['p']:.3g}, outside {r['drawn_outside_the_kept_set']}: "
-              f"{'pass' if passed else 'FAIL'}")
+        report["samplers"].append(judged(r))
+        ok &= report["samplers"][-1]["passed"]
     for temperature, min_p in ((0.7, 0.05), (1.5, 0.2)):
         scaled = logits / temperature
         want = torch.where(scaled.softmax(-1) >= min_p * scaled.softmax(-1).max(), scaled, float("-inf")).softmax(-1)
         r = sampler_test(f"min-p {min_p} T {temperature}", logits, want,
                          lambda rows, noise, t=temperature, m=min_p: sampling.sample_min_p(rows, t, m, noise),
                          args.trials, args.device, g)
-        passed = r["p"] > ALPHA and r["drawn_outside_the_kept_set"] == 0
-        ok &= passed
-        report["samplers"].append({**r, "passed": passed})
-        print(f"{r['name']}: {r['kept']} tokens kept, chi2 p = {r['p']:.3g}, outside {r['drawn_outside_the_kept_set']}: "
-              f"{'pass' if passed else 'FAIL'}")
+        report["samplers"].append(judged(r))
+        ok &= report["samplers"][-1]["passed"]
     report["passed"] = ok
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

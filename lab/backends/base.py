@@ -146,13 +146,18 @@ class Backend(ABC):
     def rollback(self, length: int, row: int = 0) -> None:
         """Drop everything after the first `length` tokens of a row."""
 
-    def sync(self, context: list[int]) -> torch.Tensor:
-        """Make row 0 hold exactly `context` (reusing the common prefix); the last logits [V]."""
+    def _common(self, context: list[int]) -> int:
+        """How many leading tokens row 0 already shares with `context`."""
         common = 0
         for a, b in zip(self.ids, context):
             if a != b:
                 break
             common += 1
+        return common
+
+    def sync(self, context: list[int]) -> torch.Tensor:
+        """Make row 0 hold exactly `context` (reusing the common prefix); the last logits [V]."""
+        common = self._common(context)
         if common == 0 or self.rows != 1:
             return self.prefill(context)
         common = min(common, len(context) - 1)  # re-run at least the last token to get its logits
@@ -161,11 +166,7 @@ class Backend(ABC):
 
     def hold(self, context: list[int]) -> None:
         """Make row 0 hold exactly `context`, running only the tokens it lacks (when no logits are wanted)."""
-        common = 0
-        for a, b in zip(self.ids, context):
-            if a != b:
-                break
-            common += 1
+        common = self._common(context)
         if common == 0 or self.rows != 1:
             self.prefill(context)
             return
