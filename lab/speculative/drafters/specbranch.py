@@ -176,17 +176,12 @@ class BranchAhead(AheadDrafter):
 @method("specbranch", family="speculative", lossless=True, training_free=True,
         paper="Speculative Decoding via Hybrid Drafting and Rollback-Aware Branch Parallelism",
         departures="the draft runs in a Python thread beside the target forward, on a second CUDA stream of the "
-                   "same GPU (the paper: parallel processes), but on a CUDA target only when asked (parallel=True): "
-                   "in parallel it left greedy's tokens in float32 on the H200 (a fix is in, not yet re-measured: "
-                   "scripts/check_overlap_exact_gpu.py), so it runs serialized there by default; the explicit signal is prompt lookup, not target "
+                   "same GPU (the paper: parallel processes); the explicit signal is prompt lookup, not target "
                    "features; branches hedge one rejection point per round (the weakest draft position); the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 def specbranch(dec: Decoding, *, max_length: int = 8, confidence: float = 0.6, branches: int = 2, tail: int = 2,
-               max_ngram: int = 3, min_ngram: int = 1, draft: str = "default", parallel: bool | None = None):
+               max_ngram: int = 3, min_ngram: int = 1, draft: str = "default", parallel: bool = True):
     """Chain while draft confidence and n-gram agree; beside the target's verification, branch at the doubt and
-    at the likely rejection point, so the next draft is ready. `parallel=False`: the same rounds serialized; None
-    (the default): parallel, except on a CUDA target (see the registry entry's departures)."""
-    if parallel is None:
-        parallel = torch.device(dec.target.device).type != "cuda"
+    at the likely rejection point, so the next draft is ready. `parallel=False`: the same rounds serialized."""
     if max_length < 1 or branches < 0 or tail < 0:
         raise LabError(f"specbranch: max_length must be >= 1, branches and tail >= 0, got max_length={max_length}, "
                        f"branches={branches}, tail={tail}")
