@@ -73,9 +73,8 @@ def kernels() -> list[tuple]:
     return [("bitmask", bitmask._apply, {"logits": "*fp32", "bitmask": "*i32", "vocab": "i32:16", "words": "i32"},
              {"WORDS": bitmask.WORDS}, 4, 3),
             ("dllm commit", dllm_commit._commit,
-             {"logits": "*fp32", "masked": "*i8", "tokens": "*i64", "confidence": "*fp32", "commit": "*i8",
-              "partial": "*fp32", "partial_token": "*i32", "finished": "*i32", "rows": "i32:16", "vocab": "i32:16",
-              "blocks": "i32", "threshold": "fp32", "k": "i32", "block_size": "i32:16"},
+             {"logits": "*fp32", "masked": "*i1", "out": "*i64", "finished": "*i32", "vocab": "i32:16",
+              "threshold": "fp32", "k": "i32", "block_size": "i32:16"},
              {"WINDOW": 32, "BLOCKS": 16, "BLOCK": block}, warps, 3),
             *[(f"chain rejection{'' if q else ' fixed drafts'}", rejection._chain, chain,
                {"k": 8, "vocab": 49152, "HAS_Q": q, "KS": 8, "BLOCKS": 16, "BLOCK": block}, warps, 3)

@@ -16,6 +16,7 @@ os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are defined: they run
 triton = pytest.importorskip("triton")
 
 from lab.dllm import rules  # noqa: E402
+from lab import kernels  # noqa: E402
 from lab.kernels import bitmask, dllm_commit, rejection, sampling, topk_topp, tree_attention  # noqa: E402
 from lab.sampling import Sampling  # noqa: E402
 from lab.tree import ancestor_mask  # noqa: E402
@@ -320,6 +321,20 @@ def test_dllm_commit_ties_and_empty_windows():
     assert tokens[7] == 10 and conf[1] == conf[4]
     assert commit.nonzero()[:, 0].tolist() == ([1] if conf[1] >= conf[8] else [8])
     assert not dllm_commit.commit_rows(logits, torch.zeros(12, dtype=torch.bool), 0.0)[2].any()
+
+
+def test_dllm_commit_kernel_again_and_interleaved():
+    """Calls in a row and shapes interleaved: the last program sets the kept counter (kernels.counters) back to 0,
+    so every call merges once, after all its blocks."""
+    g = torch.Generator().manual_seed(12)
+    for rows, vocab in ((5, 1000), (5, 1000), (3, 4099), (5, 1000), (1, 100), (3, 4099), (3, 4099)):
+        logits = torch.randn(rows, vocab, generator=g) * 3
+        masked = torch.rand(rows, generator=g) < 0.7
+        got = dllm_commit.commit_rows(logits, masked, 0.2, 1, 2)
+        want = dllm_commit.commit_rows_reference(logits, masked, 0.2, 1, 2)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2]), (rows, vocab)
+        assert torch.allclose(got[1], want[1], rtol=1e-6, atol=0)
+    assert not kernels.counters(torch.device("cpu"), 1).any()
 
 
 def test_bench_gpu_kernel_cases_run_on_the_cpu():
