@@ -19,7 +19,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 assert os.environ.get("TRITON_INTERPRET") != "1", "compiles only without the interpreter"
-from lab.kernels import bitmask, dllm_commit, rejection, tree_attention  # noqa: E402
+from lab.kernels import bitmask, dllm_commit, rejection, sampling, tree_attention  # noqa: E402
 
 TOOL = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
@@ -79,7 +79,17 @@ def kernels() -> list[tuple]:
             *[(f"chain rejection{'' if q else ' fixed drafts'}", rejection._chain, chain,
                {"k": 8, "vocab": 49152, "HAS_Q": q, "KS": 8, "BLOCKS": 16, "BLOCK": block}, warps, 3)
               for q in (True, False)],
-            *attention(1, 9, 3, 64), *attention(1, 32, 8, 128), *attention(64, 32, 8, 128)]
+            *min_p(64, 128256), *attention(1, 9, 3, 64), *attention(1, 32, 8, 128), *attention(64, 32, 8, 128)]
+
+
+def min_p(rows: int, vocab: int) -> list[tuple]:
+    """`sampling.sample_min_p`'s two kernels as its plan launches them on 132 SMs."""
+    parts, split = sampling.plan(rows, vocab, 132)
+    shape = {"vocab": vocab, "SPLIT": split, "SPLITS": parts, "BLOCK": sampling.BLOCK}
+    return [("min-p range max", sampling._range_max, {"logits": "*fp32", "out": "*i64"}, shape, 8, 3),
+            ("min-p race", sampling._range_race,
+             {"logits": "*fp32", "noise": "*fp32", "out": "*i64", "finished": "*i32", "temperature": "fp32",
+              "log_min_p": "fp32"}, shape | {"WIDTH": triton.next_power_of_2(parts), "MIN_P": True}, 8, 3)]
 
 
 if __name__ == "__main__":

@@ -136,6 +136,19 @@ def test_min_p_kernel_is_the_reference(splits, block):
     assert torch.equal(one, sampling.sample_min_p_reference(logits[5:6], 0.9, 0.1, e[5:6]))
 
 
+def test_min_p_kernel_again_and_interleaved():
+    """Calls in a row and shapes interleaved (more rows, other ranges a row, one range, min_p 0): each row's last
+    range sets its kept counter (kernels.counters) back to 0, so every call takes each row's winner once, after all
+    its ranges."""
+    g = torch.Generator().manual_seed(13)
+    for rows, vocab, splits, min_p in ((6, 1000, 4, 0.05), (6, 1000, 4, 0.05), (9, 700, 3, 0.1), (6, 1000, 4, 0.0),
+                                       (3, 500, 1, 0.1), (9, 700, 2, 0.05), (6, 1000, 4, 0.05)):
+        logits, e = torch.randn(rows, vocab, generator=g) * 3, noise(rows, vocab, g)
+        assert torch.equal(sampling.sample_min_p(logits, 0.8, min_p, e, splits=splits, block=128),
+                           sampling.sample_min_p_reference(logits, 0.8, min_p, e)), (rows, vocab, splits, min_p)
+    assert not kernels.counters(torch.device("cpu"), 1).any()
+
+
 def test_min_p_plan_fills_an_h200():
     """One wave of programs (4 an SM of 132) from 64 rows on, or one per block of a row; whole blocks per range."""
     for rows, vocab in ((64, 128256), (1, 128256), (64, 49152), (1, 49152), (256, 128256), (2000, 128256)):
@@ -470,7 +483,8 @@ def test_tree_attention_plan_fills_an_h200(heads, kv_heads):
 def test_kernels_compile_for_an_h200():
     """The vocabulary and attention kernels compile for sm_90 with the bench's shapes (no GPU needed:
     tests/hopper_compile.py, outside the interpreter): nothing spilled, the bitmask's loads and stores 16-byte
-    vectors, and verification's 8 warps within 128 registers (2 programs an SM, as `plan` counts on)."""
+    vectors, verification's 8 warps within 128 registers (2 programs an SM, as `plan` counts on) and min-p's race
+    within 64 (4 an SM, sampling.RESIDENT)."""
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
         pytest.skip("Triton without its NVIDIA backend")
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
@@ -478,6 +492,7 @@ def test_kernels_compile_for_an_h200():
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     got = {r["name"]: r for r in map(json.loads, run.stdout.splitlines())}
-    assert len(got) == 8 and all(r["spilled"] == 0 for r in got.values()), got
+    assert len(got) == 10 and all(r["spilled"] == 0 for r in got.values()), got
     assert got["bitmask"]["loads_v4"] == got["bitmask"]["stores_v4"] == 8
     assert got["attention k=64 H=32"]["registers"] <= 128
+    assert got["min-p race"]["registers"] <= 64
