@@ -8,7 +8,8 @@ per row), which samples softmax(x) restricted to the kept tokens without normali
 
 A row is split into `splits` ranges of whole blocks so that rows x splits programs fill the GPU (one program per row
 left most of an H200's 132 SMs idle at 64 rows): launch 1 takes each range's maximum logit, launch 2 each range's
-race winner under the row's threshold (its logits then come from the L2), and the row's last range to finish (an
+race winner under the row's threshold (its logits then come from the L2; with min_p > 0 it loads only the kept
+tokens' noise, so 32-byte sectors without a kept token are not read), and the row's last range to finish (an
 acq_rel counter a row, the split-K semaphore pattern) takes the row's winner from them and sets the counter back to
 0 (kernels.counters keeps it per stream: no fill launched per call). min_p = 0 skips launch 1; a row of one range
 writes its winner itself. The output and the partials are one allocation. x is logits / T rounded as torch divides
@@ -95,8 +96,12 @@ if triton is not None:
             v = part * SPLIT + start + tl.arange(0, BLOCK)
             inside = v < vocab
             x = divide(tl.load(logits + row * vocab + v, mask=inside, other=-float("inf")).to(tl.float32), temperature)
-            e = tl.load(noise + row * vocab + v, mask=inside, other=1.0)
-            best, best_token = race_step(x, e, inside & (x >= floor), v, best, best_token)
+            keep = inside & (x >= floor)
+            if MIN_P:  # only kept tokens' noise is read (a token's noise matters only if it is kept): fewer bytes
+                e = tl.load(noise + row * vocab + v, mask=keep, other=1.0)
+            else:  # every token's, as 16-byte vectors
+                e = tl.load(noise + row * vocab + v, mask=inside, other=1.0)
+            best, best_token = race_step(x, e, keep, v, best, best_token)
         value, token = race_winner(best, best_token)
         if SPLITS == 1:  # the row's winner
             tl.store(out + row, token.to(tl.int64))
