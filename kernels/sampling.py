@@ -156,7 +156,8 @@ def sample_min_p(logits: torch.Tensor, temperature: float, min_p: float, noise: 
     logits, noise = logits.contiguous(), noise.contiguous()
     if min_p > 0:
         _range_max[(rows, parts)](logits, out, vocab, SPLIT=split, SPLITS=parts, BLOCK=block, num_warps=8)
-    _range_race[(rows, parts)](logits, noise, out, counters(logits.device, rows) if parts > 1 else out,  # (unused)
-                               vocab, float(temperature), math.log(min_p) if min_p > 0 else 0.0, SPLIT=split,
-                               SPLITS=parts, WIDTH=width, MIN_P=min_p > 0, BLOCK=block, num_warps=8)
+    finished = counters(logits.device, rows) if parts > 1 else out  # (one range a row: no counter read)
+    _range_race[(rows, parts)](logits, noise, out, finished, vocab, float(temperature),
+                               math.log(min_p) if min_p > 0 else 0.0, SPLIT=split, SPLITS=parts, WIDTH=width,
+                               MIN_P=min_p > 0, BLOCK=block, num_warps=8)
     return out[:rows]
