@@ -11,8 +11,10 @@ tokens' grouped-query attention over a static KV cache under a tree mask, split-
 verification); and the fast backend's fused forward: `rms_norm.add_rms_norm` (residual add and RMSNorm),
 `rope_cache.rope_and_cache` (rotary embedding with the KV-cache write), `silu_mul.silu_mul` (SwiGLU's product), each
 rounding as its torch reference does (`rounding.to_dtype`), and `gemv.gemv` (a decode step's products with the norm
-or activation before them). The tests run every kernel in Triton's interpreter on the CPU against its reference;
-`python -m lab bench gpu --kernels` times them against the references and the memory bandwidth.
+or activation before them). `commit_rows` and `sample_min_p`, whose last program merges the others' partials,
+take their counters from `counters` (kept per stream; the kernel sets them back to 0). The tests run every kernel in
+Triton's interpreter on the CPU against its reference; `python -m lab bench gpu --kernels` times them against the
+references and the memory bandwidth.
 
 Never installed as a top-level `kernels`: transformers probes for a package of that name (Hugging Face's kernel
 hub) and would take this one for it.
