@@ -11,8 +11,10 @@ tokens' grouped-query attention over a static KV cache under a tree mask, split-
 verification); and the fast backend's fused forward: `rms_norm.add_rms_norm` (residual add and RMSNorm),
 `rope_cache.rope_and_cache` (rotary embedding with the KV-cache write), `silu_mul.silu_mul` (SwiGLU's product), each
 rounding as its torch reference does (`rounding.to_dtype`), and `gemv.gemv` (a decode step's products with the norm
-or activation before them). The tests run every kernel in Triton's interpreter on the CPU against its reference;
-`python -m lab bench gpu --kernels` times them against the references and the memory bandwidth.
+or activation before them). `commit_rows` and `sample_min_p`, whose last program merges the others' partials,
+take their counters from `counters` (kept per stream; the kernel sets them back to 0). The tests run every kernel in
+Triton's interpreter on the CPU against its reference; `python -m lab bench gpu --kernels` times them against the
+references and the memory bandwidth.
 
 Never installed as a top-level `kernels`: transformers probes for a package of that name (Hugging Face's kernel
 hub) and would take this one for it.
@@ -33,15 +35,44 @@ def triton_available() -> bool:
     return True
 
 
+_TRITON = triton_available()
+
+
 def triton_ready(*tensors: torch.Tensor) -> bool:
     """Whether to run the Triton kernel: Triton importable, and CUDA tensors (or its CPU interpreter asked for)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    if not _TRITON:
         return False
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return True
-    return all(t.is_cuda for t in tensors)
+    for t in tensors:  # (the environment is read only off CUDA: a call per launch)
+        if not t.is_cuda:
+            return os.environ.get("TRITON_INTERPRET") == "1"
+    return True
+
+
+try:  # the raw pointer of the current stream, as Triton's launcher reads it
+    from torch._C import _cuda_getCurrentRawStream as _raw_stream
+except ImportError:  # a CPU build of torch
+    def _raw_stream(index: int) -> int:
+        return torch.cuda.current_stream(index).cuda_stream
+
+_COUNTERS: dict = {}
+
+
+def counters(device: torch.device, n: int) -> torch.Tensor:
+    """At least n int32 zeros for a kernel's "last program merges" counters, which the kernel sets back to 0 before
+    it ends, so no fill is launched per call. Eager: one buffer per (device, stream), kept (kernels on one stream run
+    in order and each finds it zero; threads on separate streams never share one). While a CUDA graph is being
+    captured: fresh zeros (the fill is captured with it), the graph's own, as two graphs replayed on separate streams
+    must not share one either."""
+    if device.type == "cuda":
+        if torch.cuda.is_current_stream_capturing():
+            return torch.zeros(n, dtype=torch.int32, device=device)
+        key = (device.index, _raw_stream(device.index))
+    else:  # Triton's interpreter
+        key = (device, 0)
+    buffer = _COUNTERS.get(key)
+    if buffer is None or buffer.numel() < n:
+        buffer = _COUNTERS[key] = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+    return buffer
 
 
 def vocab_blocks(vocab: int) -> tuple[int, int, int]:

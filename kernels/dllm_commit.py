@@ -13,15 +13,17 @@ window of 32), each reading its block once: its max, first argmax and sum(exp(x 
 to finish (an acq_rel counter, the split-K semaphore pattern) merges each row's blocks (the first block holding the
 max gives the first argmax, as torch; sum = sum_b sum_b exp(max_b - max)), takes 1 / sum as the argmax's probability
 (the lab's rules use float64: the two differ by float32 rounding), ranks the window's rows and writes the commit set.
-One launch after the counter's zeroing; the logits are read once.
+One launch, the logits read once: the last program sets the counter back to 0 (kernels.counters keeps one per
+stream, so no fill is launched per call), and the outputs and partials are views of one allocation.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from . import triton_ready, vocab_blocks
+from . import counters, triton_ready, vocab_blocks
 
 try:
     import triton
@@ -49,20 +51,28 @@ def commit_rows_reference(logits: torch.Tensor, masked: torch.Tensor, threshold:
 
 if triton is not None:
     @triton.jit
-    def _commit(logits, masked, tokens, confidence, commit, partial, partial_token, finished, rows, vocab, blocks,
-                threshold, k, block_size, WINDOW: tl.constexpr, BLOCKS: tl.constexpr, BLOCK: tl.constexpr):
+    def _commit(logits, masked, out, finished, vocab, threshold, k, block_size, WINDOW: tl.constexpr,
+                BLOCKS: tl.constexpr, BLOCK: tl.constexpr):
         row, part = tl.program_id(0), tl.program_id(1)
+        rows, blocks = tl.num_programs(0), tl.num_programs(1)
+        n = rows * blocks
+        # out: tokens [rows] int64, then in 4-byte words confidence [rows], the partials' max [n], sum [n] and
+        # argmax [n] (int32), then commit [rows] bytes
+        confidence = (out + rows).to(tl.pointer_type(tl.float32))
+        partial = confidence + rows
+        partial_token = (partial + 2 * n).to(tl.pointer_type(tl.int32))
+        commit = (partial_token + n).to(tl.pointer_type(tl.int8))
         v = part * BLOCK + tl.arange(0, BLOCK)
         x = tl.load(logits + row * vocab + v, mask=v < vocab, other=-float("inf")).to(tl.float32)
         top = tl.max(x, 0)
         base = tl.where(top == -float("inf"), 0.0, top)  # a block of -inf sums to 0, not NaN
-        n = rows * blocks  # partial: [max, sum] float32, then the argmax as int32
         slot = row * blocks + part
         tl.store(partial + slot, top)
         tl.store(partial + n + slot, tl.sum(tl.exp(x - base), 0))
-        tl.store(partial_token + 2 * n + slot, part * BLOCK + tl.argmax(x, 0))
+        tl.store(partial_token + slot, part * BLOCK + tl.argmax(x, 0))
         tl.debug_barrier()  # every thread's stores before the release
         if tl.atomic_add(finished, 1, sem="acq_rel") == n - 1:  # the last program: every block is written
+            tl.store(finished, 0)  # no other program touches it again: zero for the next launch on this stream
             i = tl.arange(0, WINDOW)
             b = tl.arange(0, BLOCKS)
             inside = i < rows
@@ -70,8 +80,7 @@ if triton is not None:
             cells = i[:, None] * blocks + b[None, :]
             tops = tl.load(partial + cells, mask=ok, other=-float("inf"), volatile=True)
             best = tl.max(tops, 1)
-            token = tl.load(partial_token + 2 * n + i * blocks + tl.argmax(tops, 1), mask=inside, other=0,
-                            volatile=True)
+            token = tl.load(partial_token + i * blocks + tl.argmax(tops, 1), mask=inside, other=0, volatile=True)
             seen = best > -float("inf")
             sums = tl.load(partial + n + cells, mask=ok, other=0.0, volatile=True)
             total = tl.sum(sums * tl.exp(tops - tl.where(seen, best, 0.0)[:, None]), 1)
@@ -82,9 +91,17 @@ if triton is not None:
                                                   ((conf[None, :] == conf[:, None]) & (i[None, :] < i[:, None])))
             rank = tl.sum(beats.to(tl.int32), 1)
             chosen = live & ((rank < k) | (conf >= threshold))
-            tl.store(tokens + i, token.to(tl.int64), mask=inside)
+            tl.store(out + i, token.to(tl.int64), mask=inside)
             tl.store(confidence + i, conf, mask=inside)
             tl.store(commit + i, chosen.to(tl.int8), mask=inside)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(rows: int, vocab: int) -> tuple[int, int, int, int, int, int]:
+    """(block, blocks, warps, WINDOW, BLOCKS, int64 words of `out`) for a window of rows x vocab."""
+    block, blocks, warps = vocab_blocks(vocab)
+    words = -(-(2 * rows + rows + 3 * rows * blocks + -(-rows // 4)) // 2)  # (4-byte words, commit's bytes)
+    return block, blocks, warps, triton.next_power_of_2(rows), triton.next_power_of_2(blocks), words
 
 
 def commit_rows(logits: torch.Tensor, masked: torch.Tensor, threshold: float = math.inf, k: int = 1,
@@ -95,17 +112,12 @@ def commit_rows(logits: torch.Tensor, masked: torch.Tensor, threshold: float = m
     rows, vocab = logits.shape
     if not triton_ready(logits, masked) or rows == 0:
         return commit_rows_reference(logits, masked, threshold, k, block_size)
-    block, blocks, warps = vocab_blocks(vocab)
-    device = logits.device
-    tokens = torch.empty(rows, dtype=torch.long, device=device)
-    confidence = torch.empty(rows, dtype=torch.float32, device=device)
-    commit = torch.empty(rows, dtype=torch.int8, device=device)
-    partial = torch.empty(3 * rows * blocks, dtype=torch.float32, device=device)
-    finished = torch.zeros(1, dtype=torch.int32, device=device)
-    masked = masked.contiguous()
-    live = masked.view(torch.int8) if masked.dtype == torch.bool else (masked != 0).view(torch.int8)
-    _commit[(rows, blocks)](logits.contiguous(), live, tokens, confidence, commit, partial, partial.view(torch.int32),
-                            finished, rows, vocab, blocks, float(threshold), int(k), int(block_size or rows),
-                            WINDOW=triton.next_power_of_2(rows), BLOCKS=triton.next_power_of_2(blocks), BLOCK=block,
+    block, blocks, warps, window, width, words = _plan(rows, vocab)
+    out = torch.empty(words, dtype=torch.long, device=logits.device)  # the outputs and the partials: one allocation
+    if masked.dtype != torch.bool:
+        masked = masked != 0
+    _commit[(rows, blocks)](logits.contiguous(), masked.contiguous(), out, counters(logits.device, 1), vocab,
+                            float(threshold), int(k), int(block_size or rows), WINDOW=window, BLOCKS=width, BLOCK=block,
                             num_warps=warps)
-    return tokens, confidence, commit.view(torch.bool)
+    at = 4 * (3 * rows + 3 * rows * blocks)  # commit's first byte
+    return out[:rows], out.view(torch.float32)[2 * rows:3 * rows], out.view(torch.bool)[at:at + rows]

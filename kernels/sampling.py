@@ -8,9 +8,13 @@ per row), which samples softmax(x) restricted to the kept tokens without normali
 
 A row is split into `splits` ranges of whole blocks so that rows x splits programs fill the GPU (one program per row
 left most of an H200's 132 SMs idle at 64 rows): launch 1 takes each range's maximum logit, launch 2 each range's
-race winner under the row's threshold (its logits then come from the L2), launch 3 the row's winner. min_p = 0 skips
-launch 1. x is logits / T rounded as torch divides on the CPU (div_rn; on CUDA torch multiplies by 1 / T, which
-can differ in the last bit), so the kernel is the reference exactly, ties to the lowest token included.
+race winner under the row's threshold (its logits then come from the L2; with min_p > 0 it loads only the kept
+tokens' noise, so 32-byte sectors without a kept token are not read), and the row's last range to finish (an
+acq_rel counter a row, the split-K semaphore pattern) takes the row's winner from them and sets the counter back to
+0 (kernels.counters keeps it per stream: no fill launched per call). min_p = 0 skips launch 1; a row of one range
+writes its winner itself. The output and the partials are one allocation. x is logits / T rounded as torch divides
+on the CPU (div_rn; on CUDA torch multiplies by 1 / T, which can differ in the last bit), so the kernel is the
+reference exactly, ties to the lowest token included.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import math
 
 import torch
 
-from . import triton_ready
+from . import counters, triton_ready
 
 try:
     import triton
@@ -59,9 +63,17 @@ if triton is not None:
         return value, tl.min(tl.where(best == value, best_token, 2147483647), 0)
 
     @triton.jit
-    def _range_max(logits, maxima, vocab: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr,
+    def _scratch(out, rows, SPLITS: tl.constexpr):
+        """The partials after `out` (int64 [rows]): maxima, values (float32) and tokens (int32), rows x SPLITS each."""
+        maxima = (out + rows).to(tl.pointer_type(tl.float32))
+        values = maxima + rows * SPLITS
+        return maxima, values, (values + rows * SPLITS).to(tl.pointer_type(tl.int32))
+
+    @triton.jit
+    def _range_max(logits, out, vocab: tl.constexpr, SPLIT: tl.constexpr, SPLITS: tl.constexpr,
                    BLOCK: tl.constexpr):
         row, part = tl.program_id(0).to(tl.int64), tl.program_id(1)
+        maxima = _scratch(out, tl.num_programs(0), SPLITS)[0]
         top = tl.full((BLOCK,), -float("inf"), tl.float32)
         for start in range(0, SPLIT, BLOCK):
             v = part * SPLIT + start + tl.arange(0, BLOCK)
@@ -69,13 +81,13 @@ if triton is not None:
         tl.store(maxima + row * SPLITS + part, tl.max(top, 0))
 
     @triton.jit
-    def _range_race(logits, noise, maxima, values, tokens, vocab: tl.constexpr, temperature, log_min_p,
-                    SPLIT: tl.constexpr, SPLITS: tl.constexpr, WIDTH: tl.constexpr, MIN_P: tl.constexpr,
-                    BLOCK: tl.constexpr):
+    def _range_race(logits, noise, out, finished, vocab: tl.constexpr, temperature, log_min_p, SPLIT: tl.constexpr,
+                    SPLITS: tl.constexpr, WIDTH: tl.constexpr, MIN_P: tl.constexpr, BLOCK: tl.constexpr):
         row, part = tl.program_id(0).to(tl.int64), tl.program_id(1)
+        maxima, values, tokens = _scratch(out, tl.num_programs(0), SPLITS)
+        parts = tl.arange(0, WIDTH)
         floor = -float("inf")
         if MIN_P:  # the row's maximum of x: division by T > 0 keeps the order, so it is the maximum logit's
-            parts = tl.arange(0, WIDTH)
             top = tl.load(maxima + row * SPLITS + parts, mask=parts < SPLITS, other=-float("inf"))
             floor = tl.max(divide(top, temperature), 0) + log_min_p
         best = tl.full((BLOCK,), -float("inf"), tl.float32)
@@ -84,20 +96,26 @@ if triton is not None:
             v = part * SPLIT + start + tl.arange(0, BLOCK)
             inside = v < vocab
             x = divide(tl.load(logits + row * vocab + v, mask=inside, other=-float("inf")).to(tl.float32), temperature)
-            e = tl.load(noise + row * vocab + v, mask=inside, other=1.0)
-            best, best_token = race_step(x, e, inside & (x >= floor), v, best, best_token)
+            keep = inside & (x >= floor)
+            if MIN_P:  # only kept tokens' noise is read (a token's noise matters only if it is kept): fewer bytes
+                e = tl.load(noise + row * vocab + v, mask=keep, other=1.0)
+            else:  # every token's, as 16-byte vectors
+                e = tl.load(noise + row * vocab + v, mask=inside, other=1.0)
+            best, best_token = race_step(x, e, keep, v, best, best_token)
         value, token = race_winner(best, best_token)
-        tl.store(values + row * SPLITS + part, value)
-        tl.store(tokens + row * SPLITS + part, token)
-
-    @triton.jit
-    def _pick(values, tokens, out, SPLITS: tl.constexpr, WIDTH: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        parts = tl.arange(0, WIDTH)
-        inside = parts < SPLITS
-        value, token = race_winner(tl.load(values + row * SPLITS + parts, mask=inside, other=-float("inf")),
-                                   tl.load(tokens + row * SPLITS + parts, mask=inside, other=2147483647))
-        tl.store(out + row, token.to(tl.int64))
+        if SPLITS == 1:  # the row's winner
+            tl.store(out + row, token.to(tl.int64))
+        else:  # the range's; the row's last range to finish (an acq_rel counter a row) takes the row's
+            tl.store(values + row * SPLITS + part, value)
+            tl.store(tokens + row * SPLITS + part, token)
+            tl.debug_barrier()  # every thread's stores before the release
+            if tl.atomic_add(finished + row, 1, sem="acq_rel") == SPLITS - 1:
+                tl.store(finished + row, 0)  # no other program touches it again: zero for the next launch
+                inside = parts < SPLITS
+                value, token = race_winner(
+                    tl.load(values + row * SPLITS + parts, mask=inside, other=-float("inf"), volatile=True),
+                    tl.load(tokens + row * SPLITS + parts, mask=inside, other=2147483647, volatile=True))
+                tl.store(out + row, token.to(tl.int64))
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,6 +131,16 @@ def plan(rows: int, vocab: int, sms: int, block: int = BLOCK) -> tuple[int, int]
     return -(-blocks // per), per * block
 
 
+@functools.lru_cache(maxsize=256)
+def _launch(rows: int, vocab: int, device: torch.device, block: int, splits: int | None) -> tuple[int, int, int]:
+    """(ranges a row, tokens a range, the next power of two of the ranges): `plan`'s, or `splits` ranges."""
+    parts, split = plan(rows, vocab, _sms(device), block)
+    if splits is not None:
+        split = -(-vocab // (splits * block)) * block
+        parts = -(-vocab // split)
+    return parts, split, triton.next_power_of_2(parts)
+
+
 def sample_min_p(logits: torch.Tensor, temperature: float, min_p: float, noise: torch.Tensor,
                  splits: int | None = None, block: int = BLOCK) -> torch.Tensor:
     """`sample_min_p_reference`'s contract; the Triton kernels on CUDA, else the reference. `splits` (ranges per
@@ -122,20 +150,14 @@ def sample_min_p(logits: torch.Tensor, temperature: float, min_p: float, noise: 
     if not triton_ready(logits, noise):
         return sample_min_p_reference(logits, temperature, min_p, noise)
     rows, vocab = logits.shape
-    parts, split = plan(rows, vocab, _sms(logits.device), block)
-    if splits is not None:
-        split = -(-vocab // (splits * block)) * block
-        parts = -(-vocab // split)
+    parts, split, width = _launch(rows, vocab, logits.device, block, splits)
+    # out [rows] int64, then the partials (`_scratch`): one allocation
+    out = torch.empty(rows + -(-3 * rows * parts // 2), dtype=torch.long, device=logits.device)
     logits, noise = logits.contiguous(), noise.contiguous()
-    maxima = torch.empty(rows, parts, dtype=torch.float32, device=logits.device)
-    values = torch.empty(rows, parts, dtype=torch.float32, device=logits.device)
-    tokens = torch.empty(rows, parts, dtype=torch.int32, device=logits.device)
-    out = torch.empty(rows, dtype=torch.long, device=logits.device)
-    width = triton.next_power_of_2(parts)
     if min_p > 0:
-        _range_max[(rows, parts)](logits, maxima, vocab, SPLIT=split, SPLITS=parts, BLOCK=block, num_warps=8)
-    _range_race[(rows, parts)](logits, noise, maxima, values, tokens, vocab, float(temperature),
+        _range_max[(rows, parts)](logits, out, vocab, SPLIT=split, SPLITS=parts, BLOCK=block, num_warps=8)
+    finished = counters(logits.device, rows) if parts > 1 else out  # (one range a row: no counter read)
+    _range_race[(rows, parts)](logits, noise, out, finished, vocab, float(temperature),
                                math.log(min_p) if min_p > 0 else 0.0, SPLIT=split, SPLITS=parts, WIDTH=width,
                                MIN_P=min_p > 0, BLOCK=block, num_warps=8)
-    _pick[(rows,)](values, tokens, out, SPLITS=parts, WIDTH=width, num_warps=1)
-    return out
+    return out[:rows]

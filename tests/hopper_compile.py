@@ -19,7 +19,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 assert os.environ.get("TRITON_INTERPRET") != "1", "compiles only without the interpreter"
-from lab.kernels import bitmask, dllm_commit, rejection, tree_attention  # noqa: E402
+from lab.kernels import bitmask, dllm_commit, rejection, sampling, tree_attention  # noqa: E402
 
 TOOL = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
@@ -73,14 +73,23 @@ def kernels() -> list[tuple]:
     return [("bitmask", bitmask._apply, {"logits": "*fp32", "bitmask": "*i32", "vocab": "i32:16", "words": "i32"},
              {"WORDS": bitmask.WORDS}, 4, 3),
             ("dllm commit", dllm_commit._commit,
-             {"logits": "*fp32", "masked": "*i8", "tokens": "*i64", "confidence": "*fp32", "commit": "*i8",
-              "partial": "*fp32", "partial_token": "*i32", "finished": "*i32", "rows": "i32:16", "vocab": "i32:16",
-              "blocks": "i32", "threshold": "fp32", "k": "i32", "block_size": "i32:16"},
+             {"logits": "*fp32", "masked": "*i1", "out": "*i64", "finished": "*i32", "vocab": "i32:16",
+              "threshold": "fp32", "k": "i32", "block_size": "i32:16"},
              {"WINDOW": 32, "BLOCKS": 16, "BLOCK": block}, warps, 3),
             *[(f"chain rejection{'' if q else ' fixed drafts'}", rejection._chain, chain,
                {"k": 8, "vocab": 49152, "HAS_Q": q, "KS": 8, "BLOCKS": 16, "BLOCK": block}, warps, 3)
               for q in (True, False)],
-            *attention(1, 9, 3, 64), *attention(1, 32, 8, 128), *attention(64, 32, 8, 128)]
+            *min_p(64, 128256), *attention(1, 9, 3, 64), *attention(1, 32, 8, 128), *attention(64, 32, 8, 128)]
+
+
+def min_p(rows: int, vocab: int) -> list[tuple]:
+    """`sampling.sample_min_p`'s two kernels as its plan launches them on 132 SMs."""
+    parts, split = sampling.plan(rows, vocab, 132)
+    shape = {"vocab": vocab, "SPLIT": split, "SPLITS": parts, "BLOCK": sampling.BLOCK}
+    return [("min-p range max", sampling._range_max, {"logits": "*fp32", "out": "*i64"}, shape, 8, 3),
+            ("min-p race", sampling._range_race,
+             {"logits": "*fp32", "noise": "*fp32", "out": "*i64", "finished": "*i32", "temperature": "fp32",
+              "log_min_p": "fp32"}, shape | {"WIDTH": triton.next_power_of_2(parts), "MIN_P": True}, 8, 3)]
 
 
 if __name__ == "__main__":

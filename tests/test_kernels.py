@@ -16,6 +16,7 @@ os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are defined: they run
 triton = pytest.importorskip("triton")
 
 from lab.dllm import rules  # noqa: E402
+from lab import kernels  # noqa: E402
 from lab.kernels import bitmask, dllm_commit, rejection, sampling, topk_topp, tree_attention  # noqa: E402
 from lab.sampling import Sampling  # noqa: E402
 from lab.tree import ancestor_mask  # noqa: E402
@@ -133,6 +134,19 @@ def test_min_p_kernel_is_the_reference(splits, block):
                            sampling.sample_min_p_reference(logits, temperature, min_p, e))
     one = sampling.sample_min_p(logits[5:6], 0.9, 0.1, e[5:6], splits=splits, block=block)  # B=1
     assert torch.equal(one, sampling.sample_min_p_reference(logits[5:6], 0.9, 0.1, e[5:6]))
+
+
+def test_min_p_kernel_again_and_interleaved():
+    """Calls in a row and shapes interleaved (more rows, other ranges a row, one range, min_p 0): each row's last
+    range sets its kept counter (kernels.counters) back to 0, so every call takes each row's winner once, after all
+    its ranges."""
+    g = torch.Generator().manual_seed(13)
+    for rows, vocab, splits, min_p in ((6, 1000, 4, 0.05), (6, 1000, 4, 0.05), (9, 700, 3, 0.1), (6, 1000, 4, 0.0),
+                                       (3, 500, 1, 0.1), (9, 700, 2, 0.05), (6, 1000, 4, 0.05)):
+        logits, e = torch.randn(rows, vocab, generator=g) * 3, noise(rows, vocab, g)
+        assert torch.equal(sampling.sample_min_p(logits, 0.8, min_p, e, splits=splits, block=128),
+                           sampling.sample_min_p_reference(logits, 0.8, min_p, e)), (rows, vocab, splits, min_p)
+    assert not kernels.counters(torch.device("cpu"), 1).any()
 
 
 def test_min_p_plan_fills_an_h200():
@@ -322,6 +336,20 @@ def test_dllm_commit_ties_and_empty_windows():
     assert not dllm_commit.commit_rows(logits, torch.zeros(12, dtype=torch.bool), 0.0)[2].any()
 
 
+def test_dllm_commit_kernel_again_and_interleaved():
+    """Calls in a row and shapes interleaved: the last program sets the kept counter (kernels.counters) back to 0,
+    so every call merges once, after all its blocks."""
+    g = torch.Generator().manual_seed(12)
+    for rows, vocab in ((5, 1000), (5, 1000), (3, 4099), (5, 1000), (1, 100), (3, 4099), (3, 4099)):
+        logits = torch.randn(rows, vocab, generator=g) * 3
+        masked = torch.rand(rows, generator=g) < 0.7
+        got = dllm_commit.commit_rows(logits, masked, 0.2, 1, 2)
+        want = dllm_commit.commit_rows_reference(logits, masked, 0.2, 1, 2)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2]), (rows, vocab)
+        assert torch.allclose(got[1], want[1], rtol=1e-6, atol=0)
+    assert not kernels.counters(torch.device("cpu"), 1).any()
+
+
 def test_bench_gpu_kernel_cases_run_on_the_cpu():
     """`python -m lab bench gpu --kernels`'s cases, small: every kernel (interpreted) agrees with its reference."""
     from lab.bench.gpu import agree, kernel_cases
@@ -455,7 +483,8 @@ def test_tree_attention_plan_fills_an_h200(heads, kv_heads):
 def test_kernels_compile_for_an_h200():
     """The vocabulary and attention kernels compile for sm_90 with the bench's shapes (no GPU needed:
     tests/hopper_compile.py, outside the interpreter): nothing spilled, the bitmask's loads and stores 16-byte
-    vectors, and verification's 8 warps within 128 registers (2 programs an SM, as `plan` counts on)."""
+    vectors, verification's 8 warps within 128 registers (2 programs an SM, as `plan` counts on) and min-p's race
+    within 64 (4 an SM, sampling.RESIDENT)."""
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
         pytest.skip("Triton without its NVIDIA backend")
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
@@ -463,6 +492,7 @@ def test_kernels_compile_for_an_h200():
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     got = {r["name"]: r for r in map(json.loads, run.stdout.splitlines())}
-    assert len(got) == 8 and all(r["spilled"] == 0 for r in got.values()), got
+    assert len(got) == 10 and all(r["spilled"] == 0 for r in got.values()), got
     assert got["bitmask"]["loads_v4"] == got["bitmask"]["stores_v4"] == 8
     assert got["attention k=64 H=32"]["registers"] <= 128
+    assert got["min-p race"]["registers"] <= 64
