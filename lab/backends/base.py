@@ -148,8 +148,12 @@ class Backend(ABC):
 
     def _common(self, context: list[int]) -> int:
         """How many leading tokens row 0 already shares with `context`."""
+        ids = self.ids
+        n = min(len(ids), len(context))
+        if ids[:n] == list(context[:n]):  # the usual case (the context grew): one comparison in C
+            return n
         common = 0
-        for a, b in zip(self.ids, context):
+        for a, b in zip(ids, context):
             if a != b:
                 break
             common += 1
