@@ -150,12 +150,12 @@ def test_min_p_kernel_again_and_interleaved():
 
 
 def test_min_p_plan_fills_an_h200():
-    """One wave of programs (4 an SM of 132) from 64 rows on, or one per block of a row; whole blocks per range."""
+    """WAVES waves of programs (4 an SM of 132) from 64 rows on, or one per block of a row; whole blocks per range."""
     for rows, vocab in ((64, 128256), (1, 128256), (64, 49152), (1, 49152), (256, 128256), (2000, 128256)):
         splits, split = sampling.plan(rows, vocab, 132)
         assert split % sampling.BLOCK == 0 and (splits - 1) * split < vocab <= splits * split
-        assert rows * splits <= max(rows, sampling.RESIDENT * 132)
-        assert rows * splits >= min(rows * -(-vocab // sampling.BLOCK), sampling.RESIDENT * 132 // 2)
+        assert rows * splits <= max(rows, sampling.WAVES * sampling.RESIDENT * 132)
+        assert rows * splits >= min(rows * -(-vocab // sampling.BLOCK), sampling.WAVES * sampling.RESIDENT * 132 // 2)
 
 
 def test_min_p_reference_samples_the_truncated_distribution():
@@ -354,11 +354,11 @@ def test_bench_gpu_kernel_cases_run_on_the_cpu():
     """`python -m lab bench gpu --kernels`'s cases, small: every kernel (interpreted) agrees with its reference."""
     from lab.bench.gpu import agree, kernel_cases
 
-    cases = kernel_cases("cpu", rows=2, vocab=300, small=200, k=2, window=6, columns=100, tree=8)
-    assert len(cases) == 12
+    cases = kernel_cases("cpu", rows=2, vocab=300, small=200, k=2, window=6, columns=100, tree=8, long=160)
+    assert len(cases) == 14
     for name, shape, nbytes, kernel, reference, tolerance in cases:
         assert agree(kernel(), reference(), tolerance), name
-    assert [c[5] for c in cases] == [None] * 6 + [2e-2] * 2 + [5e-2, None, 5e-2, 5e-2]  # bfloat16 rows only
+    assert [c[5] for c in cases] == [None] * 6 + [2e-2] * 4 + [5e-2, None, 5e-2, 5e-2]  # bfloat16 rows only
     assert not agree((torch.tensor([1, 2]), torch.ones(2)), (torch.tensor([1, 3]), torch.ones(2)))
     assert not agree(torch.ones(2), torch.ones(2) + 1e-3)
     assert agree(torch.ones(2), torch.ones(2) + 1e-2, 2e-2) and not agree(torch.ones(2), torch.ones(2) + 0.1, 2e-2)

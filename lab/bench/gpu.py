@@ -204,10 +204,11 @@ def decoder_cases(device: str, g: torch.Generator, hidden: int = 576, intermedia
 
 
 def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, small: int = 49152, k: int = 8,
-                 window: int = 32, columns: int = 4096, tree: int = 64) -> list[tuple]:
+                 window: int = 32, columns: int = 4096, tree: int = 64, long: int = 32768) -> list[tuple]:
     """(name, shape, bytes it must move, kernel, reference, tolerance) for each Triton kernel, on random inputs;
     `small` is the default model's vocabulary, `window` a dLLM window's rows, `columns` the cache columns attention
-    reads and `tree` the tokens it verifies. The tolerance: None (`agree`'s exact-ish default) or an absolute one
+    reads, `tree` the tokens it verifies and `long` a long context's columns (where split-K decode attention is for:
+    its keys and values, not launches, then decide the time). The tolerance: None (`agree`'s exact-ish default) or an absolute one
     (bfloat16 attention)."""
     from ..kernels import bitmask, dllm_commit, rejection, sampling, topk_topp
 
@@ -245,6 +246,8 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
              lambda: dllm_commit.commit_rows_reference(scores[:window], masked, 0.9), None),
             attention_case("tree attention decode", device, g, 9, 3, 64, 1, columns),  # SmolLM2's shape
             attention_case("tree attention verify", device, g, 32, 8, 128, tree, columns),  # Llama-8B's
+            attention_case("tree attention decode, long context", device, g, 32, 8, 128, 1, long),
+            attention_case("tree attention verify, long context", device, g, 32, 8, 128, tree, long),
             *decoder_cases(device, g)]
 
 
