@@ -1,0 +1,52 @@
+"""Where a captured graph's GPU time goes, kernel by kernel (torch.profiler, 10 replays), for the graphs a
+speculative round replays on the default model: the target's verification of a chain (8 new tokens) and the
+4-layer FastDraft's burst of 4 greedy steps with their probabilities.
+
+    python scripts/profile_graph_kernels.py [--suite .whl/chat_suite.jsonl] [--top 18]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from lab.api import Lab
+from lab.backends.fast import graphs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", default=".whl/chat_suite.jsonl")
+    ap.add_argument("--top", type=int, default=18)
+    args = ap.parse_args()
+    lab = Lab("default", device="cuda", dtype=torch.bfloat16, backend="fast")
+    rows = [json.loads(line) for line in open(args.suite) if line.strip()][:3]
+    for r in rows:
+        lab.generate("sps", r["prompt"], chat=r["chat"], max_new_tokens=96)
+    for slab in [o for o in gc.get_objects() if isinstance(o, graphs.Slab)]:
+        layers = len(slab.weights.layers)
+        for key, g in (slab.graphs or {}).items():
+            name = tuple(len(x) if isinstance(x, tuple) else x for x in key)
+            draft_burst = name[0] == "burst" and layers < 30 and name[3] == 4
+            verify = name[0] != "burst" and layers == 30 and name[1] == 8
+            if not (draft_burst or verify):
+                continue
+            for _ in range(3):
+                g.graph.replay()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(10):
+                    g.graph.replay()
+                torch.cuda.synchronize()
+            kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+            total = sum(e.self_device_time_total for e in kernels) / 10
+            print(f"== {layers} layers, graph {name}: {total:.1f} us of kernels a replay")
+            for e in kernels[:args.top]:
+                print(f"   {e.self_device_time_total / 10:8.1f} us  {e.count / 10:5.1f} calls  {e.key[:100]}")
+
+
+if __name__ == "__main__":
+    main()
