@@ -6,8 +6,8 @@
 Each DIR is an exported draft (python -m lab train fastdraft --export DIR). On the default model, for held-out
 chat prompts (the --val file's questions, or the spec bench suite's chat prompts; chat template), one process and the same backend for all: the
 target's greedy tokens/s, each draft's own greedy tokens/s (`draft_cost`: their ratio, prompts and per-call work
-included), `draft_step_cost` (a decode step of the draft over one of the target, after a prompt: the draft cost c of
-"Decoding Speculative Decoding"),
+included), `draft_step_cost` (a step of the draft's chain, tokens and probabilities as sps drafts them, over a greedy decode
+step of the target, after a prompt: the draft cost c of "Decoding Speculative Decoding"),
 and `sps` with that draft: tokens/s, tokens per target forward, and the median speedup over greedy measured
 prompt by prompt. Prints a table last and writes JSON.
 """
@@ -35,9 +35,10 @@ def timed(lab_, method: str, prompt: str, tokens: int, **opts):
     return result, time.perf_counter() - start
 
 
-def seconds_a_token(backend, ids: list[int], tokens: int = 64, repeats: int = 7) -> float:
+def seconds_a_token(backend, ids: list[int], tokens: int = 64, repeats: int = 7, chain: bool = False) -> float:
     """A greedy decode step's seconds on `backend` after a prompt (bursts of 8 on a GPU; no prefill, no host work
-    of a method): the draft cost's numerator or denominator."""
+    of a method): the draft cost's numerator or denominator. `chain`: with each token's probability
+    (`greedy_chain`, what a draft runs in sps at T = 0), else tokens only (`greedy_run`, what greedy runs)."""
     fork = backend.fork()
     fork.prefill(ids)
     times = []
@@ -47,7 +48,7 @@ def seconds_a_token(backend, ids: list[int], tokens: int = 64, repeats: int = 7)
         start = time.perf_counter()
         token = ids[-1]
         for _ in range(tokens // 8):
-            token = fork.greedy_run(token, 8)[-1]
+            token = (fork.greedy_chain(token, 8)[0] if chain else fork.greedy_run(token, 8))[-1]
         torch.cuda.synchronize() if torch.cuda.is_available() else None
         times.append((time.perf_counter() - start) / tokens)
     return statistics.median(times[2:])
@@ -102,7 +103,7 @@ def main() -> None:
                      "val_greedy_acceptance": about["validation"].get("greedy_acceptance"),
                      "val_t1_acceptance": about["validation"].get("t1_acceptance"),
                      "draft_cost": round(greedy_tps / own_tps, 3),
-                     "draft_step_cost": round(seconds_a_token(target._drafts[name], ids) / target_step, 3),
+                     "draft_step_cost": round(seconds_a_token(target._drafts[name], ids, chain=True) / target_step, 3),
                      "sps_tokens_per_s": round(sps_tps, 1),
                      "tokens_per_forward": round(statistics.mean(m["tokens_per_forward"] for m in metrics), 3),
                      "sps_speedup_median": round(statistics.median(speedups), 3),
