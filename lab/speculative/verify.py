@@ -11,8 +11,8 @@ target distribution exactly when the children were drawn i.i.d. from q, or are f
 `greedy_tree` reads each row's argmax back and walks the tree on the host. `rejection_tree` is batched tensor
 operations on the device (named as vLLM's rejection sampler names them: accepted, recovered, bonus) that read one
 small tensor back; `verify_stochastic` walks the tree node by node and is kept as the reference the tests compare
-it with. A node past `tree.rows` has no row of its own (it was drafted
-while the target ran): it can be accepted, but the target says nothing after it (no bonus).
+it with. A node past `tree.rows` has no row of its own (it was drafted while the target ran): it can be accepted,
+but the target says nothing after it (no bonus).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class Verdict:
         return tokens, origins
 
 
-# -- on the device ---------------------------------------------------------------------------------------
+# -- the verifiers: greedy on the host, rejection sampling on the device -------------------------------------
 def _on_path(tree: Tree, first: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(deepest node whose every ancestor passed, its depth; 0 when no child of the root passed)."""
     shape = buffers(tree.parents, device)
