@@ -1,10 +1,11 @@
-"""One token's matrix-vector products with the elementwise step before each fused in: y = W f(x) (+ b).
+"""A few tokens' matrix-vector products with the elementwise step before each fused in: y = W f(x) (+ b).
 
 At batch one a small model's products are too small for a matrix-multiply library's tiles (cuBLAS: about 4 us for a
 576 x 960 product that moves 1 MB), and the norm or activation before each is a kernel of its own. Here every
-program loads the whole input row once (K <= 16384), applies the prologue, and computes BLOCK_N outputs from its rows of
+program loads one whole input row (K <= 2048), applies the prologue, and computes BLOCK_N outputs from its rows of
 W (row-major, nn.Linear's layout) in one pass, accumulating in float32; the result is rounded once to the model's
-dtype, as cuBLAS rounds its accumulator. Prologues (`prologue`):
+dtype, as cuBLAS rounds its accumulator. M input rows run as M rows of programs, each row computed exactly as a
+one-row call computes it (W's tile is read once per row, the repeats from the L2). Prologues (`prologue`):
 - "none": y = W x;
 - "norm": s = x + delta (rounded; written to `total` by program 0) or s = x, then y = W (RMSNorm(s) * norm_weight),
   rounded as `rms_norm.add_rms_norm` rounds (the residual add and the next norm of a decoder layer, Zhang & Sennrich,
@@ -32,7 +33,7 @@ MAX_K = 2048  # the whole row in one program's registers; larger rows (8B shapes
 
 
 def gemv_reference(x, weight, bias=None, prologue="none", delta=None, norm_weight=None, eps=1e-6):
-    """(y [1, N], the residual sum s for prologue "norm" with a delta, else None)."""
+    """(y [M, N], the residual sum s for prologue "norm" with a delta, else None)."""
     total = None
     if prologue == "norm":
         total = None if delta is None else x + delta
@@ -46,7 +47,11 @@ if triton is not None:
     @triton.jit
     def _gemv(x, delta, total, norm_weight, weight, bias, out, n, eps, K: tl.constexpr, PROLOGUE: tl.constexpr,
               HAS_DELTA: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        pid = tl.program_id(0)
+        pid, m = tl.program_id(0), tl.program_id(1)  # a block of outputs, an input row
+        x += m * (2 * K if PROLOGUE == 2 else K)
+        delta += m * K
+        total += m * K
+        out += m * n
         k = tl.arange(0, BLOCK_K)
         inside = k < K
         dtype = out.dtype.element_ty
@@ -81,18 +86,19 @@ def fits(k: int) -> bool:
 
 
 def gemv(x, weight, bias=None, prologue="none", delta=None, norm_weight=None, eps=1e-6):
-    """`gemv_reference`'s contract for one row x [1, K] ([1, 2 K] for "silu"); the Triton kernel on CUDA."""
+    """`gemv_reference`'s contract for M rows x [M, K] ([M, 2 K] for "silu"); the Triton kernel on CUDA."""
     n, k = weight.shape
-    if not triton_ready(x) or x.shape[0] != 1 or not fits(k) or not weight.is_contiguous():
+    if not triton_ready(x) or not fits(k) or not weight.is_contiguous():
         return gemv_reference(x, weight, bias, prologue, delta, norm_weight, eps)
-    out = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    rows = x.shape[0]
+    out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     total = torch.empty_like(x) if delta is not None else None
     block_k = triton.next_power_of_2(k)
     block_n = max(1, 4096 // block_k)
     warps = 4 if block_k <= 2048 else min(16, block_k // 512)
-    _gemv[(triton.cdiv(n, block_n),)](x.contiguous(), delta if delta is not None else x, total if total is not None
-                                      else x, norm_weight if norm_weight is not None else x, weight,
-                                      bias if bias is not None else weight, out, n, eps, K=k,
-                                      PROLOGUE=PROLOGUES[prologue], HAS_DELTA=delta is not None,
-                                      HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)
+    _gemv[(triton.cdiv(n, block_n), rows)](
+        x.contiguous(), delta.contiguous() if delta is not None else x, total if total is not None else x,
+        norm_weight if norm_weight is not None else x, weight, bias if bias is not None else weight, out, n, eps, K=k,
+        PROLOGUE=PROLOGUES[prologue], HAS_DELTA=delta is not None, HAS_BIAS=bias is not None, BLOCK_N=block_n,
+        BLOCK_K=block_k, num_warps=warps)
     return out, total

@@ -19,7 +19,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 assert os.environ.get("TRITON_INTERPRET") != "1", "compiles only without the interpreter"
-from lab.kernels import bitmask, dllm_commit, rejection, sampling, tree_attention  # noqa: E402
+from lab.kernels import bitmask, dllm_commit, gemv, rejection, sampling, tree_attention  # noqa: E402
 
 TOOL = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
@@ -79,7 +79,18 @@ def kernels() -> list[tuple]:
             *[(f"chain rejection{'' if q else ' fixed drafts'}", rejection._chain, chain,
                {"k": 8, "vocab": 49152, "HAS_Q": q, "KS": 8, "BLOCKS": 16, "BLOCK": block}, warps, 3)
               for q in (True, False)],
-            *min_p(64, 128256), *attention(1, 9, 3, 64), *attention(1, 32, 8, 128), *attention(64, 32, 8, 128)]
+            *min_p(64, 128256), *attention(1, 9, 3, 64), *attention(1, 32, 8, 128), *attention(64, 32, 8, 128),
+            *matrix_vector()]
+
+
+def matrix_vector() -> list[tuple]:
+    """`gemv.gemv` at SmolLM2's shape, bfloat16: the norm + QKV product (576 -> 960) and silu + down (1,536 -> 576)."""
+    args = {name: "*bf16" for name in ("x", "delta", "total", "norm_weight", "weight", "bias", "out")}
+    args |= {"n": "i32", "eps": "fp32"}
+    return [("gemv norm", gemv._gemv, args, {"K": 576, "PROLOGUE": 1, "HAS_DELTA": True, "HAS_BIAS": False,
+                                            "BLOCK_N": 4, "BLOCK_K": 1024}, 4, 3),
+            ("gemv silu", gemv._gemv, args, {"K": 1536, "PROLOGUE": 2, "HAS_DELTA": False, "HAS_BIAS": False,
+                                            "BLOCK_N": 2, "BLOCK_K": 2048}, 4, 3)]
 
 
 def min_p(rows: int, vocab: int) -> list[tuple]:

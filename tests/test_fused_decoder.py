@@ -71,11 +71,12 @@ def close(a, b):  # logits of about 10: float32 sums in another order
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), (a - b).abs().max()
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_the_fused_forward_matches_the_hf_backend(arch):
+@pytest.mark.parametrize("arch,gemv_rows", [("llama", 1), ("qwen2", 1), ("llama", 8)])
+def test_the_fused_forward_matches_the_hf_backend(arch, gemv_rows):
+    """Every kind of forward; with gemv_rows 8 the trees and chains of up to 8 tokens take the matrix-vector path."""
     model = tiny(arch, vocab_size=96, layers=2, hidden=128, heads=2, seed=4)  # head_dim 64, grouped queries
     hf, fast = HFBackend(model), FastBackend(model)
-    fast.w.fused = True
+    fast.w.fused, fast.w.gemv_rows = True, gemv_rows
     try:
         close(hf.prefill([1, 2, 3, 4, 5]), fast.prefill([1, 2, 3, 4, 5]))
         close(hf.forward([6, 7, 8]).logits, fast.forward([6, 7, 8]).logits)
@@ -88,7 +89,7 @@ def test_the_fused_forward_matches_the_hf_backend(arch):
         close(hf.forward([3], visible=visible).logits, fast.forward([3], visible=visible).logits)
         close(hf.forward([4, 5, 6], among="block").logits, fast.forward([4, 5, 6], among="block").logits)
     finally:
-        fast.w.fused = False
+        fast.w.fused, fast.w.gemv_rows = False, 1
 
 
 def test_graph_inputs_build_the_eager_mask():
@@ -145,3 +146,25 @@ def test_gemv_is_the_reference(dtype, prologue, delta, bias):
     tolerance = 1e-4 if dtype == torch.float32 else 0.07  # sums of 600 terms near 5: a bfloat16 step is 0.03
     torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=tolerance)
     assert (total is None) == (want_total is None) and (total is None or torch.equal(total, want_total))
+
+
+@pytest.mark.parametrize("prologue,delta", [("none", False), ("norm", True), ("silu", False)])
+def test_gemv_rows_are_one_row_calls(prologue, delta):
+    """M rows in one call give, bit for bit, what M one-row calls give (the residual sums too): a chain verified
+    through the matrix-vector path rounds each row as a decode step rounds it."""
+    from lab.kernels import gemv
+
+    g = torch.Generator().manual_seed(5)
+    k, n, rows = 600, 37, 5
+    x = torch.randn(rows, 2 * k if prologue == "silu" else k, generator=g).to(torch.bfloat16)
+    d = torch.randn(rows, k, generator=g).to(torch.bfloat16) if delta else None
+    weight = (torch.randn(n, k, generator=g) / 5).to(torch.bfloat16)
+    norm = (torch.rand(k, generator=g) + 0.5).to(torch.bfloat16) if prologue == "norm" else None
+    got, total = gemv.gemv(x, weight, None, prologue, d, norm, 1e-5)
+    assert got.shape == (rows, n)
+    for r in range(rows):
+        one, one_total = gemv.gemv(x[r:r + 1], weight, None, prologue, None if d is None else d[r:r + 1], norm, 1e-5)
+        assert torch.equal(got[r:r + 1], one), r
+        assert (total is None and one_total is None) or torch.equal(total[r:r + 1], one_total), r
+    want, _ = gemv.gemv_reference(x, weight, None, prologue, d, norm, 1e-5)
+    torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=0.07)

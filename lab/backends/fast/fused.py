@@ -3,8 +3,10 @@
 Per layer: the fused query-key-value product, rotary embedding with the KV-cache write (`rope_and_cache`), tree /
 split-K attention over the static cache (`tree_attention`), the output product, the residual add with the next
 RMSNorm (`add_rms_norm`), the gate-and-up product, `silu_mul`, the down product; the MLP's residual add is fused
-into the next layer's norm. For one new token (a decode step) `one_row` goes further: each layer product is a
-`gemv` kernel with the norm or the activation before it fused in, seven kernels a layer. At batch one a small
+into the next layer's norm. For one new token (a decode step) `gemv_rows` goes further: each layer product is a
+`gemv` kernel with the norm or the activation before it fused in, seven kernels a layer; so it does for up to
+`w.gemv_rows` new tokens (1 by default: whether a chain's verification of up to 8 tokens is faster this way than
+through cuBLAS and the separate norm and activation kernels is not yet measured on a GPU). At batch one a small
 model's step is bound by the number of kernels launched, not by bytes (issue 8's profile: 1,213 kernels and 2.6 ms
 a step for SmolLM2-135M), so fewer kernels is the speed-up.
 The same arithmetic as `weights.step` (the reference, which the CPU runs), rounded the same way except inside
@@ -26,8 +28,8 @@ def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor,
                mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int,
                logits: bool = True) -> torch.Tensor | None:
     """`weights.step` without taps: float32 logits [k, V] (None if not `logits`), the cache written at `slots`."""
-    if ids.shape[0] == 1 and w.gemv:
-        return one_row(w, layers, ids, positions, slots, mask, keys, values, columns, logits)
+    if ids.shape[0] <= w.gemv_rows and w.gemv:
+        return gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits)
     x = w.embed[ids]
     _, normed = add_rms_norm(x, None, w.layers[layers[0]].norm, w.eps)
     for n, index in enumerate(layers):
@@ -42,10 +44,10 @@ def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor,
     return F.linear(normed, w.head).float() if logits else None
 
 
-def one_row(w, layers, ids, positions, slots, mask, keys, values, columns, logits=True):
-    """`fused_step` for one new token (decoding): every layer product is a `gemv` with the elementwise step before
-    it fused in (residual add and RMSNorm before the QKV and gate-up products, silu * up before the down product):
-    seven kernels a layer."""
+def gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits=True):
+    """`fused_step` for a few new tokens (decoding: one): every layer product is a `gemv` with the elementwise step
+    before it fused in (residual add and RMSNorm before the QKV and gate-up products, silu * up before the down
+    product): seven kernels a layer."""
     x, mlp = w.embed[ids], None
     for index in layers:
         lw = w.layers[index]

@@ -76,6 +76,7 @@ class Weights:
         self.fused = self.device.type == "cuda" and kernels_ready()  # `step` through the Triton kernels
         # ... and a decode step's products through the matrix-vector kernel (its rows fit in registers)
         self.gemv = all(gemv_fits(t.shape[1]) for lw in self.layers for t in (lw.qkv, lw.out, lw.gate_up, lw.down))
+        self.gemv_rows = 1  # forwards of up to this many new tokens take the matrix-vector path (fused.gemv_rows)
         self.rotary(min(self.max_positions or 8192, 32768))  # built once: captured graphs read these tables
 
     @staticmethod
