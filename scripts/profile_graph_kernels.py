@@ -2,7 +2,10 @@
 speculative round replays on the default model: the target's verification of a chain (8 new tokens) and the
 4-layer FastDraft's burst of 4 greedy steps with their probabilities.
 
-    python scripts/profile_graph_kernels.py [--suite .whl/chat_suite.jsonl] [--top 18]
+    python scripts/profile_graph_kernels.py [--suite .whl/chat_suite.jsonl] [--top 18] [--gemv-rows 8]
+
+`--gemv-rows 8` sends the target's forwards of up to 8 new tokens through the matrix-vector kernels (fused.gemv_rows)
+instead of cuBLAS: compare the verification graph's time with and without it.
 """
 from __future__ import annotations
 
@@ -21,8 +24,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default=".whl/chat_suite.jsonl")
     ap.add_argument("--top", type=int, default=18)
+    ap.add_argument("--gemv-rows", type=int, default=1)
     args = ap.parse_args()
     lab = Lab("default", device="cuda", dtype=torch.bfloat16, backend="fast")
+    lab.target.w.gemv_rows = args.gemv_rows
     rows = [json.loads(line) for line in open(args.suite) if line.strip()][:3]
     for r in rows:
         lab.generate("sps", r["prompt"], chat=r["chat"], max_new_tokens=96)
