@@ -1,7 +1,7 @@
 """The fast backend on a GPU (fused kernels, captured graphs) against the HF backend in float32, random weights of a
 real shape: the largest logit difference over every kind of forward, each forward run enough times to be replayed.
 
-    python scripts/check_fast_gpu.py [--shape smollm2]
+    python scripts/check_fast_gpu.py [--shape smollm2] [--gemv-rows 8]
 """
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from lab.bench.gpu import load
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="smollm2")
+    parser.add_argument("--gemv-rows", type=int, default=1, help="forwards of up to this many new tokens through the "
+                        "matrix-vector kernels (Weights.gemv_rows)")
     args = parser.parse_args()
     model, _, _ = load(f"random:{args.shape}", torch.float32)
     hf, fast = HFBackend(model), FastBackend(model)
+    fast.w.gemv_rows = args.gemv_rows
     print("fused:", fast.w.fused, "graphs:", fast.graphs)
     prompt = torch.randint(10, 1000, (300,), generator=torch.Generator().manual_seed(0)).tolist()
     worst: dict[str, float] = {}
