@@ -4,7 +4,7 @@ Every speculative method runs here, one prompt (a batch of one) or B prompts at 
 says what is new about its proposals, a verifier says what is accepted (exact by default: greedy at T = 0,
 multi-round rejection sampling at T > 0; fuzzy-sd plugs in a lossy one), the backend keeps each row's accepted
 path (lookahead-reasoning runs rounds of whole steps instead: steps.py). Per step the host reads back one small
-tensor per row: what was accepted.
+tensor per row: the argmax of every scored node at T = 0, what was accepted at T > 0.
 """
 from __future__ import annotations
 
