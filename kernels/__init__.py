@@ -11,8 +11,9 @@ tokens' grouped-query attention over a static KV cache under a tree mask, split-
 verification); and the fast backend's fused forward: `rms_norm.add_rms_norm` (residual add and RMSNorm),
 `rope_cache.rope_and_cache` (rotary embedding with the KV-cache write), `silu_mul.silu_mul` (SwiGLU's product), each
 rounding as its torch reference does (`rounding.to_dtype`), and `gemv.gemv` (a decode step's products with the norm
-or activation before them). `commit_rows` and `sample_min_p`, whose last program merges the others' partials,
-take their counters from `counters` (kept per stream; the kernel sets them back to 0). The tests run every kernel in
+or activation before them). `commit_rows`, `sample_min_p`, `chain_rejection` and `tree_attention`, whose last
+program merges the others' partials, take their counters from `counters` (kept per stream or per captured graph; the
+kernel sets them back to 0). The tests run every kernel in
 Triton's interpreter on the CPU against its reference; `python -m lab bench gpu --kernels` times them against the
 references and the memory bandwidth.
 
@@ -21,7 +22,9 @@ hub) and would take this one for it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import torch
 
@@ -57,14 +60,21 @@ except ImportError:  # a CPU build of torch
 _COUNTERS: dict = {}
 
 
+_CAPTURE = threading.local()  # the counters of the graph this thread is capturing (`graph_counters`)
+
+
 def counters(device: torch.device, n: int) -> torch.Tensor:
     """At least n int32 zeros for a kernel's "last program merges" counters, which the kernel sets back to 0 before
     it ends, so no fill is launched per call. Eager: one buffer per (device, stream), kept (kernels on one stream run
     in order and each finds it zero; threads on separate streams never share one). While a CUDA graph is being
-    captured: fresh zeros (the fill is captured with it), the graph's own, as two graphs replayed on separate streams
-    must not share one either."""
+    captured: the graph's own (two graphs replayed on separate streams must not share one), zeroed before the capture
+    by `graph_counters`, else fresh zeros (the fill is then captured with the graph)."""
     if device.type == "cuda":
         if torch.cuda.is_current_stream_capturing():
+            own = getattr(_CAPTURE, "buffer", None)
+            index = torch.cuda.current_device() if device.index is None else device.index
+            if own is not None and own.device.index == index and own.numel() >= n:
+                return own
             return torch.zeros(n, dtype=torch.int32, device=device)
         key = (device.index, _raw_stream(device.index))
     else:  # Triton's interpreter
@@ -81,3 +91,15 @@ def vocab_blocks(vocab: int) -> tuple[int, int, int]:
     thread."""
     block = min(4096, max(128, 1 << max(0, (-(-vocab // 8) - 1).bit_length())))
     return block, -(-vocab // block), max(1, min(8, block // 512))
+
+
+@contextlib.contextmanager
+def graph_counters(device: torch.device, n: int = 4096):
+    """Counters for the graph this thread captures inside the block, yielded: allocated and zeroed here, before the
+    capture, so the graph records no fill. Kernels in one graph run in order on one stream and set them back to 0, so
+    they share them; the caller keeps them alive as long as the graph."""
+    _CAPTURE.buffer = own = torch.zeros(n, dtype=torch.int32, device=device)
+    try:
+        yield own
+    finally:
+        _CAPTURE.buffer = None

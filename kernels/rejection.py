@@ -12,14 +12,15 @@ rows at V = 49152). Each finds the row's first rejection from the k drafted entr
 block of p_r, q_r (rejected rows only) and the noise once: the race's best w / E (division rounded as torch's) and
 its first argmax, and whether max(p - q, 0) is positive anywhere in the block (the residual's sum is positive if and
 only if an entry is: no sum, so no order to match). The last program of a row (an acq_rel counter) takes the first
-block holding the best; if the row was rejected and its residual is zero everywhere (p <= q: rejection had
-probability 0), it runs the race on p itself, one pass over the row. Bytes: p, q and the noise once, 3 V a row.
+block holding the best and sets the counter back to 0 (`kernels.counters`: no fill a call); if the row was rejected
+and its residual is zero everywhere (p <= q: rejection had probability 0), it runs the race on p itself, one pass
+over the row. Bytes: p, q and the noise once, 3 V a row.
 """
 from __future__ import annotations
 
 import torch
 
-from . import triton_ready, vocab_blocks
+from . import counters, triton_ready, vocab_blocks
 
 try:
     import triton
@@ -89,6 +90,7 @@ if triton is not None:
         tl.store(partial_token + 2 * n + slot, part * BLOCK + tl.argmax(ratio, 0))
         tl.debug_barrier()  # every thread's stores before the release
         if tl.atomic_add(finished + row, 1, sem="acq_rel") == blocks - 1:  # the row's last program
+            tl.store(finished + row, 0)  # no other program touches it again: zero for the next launch on this stream
             b = row * blocks + tl.arange(0, BLOCKS)
             ours = b < (row + 1) * blocks
             best = tl.load(partial + b, mask=ours, other=-float("inf"), volatile=True)
@@ -125,7 +127,7 @@ def chain_rejection(drafts, draft_probs, target_probs, uniforms, noise):
     tokens = torch.empty(rows, k + 1, dtype=torch.long, device=device)
     accepted = torch.empty(rows, dtype=torch.long, device=device)
     partial = torch.empty(3 * rows * blocks, dtype=torch.float32, device=device)
-    finished = torch.zeros(rows, dtype=torch.int32, device=device)
+    finished = counters(device, rows)  # kept per stream, set back to 0 by the kernel: no fill a call
     q = draft_probs.contiguous() if draft_probs is not None else target_probs  # unused when there is no q
     _chain[(rows, blocks)](drafts.contiguous(), q, target_probs.contiguous(), uniforms.contiguous(),
                            noise.contiguous(), tokens, accepted, partial, partial.view(torch.int32), finished, blocks,

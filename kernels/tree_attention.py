@@ -11,7 +11,8 @@ each key/value tile is loaded once for all the heads that share it; the program 
 split's column tiles in float32 and writes its running max, sum and unnormalised accumulator to float32 scratch (one
 split: the output itself). Where a block's partials are small (`merging`: decodes, small trees) the block's last
 split to finish (an acq_rel counter, the split-K semaphore pattern) merges them and writes the output in q's dtype:
-one launch (a SmolLM2 decode at C = 4096: 192 programs, 64 splits of 64 columns, 3 live rows merged in 2 steps).
+one launch (a SmolLM2 decode at C = 4096: 192 programs, 64 splits of 64 columns, 3 live rows merged in 2 steps);
+it sets the counter back to 0, so the counters are kept (`kernels.counters`) and no fill is launched a call.
 Else a second kernel merges, 32 (output row, split) pairs a step (4 rows of 8 when verifying 64 tokens), which
 spreads a large merge over many programs. The split count depends only on the shapes and the SM count (`plan`: about
 two programs per SM), never on the data: the call has no host sync and can be captured in a CUDA graph. Masked
@@ -26,7 +27,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from . import triton_ready
+from . import counters as kernels_counters, triton_ready
 
 try:
     import triton
@@ -172,7 +173,10 @@ if triton is not None:
             tl.store(scratch + n * (D + 1) + slot, total, mask=live)
             if MERGE:  # the block's last split merges its rows, MERGE_M at a time
                 tl.debug_barrier()  # every thread's stores before the release
-                if tl.atomic_add(finished + kv * tl.num_programs(1) + block, 1, sem="acq_rel") == splits - 1:
+                counter = finished + kv * tl.num_programs(1) + block
+                if tl.atomic_add(counter, 1, sem="acq_rel") == splits - 1:
+                    tl.atomic_add(counter, -splits, sem="relaxed")  # every split has counted: back to 0 for the next
+                    # launch on this stream (an atomic: a plain store made the decode kernel for 32 heads spill)
                     r = block * BLOCK_M
                     end = tl.minimum(r + BLOCK_M, rows)
                     while r < end:
@@ -235,7 +239,7 @@ def tree_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, ma
     scratch = finished = out  # one split writes the output itself
     if count > 1:
         scratch = torch.empty(floats, dtype=torch.float32, device=q.device)
-        finished = scratch if second else torch.zeros(counters, dtype=torch.int32, device=q.device)
+        finished = scratch if second else kernels_counters(q.device, counters)  # kept, no fill a call
     q, keys, values, mask = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, keys, values, mask))
     seen = mask.view(torch.int8)
     _attend[grid](q, keys, values, seen, out, scratch, finished, k, columns, count, dim ** -0.5 * LOG2E,

@@ -115,6 +115,21 @@ def test_graph_inputs_build_the_eager_mask():
         assert inputs.positions[:n].tolist() == list(range(length, length + n))
 
 
+def test_chain_inputs_build_the_same_mask():
+    """A burst's inputs (`chain`: one token, nothing hidden) build their mask in one comparison: the one the general
+    rule builds from the same writes; they refuse a hidden column."""
+    from lab.backends.fast.graphs import Inputs
+
+    general, chain = Inputs(1, 32, 31, torch.device("cpu")), Inputs(1, 32, 31, torch.device("cpu"), chain=True)
+    one = torch.ones(1, 1, dtype=torch.bool)
+    for length in (0, 1, 7, 30):
+        for inputs in (general, chain):
+            inputs.write([5], torch.tensor([length]), length, one, None)
+        assert torch.equal(chain.mask(), general.mask()) and chain.mask().sum() == length + 1
+    with pytest.raises(ValueError):
+        chain.write([5], torch.tensor([3]), 3, one, torch.ones(3, dtype=torch.bool))
+
+
 def test_chunked_prefill_matches_the_hf_backend():
     """On a GPU the prompt goes through the graphs in chunks of 64 tokens: the same cache and logits."""
     model = tiny("llama", vocab_size=96, layers=2, seed=5)

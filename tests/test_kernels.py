@@ -97,6 +97,21 @@ def test_chain_rejection_kernel_over_several_blocks(drawn, vocab):
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
+def test_chain_rejection_kernel_again():
+    """Calls in a row over several blocks, row counts interleaved: each row's last program sets its kept counter
+    (kernels.counters) back to 0, so every call takes each row's result once, after all its blocks."""
+    g = torch.Generator().manual_seed(5)
+    for rows in (6, 6, 9, 4, 9):
+        p = (torch.randn(rows, 3, 700, generator=g) * 2).softmax(-1)
+        q = (torch.randn(rows, 2, 700, generator=g) * 2).softmax(-1)
+        drafts = torch.multinomial(q.reshape(-1, 700), 1, generator=g).reshape(rows, 2)
+        u, e = torch.rand(rows, 2, generator=g), noise(rows, 700, g)
+        want = rejection.chain_rejection_reference(drafts, q, p, u, e)
+        got = rejection.chain_rejection(drafts, q, p, u, e)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), rows
+    assert not kernels.counters(torch.device("cpu"), 16).any()
+
+
 def test_chain_rejection_keeps_the_target_distribution():
     """Two drafts from q far from p: the first committed token follows p_0, and the second (after an accepted
     first draft) follows p_1, with many rejections, recovered tokens and bonus tokens on the way."""
@@ -456,6 +471,21 @@ def test_tree_attention_merges_in_the_kernel_or_in_a_second():
         assert count == splits and tree_attention.merging(count, block_m, 51, 64) == (fused, 16, 8)
         got = tree_attention.tree_attention(q, keys, values, mask, block=block, splits=splits)
         assert torch.equal(got[2], torch.zeros(6 * 64)) and torch.allclose(got, want, atol=1e-5, rtol=0), fused
+
+
+def test_tree_attention_again_and_interleaved():
+    """Calls in a row and shapes interleaved, merged in the kernel: each block's last split sets its kept counter
+    (kernels.counters) back to 0, so every call merges each block once, after all its splits."""
+    g = torch.Generator().manual_seed(21)
+    for k, columns, splits in ((3, 300, 5), (3, 300, 5), (5, 192, 3), (3, 300, 5), (1, 256, 4), (5, 192, 3)):
+        q, keys, values = attention_inputs(k, columns, 6, 2, torch.float32, g)
+        mask = tree_mask(k, columns, g)
+        block_m, _, count, _ = tree_attention.plan(k, columns, 6, 2, block=(16, 32), splits=splits)
+        assert count == splits and tree_attention.merging(count, block_m, k * 3, 64)[0]
+        got = tree_attention.tree_attention(q, keys, values, mask, block=(16, 32), splits=splits)
+        want = tree_attention.tree_attention_reference(q, keys, values, mask)
+        assert torch.allclose(got, want, atol=1e-5, rtol=0), (k, columns, splits)
+    assert not kernels.counters(torch.device("cpu"), 64).any()
 
 
 @pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (32, 8, 128)])

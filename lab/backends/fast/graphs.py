@@ -12,7 +12,7 @@ import threading
 
 import torch
 
-from ...kernels import triton_ready
+from ...kernels import graph_counters, triton_ready
 from ...kernels.dllm_commit import commit_rows
 from .weights import Weights, step
 
@@ -31,11 +31,12 @@ class Inputs:
     Ids, positions, cache slots and the cache length travel in one (pinned) host buffer, the [k, k] tree mask in
     another, each copied to the device without a host sync; `mask()` builds the [k, columns] attention mask on the
     device from them (the first `length` columns minus those a `visible` argument hid, then the tree over the new
-    columns), so it can run inside the graph. Rows past the n real tokens are padding: they write to the `scratch`
-    column and their outputs are never read."""
+    columns), so it can run inside the graph; with `chain` (a burst's inputs: one token, nothing hidden) the mask is
+    one comparison, the columns up to the new one. Rows past the n real tokens are padding: they write to the
+    `scratch` column and their outputs are never read."""
 
-    def __init__(self, k: int, columns: int, scratch: int, device: torch.device):
-        self.k, self.columns, self.scratch = k, columns, scratch
+    def __init__(self, k: int, columns: int, scratch: int, device: torch.device, chain: bool = False):
+        self.k, self.columns, self.scratch, self.chain = k, columns, scratch, chain
         pinned = torch.device(device).type == "cuda"
         self.host = torch.zeros(3 * k + 1, dtype=torch.long)
         self.host_tree = torch.zeros(k, k, dtype=torch.bool)
@@ -69,6 +70,8 @@ class Inputs:
 
     def mask(self) -> torch.Tensor:
         length, k = self.meta[3 * self.k], self.k
+        if self.chain:  # one new token in the next column, nothing hidden: one comparison (a burst's steps)
+            return (self.cols <= length)[None]
         offset = self.cols - length
         new = (offset >= 0) & (offset < k)
         return ((self.cols < length) & ~self.hide) | (self.tree[:, offset.clamp(0, k - 1)] & new)
@@ -78,6 +81,8 @@ class Inputs:
         """n new tokens at host `positions` [n] into cache columns length..length+n-1, seeing the first `length`
         columns (or those `visible` [length] / [n, length] shows) and each other by `among` [n, n] (host bool)."""
         n, k = len(tokens), self.k
+        if self.chain and (n != 1 or visible is not None):
+            raise ValueError("a chain's inputs take one token and hide nothing")
         if self.copied is not None:
             self.copied.synchronize()  # the last call's copies have left the pinned buffers
         numbers = self.numbers
@@ -127,9 +132,10 @@ def capture(run, pool, before=lambda: None):
                 run()
         graph = torch.cuda.CUDAGraph()
         # thread_local: the other thread may launch and allocate on its own stream while this one captures (the
-        # default, "global", would forbid that)
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=pool, stream=stream,
-                                                      capture_error_mode="thread_local"):
+        # default, "global", would forbid that). The graph's kernel counters are zeroed before the capture, not in it.
+        with graph_counters(torch.device("cuda", torch.cuda.current_device())) as graph.counters, \
+                torch.inference_mode(), torch.cuda.graph(graph, pool=pool, stream=stream,
+                                                         capture_error_mode="thread_local"):
             out = run()
         torch.cuda.current_stream().wait_stream(stream)
     return graph, out
@@ -163,7 +169,7 @@ class Burst:
     def __init__(self, slab: "Slab", layers: list[int], columns: int, token: int, length: int, steps: int = BURST,
                  probs: bool = False):
         w = slab.weights
-        self.inputs = inputs = Inputs(1, columns, slab.capacity - 1, slab.keys.device)
+        self.inputs = inputs = Inputs(1, columns, slab.capacity - 1, slab.keys.device, chain=True)
 
         live = torch.ones(1, dtype=torch.bool, device=slab.keys.device)
         fused = probs and triton_ready(live)

@@ -8,6 +8,7 @@ over a static KV cache; the backend runs it eagerly or captures it in a CUDA gra
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +77,9 @@ class Weights:
         self.fused = self.device.type == "cuda" and kernels_ready()  # `step` through the Triton kernels
         # ... and a decode step's products through the matrix-vector kernel (its rows fit in registers)
         self.gemv = all(gemv_fits(t.shape[1]) for lw in self.layers for t in (lw.qkv, lw.out, lw.gate_up, lw.down))
-        self.gemv_rows = 1  # forwards of up to this many new tokens take the matrix-vector path (fused.gemv_rows)
+        # forwards of up to this many new tokens take the matrix-vector path (fused.gemv_rows); the environment's
+        # DECODING_LAB_GEMV_ROWS overrides the default, to measure another on a GPU without a code change
+        self.gemv_rows = int(os.environ.get("DECODING_LAB_GEMV_ROWS", "1"))
         self.rotary(min(self.max_positions or 8192, 32768))  # built once: captured graphs read these tables
 
     @staticmethod
