@@ -11,7 +11,7 @@ each key/value tile is loaded once for all the heads that share it; the program 
 split's column tiles in float32 and writes its running max, sum and unnormalised accumulator to float32 scratch (one
 split: the output itself). Where a block's partials are small (`merging`: decodes, small trees) the block's last
 split to finish (an acq_rel counter, the split-K semaphore pattern) merges them and writes the output in q's dtype:
-one launch (a SmolLM2 decode at C = 4096: 192 programs, 64 splits of 64 columns, 3 live rows merged in 2 steps);
+one launch (a SmolLM2 decode at C = 4096: 96 programs, 32 splits of 128 columns, 3 live rows merged in one step);
 it sets the counter back to 0, so the counters are kept (`kernels.counters`) and no fill is launched a call.
 Else a second kernel merges, 32 (output row, split) pairs a step (4 rows of 8 when verifying 64 tokens), which
 spreads a large merge over many programs. The split count depends only on the shapes and the SM count (`plan`: about
@@ -61,15 +61,19 @@ def plan(k: int, columns: int, heads: int, kv_heads: int, sms: int = 132, dtype:
     """(rows per block, columns per tile, splits, tiles per split), from the shapes and the SM count alone.
 
     Blocks of up to 64 flattened rows (16 in float32, whose full-precision dot runs on the CUDA cores and spills
-    beyond). The splits aim at 2 programs per SM over (kv head, row block, split), within a factor of about 1.5:
-    tiles of 64 columns, each split the power of two of tiles nearest to tiles / wanted splits (a compile-time trip
-    count, so few variants), none empty; a cache too short for 2/3 of that many tiles takes tiles of 32 or 16
-    columns. `block` (rows, columns) overrides the tile and `splits` the wanted count, rounded the same way (the
-    tests reach several splits of several tiles, and more splits than a merge step, on small shapes with them)."""
+    beyond). The splits aim at 2 programs per SM over (kv head, row block, split), within a factor of about 1.5; at
+    most 32 rows over at most 4096 columns (decoding, a chain's verification), 1 program per SM and tiles of at least
+    32 columns, which a sweep of the plans on the H200 found about 1 us a call faster inside a model's graph
+    (scripts/sweep_attention.py, results/sweep-attention-2026-12-01.json). Tiles of 64 columns, each split the power
+    of two of tiles nearest to tiles / wanted splits (a compile-time trip count, so few variants), none empty; a
+    cache too short for 2/3 of that many tiles takes tiles of 32 or 16 columns. `block` (rows, columns) overrides
+    the tile and `splits` the wanted count, rounded the same way (the tests reach several splits of several tiles,
+    and more splits than a merge step, on small shapes with them)."""
     rows = k * (heads // kv_heads)
     block_m, block_n = block or (min(16 if dtype == torch.float32 else 64, max(16, triton.next_power_of_2(rows))), 64)
-    wanted = splits or triton.cdiv(2 * sms, kv_heads * triton.cdiv(rows, block_m))
-    while block is None and block_n > 16 and 3 * triton.cdiv(columns, block_n) < 2 * wanted:
+    per_sm = 1 if rows <= 32 and columns <= 4096 else 2
+    wanted = splits or triton.cdiv(per_sm * sms, kv_heads * triton.cdiv(rows, block_m))
+    while block is None and block_n > 48 // per_sm and 3 * triton.cdiv(columns, block_n) < 2 * wanted:
         block_n //= 2  # short caches: narrower tiles, more splits
     tiles = max(1, triton.cdiv(columns, block_n))
     per = 1 << max(0, math.floor(math.log2(tiles / wanted) + 0.5))

@@ -115,19 +115,21 @@ def test_graph_inputs_build_the_eager_mask():
         assert inputs.positions[:n].tolist() == list(range(length, length + n))
 
 
-def test_chain_inputs_build_the_same_mask():
-    """A burst's inputs (`chain`: one token, nothing hidden) build their mask in one comparison: the one the general
-    rule builds from the same writes; they refuse a hidden column."""
-    from lab.backends.fast.graphs import Inputs
+def test_burst_inputs_are_single_steps():
+    """A burst's per-step inputs, built on the device in two kernels, are those of writing each step's token alone:
+    the position, cache column and length one further each step, and the general rule's mask."""
+    from lab.backends.fast.graphs import Inputs, burst_inputs
 
-    general, chain = Inputs(1, 32, 31, torch.device("cpu")), Inputs(1, 32, 31, torch.device("cpu"), chain=True)
     one = torch.ones(1, 1, dtype=torch.bool)
-    for length in (0, 1, 7, 30):
-        for inputs in (general, chain):
-            inputs.write([5], torch.tensor([length]), length, one, None)
-        assert torch.equal(chain.mask(), general.mask()) and chain.mask().sum() == length + 1
-    with pytest.raises(ValueError):
-        chain.write([5], torch.tensor([3]), 3, one, torch.ones(3, dtype=torch.bool))
+    for length, steps in ((0, 8), (5, 4), (27, 4), (30, 2)):
+        first = Inputs(1, 32, 31, torch.device("cpu"))
+        first.write([7], torch.tensor([length]), length, one, None)
+        ladder, masks = burst_inputs(first.meta, first.cols, torch.arange(steps)[:, None])
+        for i in range(steps):
+            alone = Inputs(1, 32, 31, torch.device("cpu"))
+            alone.write([7], torch.tensor([length + i]), length + i, one, None)
+            assert ladder[i].tolist() == [length + i] * 3 and ladder[i, :1].tolist() == alone.positions.tolist()
+            assert ladder[i, 1:2].tolist() == alone.slots.tolist() and torch.equal(masks[i:i + 1], alone.mask())
 
 
 def test_chunked_prefill_matches_the_hf_backend():

@@ -31,12 +31,11 @@ class Inputs:
     Ids, positions, cache slots and the cache length travel in one (pinned) host buffer, the [k, k] tree mask in
     another, each copied to the device without a host sync; `mask()` builds the [k, columns] attention mask on the
     device from them (the first `length` columns minus those a `visible` argument hid, then the tree over the new
-    columns), so it can run inside the graph; with `chain` (a burst's inputs: one token, nothing hidden) the mask is
-    one comparison, the columns up to the new one. Rows past the n real tokens are padding: they write to the
-    `scratch` column and their outputs are never read."""
+    columns), so it can run inside the graph. Rows past the n real tokens are padding: they write to the `scratch`
+    column and their outputs are never read."""
 
-    def __init__(self, k: int, columns: int, scratch: int, device: torch.device, chain: bool = False):
-        self.k, self.columns, self.scratch, self.chain = k, columns, scratch, chain
+    def __init__(self, k: int, columns: int, scratch: int, device: torch.device):
+        self.k, self.columns, self.scratch = k, columns, scratch
         pinned = torch.device(device).type == "cuda"
         self.host = torch.zeros(3 * k + 1, dtype=torch.long)
         self.host_tree = torch.zeros(k, k, dtype=torch.bool)
@@ -70,8 +69,6 @@ class Inputs:
 
     def mask(self) -> torch.Tensor:
         length, k = self.meta[3 * self.k], self.k
-        if self.chain:  # one new token in the next column, nothing hidden: one comparison (a burst's steps)
-            return (self.cols <= length)[None]
         offset = self.cols - length
         new = (offset >= 0) & (offset < k)
         return ((self.cols < length) & ~self.hide) | (self.tree[:, offset.clamp(0, k - 1)] & new)
@@ -81,8 +78,6 @@ class Inputs:
         """n new tokens at host `positions` [n] into cache columns length..length+n-1, seeing the first `length`
         columns (or those `visible` [length] / [n, length] shows) and each other by `among` [n, n] (host bool)."""
         n, k = len(tokens), self.k
-        if self.chain and (n != 1 or visible is not None):
-            raise ValueError("a chain's inputs take one token and hide nothing")
         if self.copied is not None:
             self.copied.synchronize()  # the last call's copies have left the pinned buffers
         numbers = self.numbers
@@ -108,6 +103,15 @@ class Inputs:
         elif self.hiding:
             self.hide.zero_()
             self.hiding = False
+
+
+def burst_inputs(meta: torch.Tensor, cols: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A burst's steps from one token's inputs `meta` ([id, position, slot, length]): each step's (position, cache
+    slot, length) [steps, 3], `offsets` [steps, 1] further than the first, and its mask [steps, columns], the columns
+    up to its own (nothing hidden). Two kernels for the whole burst, instead of a copy, an add and the general mask's
+    eleven small kernels every step."""
+    ladder = meta[1:4][None] + offsets
+    return ladder, cols[None] <= ladder[:, 2:3]
 
 
 CAPTURING = threading.Lock()  # one capture at a time in this process
@@ -169,27 +173,30 @@ class Burst:
     def __init__(self, slab: "Slab", layers: list[int], columns: int, token: int, length: int, steps: int = BURST,
                  probs: bool = False):
         w = slab.weights
-        self.inputs = inputs = Inputs(1, columns, slab.capacity - 1, slab.keys.device, chain=True)
+        self.inputs = inputs = Inputs(1, columns, slab.capacity - 1, slab.keys.device)
 
         live = torch.ones(1, dtype=torch.bool, device=slab.keys.device)
+        offsets = torch.arange(steps, device=slab.keys.device)[:, None]
         fused = probs and triton_ready(live)
 
         def run():
             tokens, beliefs = [], []
-            for _ in range(steps):
-                logits = step(w, layers, inputs.ids, inputs.positions, inputs.slots, inputs.mask(), slab.keys,
+            ladder, masks = burst_inputs(inputs.meta, inputs.cols, offsets)
+            ids = inputs.ids
+            for i in range(steps):  # step i: the last argmax at the next position, cache column and length
+                logits = step(w, layers, ids, ladder[i, :1], ladder[i, 1:2], masks[i:i + 1], slab.keys,
                               slab.values, columns)[0][0]
                 if fused:  # the argmax and its probability in one kernel over the row split in blocks (torch's
                     token, belief, _ = commit_rows(logits[None], live)  # argmax, max and logsumexp: 4 reductions
                     tokens.append(token[0])  # over one row, ~31 us on the H200; float32 sums: the probability
                     beliefs.append(belief[0])  # may differ from exp(max - logsumexp) in the last bits)
+                    ids = token[:1]
                 else:
                     tokens.append(logits.argmax())
+                    ids = tokens[-1].view(1)
                     if probs:  # the argmax's probability: exp(max - logsumexp)
                         row = logits.float()
                         beliefs.append((row.max() - row.logsumexp(-1)).exp())
-                inputs.meta[0].copy_(tokens[-1])  # the next step's token ...
-                inputs.meta[1:4].add_(1)  # ... at the next position, cache column and length
             if not probs:
                 return torch.stack(tokens)
             return torch.cat([torch.stack(tokens).double(), torch.stack(beliefs).double()])  # one readback
