@@ -175,8 +175,10 @@ class Burst:
         w = slab.weights
         self.inputs = inputs = Inputs(1, columns, slab.capacity - 1, slab.keys.device)
 
-        live = torch.ones(1, dtype=torch.bool, device=slab.keys.device)
-        offsets = torch.arange(steps, device=slab.keys.device)[:, None]
+        # tensors the graph reads are kept by the burst: freed with `run`'s closure after the capture, their memory
+        # would go to other tensors and the replays would read those (seen on the H200: cache slots out of range)
+        self.live = live = torch.ones(1, dtype=torch.bool, device=slab.keys.device)
+        self.offsets = offsets = torch.arange(steps, device=slab.keys.device)[:, None]
         fused = probs and triton_ready(live)
 
         def run():
