@@ -9,7 +9,9 @@ up front: there the budget picks the bucket a step runs in). On CUDA every step'
 in use when the step began is measured by the method itself (Step.info["memory_measured"], next to the model's
 estimate "memory_bytes"), and the node budget is calibrated on it; on the CPU nothing is measured (modelled only).
 The first steps run on the model's node budget, so a step over the budget before calibration is expected; the
-check is `over_after_calibration`: steps whose peak went over after the first measured one.
+check is `over_after_calibration`: steps whose peak went over after the first measured one. Steps that made a
+one-off allocation (a graph captured for a new bucket, a cache made: memory that stays allocated, Step.info
+"memory_one_off") are counted apart (`one_off_steps`, `max_one_off_bytes`), as the method does.
 
 Writes DIR/specmemo_memory.json: device, date, command; per backend and budget the per-step measured peak bytes,
 retained bytes, the model's estimate, node budget and tree size, tokens per forward, whether the tokens are
@@ -67,7 +69,8 @@ def plain_peak(lab_, prompt, tokens: int, device: str, opts) -> tuple[list[int],
 def one_run(lab_, prompt, tokens: int, mb: float, max_nodes: int, reference: list[int], opts) -> dict:
     result = lab_.generate("specmemo", prompt, max_new_tokens=tokens, memory_mb=mb, max_nodes=max_nodes, **opts)
     steps = [s for s in result.trace.steps if not s.prefill]
-    measured = [s.info["memory_measured"] for s in steps]
+    one_off = [bool(s.info.get("memory_one_off")) for s in steps]  # a graph captured, a cache made in the step
+    measured = [None if o else s.info["memory_measured"] for s, o in zip(steps, one_off)]
     first = next((i for i, m in enumerate(measured) if m is not None), len(steps))
     budget = mb * MB
     return {"identical": result.tokens == reference, "new_tokens": len(result.tokens),
@@ -78,6 +81,8 @@ def one_run(lab_, prompt, tokens: int, mb: float, max_nodes: int, reference: lis
             "node_budget": [s.info["node_budget"] for s in steps], "tree_size": [len(s.proposed) for s in steps],
             "max_measured_bytes": max((m for m in measured if m is not None), default=None),
             "max_measured_after_calibration": max((m for m in measured[first + 1:] if m is not None), default=None),
+            "one_off_steps": sum(one_off),
+            "max_one_off_bytes": max((s.info["memory_measured"] for s, o in zip(steps, one_off) if o), default=None),
             "over_budget_steps": sum(m is not None and m > budget for m in measured),
             "over_after_calibration": sum(m is not None and m > budget for m in measured[first + 1:])}
 
@@ -141,6 +146,7 @@ def main() -> None:
                            "max_measured_after_calibration": max(after, default=None),
                            "over_budget_steps": sum(r["over_budget_steps"] for r in runs),
                            "over_after_calibration": sum(r["over_after_calibration"] for r in runs),
+                           "one_off_steps": sum(r["one_off_steps"] for r in runs),
                            "steps": sum(len(r["tree_size"]) for r in runs)}
                 entry["budgets"][str(mb)] = {"summary": summary, "runs": runs}
                 table.append((kind, mb, summary))
@@ -154,7 +160,7 @@ def main() -> None:
     if "gauge_us_per_step" in out:
         print(f"gauge (reset + read the allocator's peak): {out['gauge_us_per_step']} us a step")
     print(f"{'backend':8} {'budget MB':>9} {'greedy?':8} {'tok/fwd':>8} {'tree':>6} {'max peak MB':>12} "
-          f"{'after calib.':>13} {'over / steps':>13} {'over after':>11}")
+          f"{'after calib.':>13} {'over / steps':>13} {'over after':>11} {'one-off':>8}")
     for kind, mb, s in table:
         if "error" in s:
             print(f"{kind:8} error: {s['error'][:100]}")
@@ -162,7 +168,8 @@ def main() -> None:
         mbs = lambda b: "-" if b is None else f"{b / MB:.3f}"  # noqa: E731
         print(f"{kind:8} {mb:9.4g} {str(s['identical']):8} {s['tokens_per_forward']:8.3f} {s['mean_tree_size']:6.2f} "
               f"{mbs(s['max_measured_bytes']):>12} {mbs(s['max_measured_after_calibration']):>13} "
-              f"{s['over_budget_steps']:>6} / {s['steps']:<5} {s['over_after_calibration']:>11}")
+              f"{s['over_budget_steps']:>6} / {s['steps']:<5} {s['over_after_calibration']:>11} "
+              f"{s['one_off_steps']:>8}")
 
 
 if __name__ == "__main__":

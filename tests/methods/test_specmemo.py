@@ -163,7 +163,7 @@ class FakeGauge:
         pass
 
     def close(self):
-        return 3 * self.estimate, 0
+        return 3 * self.estimate, 0, False
 
 
 def test_measured_steps_calibrate_the_tree_and_keep_greedy_tokens(monkeypatch):
@@ -189,3 +189,29 @@ def test_measured_steps_calibrate_the_tree_and_keep_greedy_tokens(monkeypatch):
             assert all(n < sizes[i] for n in sizes[i + 1:])
             assert steps[i + 1].info["node_budget"] < s.info["node_budget"] if i + 1 < len(steps) else True
     assert steps[-1].info["memory_measured"] <= budget and sizes[-1] > 0  # still speculating, within the budget
+
+
+def test_a_step_with_a_one_off_allocation_is_not_calibrated_on(monkeypatch):
+    """A step that captured a graph or made a cache (the backend's one-off counter moved) peaks far over the budget,
+    and the peak stays out of the calibration: later trees keep their size; the step says it was a one-off."""
+    class OneOff(FakeGauge):
+        calls = 0
+
+        def close(self):
+            OneOff.calls += 1
+            return (10**9, 10**6, True) if OneOff.calls == 2 else (self.estimate, 0, False)
+
+    class Drafter(specmemo.MemoryBoundDrafter):
+        def propose(self, dec, root):
+            tree = super().propose(dec, root)
+            self.gauge.estimate = self.last["total"]
+            return tree
+
+    monkeypatch.setattr(specmemo, "Gauge", OneOff)
+    monkeypatch.setattr(specmemo, "MemoryBoundDrafter", Drafter)
+    lab_ = make_lab()
+    trace = lab_.generate("specmemo", PROMPT, max_new_tokens=16, memory_mb=0.5, max_nodes=16).trace
+    steps = [s for s in trace.steps if not s.prefill]
+    assert [s.info["memory_one_off"] for s in steps[:3]] == [False, True, False]
+    assert steps[1].info["memory_measured"] > steps[1].info["memory_budget_bytes"]
+    assert steps[2].info["node_budget"] >= steps[1].info["node_budget"] > 0  # the one-off capped nothing

@@ -115,6 +115,15 @@ def burst_inputs(meta: torch.Tensor, cols: torch.Tensor, offsets: torch.Tensor) 
 
 
 CAPTURING = threading.Lock()  # one capture at a time in this process
+_ONE_OFFS = [0]  # static caches made and graphs captured in this process (`one_offs`)
+_ONE_OFFS_LOCK = threading.Lock()
+
+
+def one_offs() -> int:
+    """How many one-off allocations (a static cache made, a graph captured) this process has made so far: memory
+    that stays allocated after the call that made it, which a per-step memory budget (SpecMemo) must not count as
+    the step's own."""
+    return _ONE_OFFS[0]
 
 
 def capture(run, pool, before=lambda: None):
@@ -128,6 +137,8 @@ def capture(run, pool, before=lambda: None):
     greedy's tokens in float32 and hit an illegal address). So each capture has its own stream, and captures take
     turns."""
     with CAPTURING:
+        with _ONE_OFFS_LOCK:
+            _ONE_OFFS[0] += 1
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():
@@ -225,6 +236,8 @@ class Slab:
 
     def __init__(self, weights: Weights, capacity: int, graphs: bool):
         self.weights, self.capacity = weights, capacity
+        with _ONE_OFFS_LOCK:
+            _ONE_OFFS[0] += 1
         shape = (len(weights.layers), weights.kv_heads, capacity, weights.head_dim)
         self.keys = torch.zeros(shape, dtype=weights.dtype, device=weights.device)
         self.values = torch.zeros_like(self.keys)

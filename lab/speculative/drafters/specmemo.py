@@ -23,8 +23,9 @@ a step whose peak went over the budget caps every later tree below its size. On 
 statistics and the node budget stays the model's (`memory_source` says which). The fast backend writes the tree
 into a KV cache and CUDA-graph buffers allocated up front (per bucket of 1, 2, 4 .. 64 new tokens): there the
 budget governs the bucket a step may use (n + 1 is rounded down to a bucket) and the KV terms are 0; the one-off
-allocations (a graph captured, a bigger cache) stay allocated after their step: a step that retains more than
-the budget is taken for one (`memory_retained`) and not calibrated on. Calibration lives for one generation.
+allocations (a graph captured for a new bucket, a bigger cache) stay allocated after their step: a step that made
+one (`memory_one_off`, counted by the backend's `graphs.one_offs`) is not calibrated on. Calibration lives for one
+generation.
 
 Departures from the paper: SpecMemo manages the GPU allocator itself (and batched, multi-GPU serving); here the
 budget sizes the tree and covers what a step allocates above the memory in use when it begins (not the weights,
@@ -35,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from ...backends import Backend
-from ...backends.fast.graphs import NEW_TOKENS
+from ...backends.fast.graphs import NEW_TOKENS, one_offs
 from ...decoding import Decoding
 from ...registry import method
 from ..best_first import BestFirstDrafter
@@ -113,24 +114,26 @@ class Calibration:
 
 
 class Gauge:
-    """The allocator's peak over a window, above what was allocated when it opened (CUDA only, else None)."""
+    """The allocator's peak over a window, above what was allocated when it opened (CUDA only, else None), and
+    whether a one-off allocation (a static cache, a captured graph) happened in it."""
 
     def __init__(self, device):
         self.device = torch.device(device)
         self.on = self.device.type == "cuda"
-        self.base = 0
+        self.base = self.one_offs = 0
 
     def open(self) -> None:
         if self.on:
-            self.base = torch.cuda.memory_allocated(self.device)
+            self.base, self.one_offs = torch.cuda.memory_allocated(self.device), one_offs()
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def close(self) -> tuple[int, int] | None:
-        """(peak, retained): bytes above the opening at the peak, and still allocated now."""
+    def close(self) -> tuple[int, int, bool] | None:
+        """(peak, retained, one-off): bytes above the opening at the peak, still allocated now, and whether the
+        window made a one-off allocation."""
         if not self.on:
             return None
         return (torch.cuda.max_memory_allocated(self.device) - self.base,
-                torch.cuda.memory_allocated(self.device) - self.base)
+                torch.cuda.memory_allocated(self.device) - self.base, one_offs() != self.one_offs)
 
 
 class MemoryBoundDrafter(BestFirstDrafter):
@@ -154,7 +157,8 @@ class MemoryBoundDrafter(BestFirstDrafter):
         paper="SpecMemo: Speculative Decoding is in Your Pocket",
         departures="no allocator of its own: the budget sizes the tree, from a memory model calibrated on each step's "
                    "measured CUDA peak above the memory in use when the step begins (modelled only on the CPU); on "
-                   "the fast backend (cache and graph buffers allocated up front) it picks the bucket; one GPU, "
+                   "the fast backend (static cache and graph buffers) it picks the bucket, and a step that "
+                   "captures a graph or makes a cache is not calibrated on (one-off memory); one GPU, "
                    "batch 1; the default draft is the lab's trained FastDraft on the default model (four layers of "
                    "its shape, not a separate small model) and the target's first half of layers, untrained, on "
                    "other models")
@@ -174,10 +178,11 @@ def specmemo(dec: Decoding, *, memory_mb: float = 8.0, max_nodes: int = 32, max_
             continue
         nodes, measured = len(step.proposed), gauge.close()
         used = calibration.node_budget
-        if measured is not None and not (sizes and measured[1] > budget):  # fast: a capture, a bigger cache
+        if measured is not None and not measured[2]:  # a graph captured, a cache made: not the step's own
             calibration.observe(nodes, measured[0])
         step.info.update(memory=dict(drafter.last), memory_bytes=drafter.last["total"], node_budget=used,
                          memory_budget_bytes=int(budget), memory_source="measured" if gauge.on else "modelled",
                          memory_measured=None if measured is None else measured[0],
-                         memory_retained=None if measured is None else measured[1])
+                         memory_retained=None if measured is None else measured[1],
+                         memory_one_off=None if measured is None else measured[2])
         yield step
