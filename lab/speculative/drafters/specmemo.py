@@ -24,8 +24,8 @@ statistics and the node budget stays the model's (`memory_source` says which). T
 into a KV cache and CUDA-graph buffers allocated up front (per bucket of 1, 2, 4 .. 64 new tokens): there the
 budget governs the bucket a step may use (n + 1 is rounded down to a bucket) and the KV terms are 0; the one-off
 allocations (a graph captured for a new bucket, a bigger cache) stay allocated after their step: a step that made
-one (`memory_one_off`, counted by the backend's `graphs.one_offs`) is not calibrated on. Calibration lives for one
-generation.
+one (`memory_one_off`: counted by the backend's `graphs.one_offs`, or more than the budget still allocated after
+the step) is not calibrated on. Calibration lives for one generation.
 
 Departures from the paper: SpecMemo manages the GPU allocator itself (and batched, multi-GPU serving); here the
 budget sizes the tree and covers what a step allocates above the memory in use when it begins (not the weights,
@@ -178,11 +178,14 @@ def specmemo(dec: Decoding, *, memory_mb: float = 8.0, max_nodes: int = 32, max_
             continue
         nodes, measured = len(step.proposed), gauge.close()
         used = calibration.node_budget
-        if measured is not None and not measured[2]:  # a graph captured, a cache made: not the step's own
+        # one-off memory is not the step's own: a graph captured or a cache made (the backend counts them), or on
+        # the fast backend, whose cache and graph buffers exist before the step, more than the budget kept after it
+        one_off = measured is not None and (measured[2] or bool(sizes) and measured[1] > budget)
+        if measured is not None and not one_off:
             calibration.observe(nodes, measured[0])
         step.info.update(memory=dict(drafter.last), memory_bytes=drafter.last["total"], node_budget=used,
                          memory_budget_bytes=int(budget), memory_source="measured" if gauge.on else "modelled",
                          memory_measured=None if measured is None else measured[0],
                          memory_retained=None if measured is None else measured[1],
-                         memory_one_off=None if measured is None else measured[2])
+                         memory_one_off=None if measured is None else one_off)
         yield step
