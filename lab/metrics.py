@@ -6,6 +6,8 @@ a baseline run of the same prompts. Benchmarks, widgets and apps all compute the
 """
 from __future__ import annotations
 
+import statistics
+
 from .trace import Trace
 from .tree import depths
 
@@ -78,19 +80,22 @@ def group_metrics(rows: list[dict], greedy: dict[str, dict]) -> dict:
                tree_size=_r(sum(s for r in ok for s in r["size"]) / steps if steps else 0.0),
                alpha=_r(solve_alpha(tau, gamma)) if tau else None)
     pairs = [(r, greedy[r["id"]]) for r in ok if r["id"] in greedy and "error" not in greedy[r["id"]]]
-    speedup = cost = None
+    speedup = cost = median = None
     if pairs:
         rate = lambda rs: sum(r["new_tokens"] for r in rs) / max(sum(r["wall_s"] for r in rs), 1e-9)
         decoding = lambda rs: sum(r["wall_s"] - r["prefill_s"] for r in rs)  # Trace.wall_s includes the prefill
         mine, base = [m for m, _ in pairs], [g for _, g in pairs]
         speedup = rate(mine) / max(rate(base), 1e-12)
+        # per prompt: one slow run on either side (a first-use compile, a stall) moves the median less
+        median = statistics.median(rate([m]) / max(rate([g]), 1e-12) for m, g in pairs)
         forward_s = decoding(base) / max(sum(g["forwards"] for g in base), 1)
         drafted = sum(sum(m["depth"]) for m in mine)
         if drafted and forward_s > 0:
             overhead = decoding(mine) - sum(m["forwards"] for m in mine) * forward_s
             cost = max(0.0, overhead) / (drafted * forward_s)
     exact = [r["exact"] for r in ok if r.get("exact") is not None]
-    out.update(speedup=_r(speedup), draft_cost=_r(cost), exact_match=_r(sum(exact) / len(exact)) if exact else None)
+    out.update(speedup=_r(speedup), speedup_median=_r(median), draft_cost=_r(cost),
+               exact_match=_r(sum(exact) / len(exact)) if exact else None)
     return out
 
 

@@ -127,6 +127,17 @@ def test_speedup_and_draft_cost_follow_the_times():
     assert s["tokens_per_forward"] == pytest.approx(10 / 4)
 
 
+def test_the_median_speedup_is_per_prompt_and_shrugs_off_one_stall():
+    """Greedy stalls on one of three prompts (a first-use compile): the summed speedup says the method is faster,
+    the median of the per-prompt speedups that it is slower on a typical prompt."""
+    runs = []
+    for pid, greedy_wall in (("a", 1.0), ("b", 1.0), ("c", 9.0)):
+        runs += [record(pid, "greedy", [], [], greedy_wall, 10), record(pid, "m", [1], [2], 1.25, 5)]
+    s = spec.summarize(runs)["m"]["overall"]
+    assert s["speedup"] == pytest.approx((30 / 3.75) / (30 / 11.0), rel=1e-3) and s["speedup"] > 1
+    assert s["speedup_median"] == pytest.approx(0.8, rel=1e-3)
+
+
 def test_markdown_table_lists_methods_and_categories():
     runs = [record("a", "greedy", [], [], 1.0, 9, category="chat"), record("a", "m", [1], [2], 0.5, 5, category="chat"),
             record("b", "greedy", [], [], 1.0, 9, category="code"),
@@ -136,6 +147,7 @@ def test_markdown_table_lists_methods_and_categories():
     assert lines[0].split(" | ")[2:4] == ["chat", "code"]
     assert lines[2].startswith("| greedy |") and lines[3].startswith("| m |")
     assert lines[3].endswith("| 50% |") and "2.00x" in lines[3]
+    assert lines[0].split(" | ")[4:6] == ["overall", "median"] and lines[3].split(" | ")[4:6] == ["2.00x", "2.00x"]
 
 
 # -- running ------------------------------------------------------------------------------------------------
@@ -172,6 +184,24 @@ def test_run_bench_rotates_methods_and_survives_a_failing_one(small_lab, monkeyp
     assert all(r["error"] == "RuntimeError: broken drafter" for r in runs if r["method"] == "sps")
     summary = spec.summarize(runs)
     assert summary["sps"]["overall"]["errors"] == 3 and summary["pld"]["overall"]["exact_match"] == 1.0
+
+
+def test_warm_every_prompt_runs_each_method_untimed_on_every_prompt_first(small_lab, monkeypatch):
+    """On a GPU each new context length captures graphs on first use: the warm-up covers every prompt at full
+    length before any timed run."""
+    calls = []
+    generate = small_lab.generate
+
+    def spy(name, prompt, **kwargs):
+        calls.append((name, tuple(prompt), kwargs["max_new_tokens"]))
+        return generate(name, prompt, **kwargs)
+
+    monkeypatch.setattr(small_lab, "generate", spy)
+    ps = prompts(3)
+    spec.run_bench(small_lab, ps, ["pld"], max_new_tokens=12, progress=False, warm_every_prompt=True)
+    warm, timed = calls[:6], calls[6:]
+    assert warm == [(m, tuple(p["prompt"]), 12) for m in ("greedy", "pld") for p in ps]
+    assert len(timed) == 6 and {c[0] for c in timed} == {"greedy", "pld"}
 
 
 def test_main_checks_methods_before_running():

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     lab.generate("greedy", "warm up", max_new_tokens=4)
     hf_generate(lab.model, lab.encode("warm up"), 4)
     ar = autoregressive(lab, rows, args.max_new_tokens, args.repeats)
-    runs = run_bench(lab, rows, methods, max_new_tokens=args.spec_tokens)
+    runs = run_bench(lab, rows, methods, max_new_tokens=args.spec_tokens,
+                     warm_every_prompt=lab.target.device.type == "cuda")
     summary = summarize(runs)
     device = str(lab.target.device)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()

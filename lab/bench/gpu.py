@@ -349,7 +349,7 @@ def speculative(fast, short: str, args) -> list[dict]:
         prompts = build_suite(args.prompts, [c.strip() for c in args.spec_categories.split(",") if c.strip()])
     else:
         prompts = mix(args.prompts)
-    runs = run_bench(fast, prompts, methods, max_new_tokens=args.spec_tokens)
+    runs = run_bench(fast, prompts, methods, max_new_tokens=args.spec_tokens, warm_every_prompt=True)
     def rate(method: str) -> float | None:
         rates = [r["new_tokens"] / r["wall_s"] for r in runs if r["method"] == method and r.get("wall_s")]
         return round(statistics.median(rates), 1) if rates else None
