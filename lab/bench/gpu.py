@@ -359,7 +359,8 @@ def speculative(fast, short: str, args) -> list[dict]:
         if m != BASELINE:
             o = s["overall"]
             rows.append({"model": short, "method": m, "engine": "lab-fast", "prompts": args.spec_suite or args.spec_categories or "mix",
-                         "speedup_vs_ar": o["speedup"], "tokens_per_forward": o["tokens_per_forward"],
+                         "speedup_vs_ar": o["speedup"], "speedup_median": o["speedup_median"],
+                         "tokens_per_forward": o["tokens_per_forward"],
                          "exact_match": o["exact_match"], "errors": o["errors"],
                          "tok_s": rate(m), "greedy_tok_s": rate(BASELINE)})
     return rows

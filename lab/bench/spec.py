@@ -128,7 +128,8 @@ def markdown_table(results: dict) -> str:
             g = s.get(c, {})
             cells.append("error" if g.get("errors") and not g.get("prompts") else _cell(g.get("speedup"), ".2f") + "x")
         o = s["overall"]
-        cells += [_cell(o.get("speedup_median"), ".2f") + "x", _cell(o["tau"], ".2f"), _cell(o["tokens_per_forward"], ".2f"),
+        median = o.get("speedup_median")  # (absent from reports written before it was measured)
+        cells += ["–" if median is None else f"{median:.2f}x", _cell(o["tau"], ".2f"), _cell(o["tokens_per_forward"], ".2f"),
                   "–" if o["exact_match"] is None else f"{100 * o['exact_match']:.0f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
