@@ -158,7 +158,8 @@ class MemoryBoundDrafter(BestFirstDrafter):
         departures="no allocator of its own: the budget sizes the tree, from a memory model calibrated on each step's "
                    "measured CUDA peak above the memory in use when the step begins (modelled only on the CPU); on "
                    "the fast backend (static cache and graph buffers) it picks the bucket, and a step that "
-                   "captures a graph or makes a cache is not calibrated on (one-off memory); one GPU, "
+                   "captures a graph, makes a cache or keeps more than the budget allocated is not calibrated on "
+                   "(one-off memory); one GPU, "
                    "batch 1; the default draft is the lab's trained FastDraft on the default model (four layers of "
                    "its shape, not a separate small model) and the target's first half of layers, untrained, on "
                    "other models")
