@@ -9,6 +9,10 @@ one-token-per-step decoding, run on its parent's canvas, makes exactly the child
 token), so a draft whose position was right but whose token changed once the decisions before it were filled in is
 still accepted through a sibling. The forward on the last accepted node drafts the next round. The output is that of
 one-token-per-step low-confidence decoding (`llada` with steps=0), token for token, in fewer forwards.
+
+`lookup=n` (the lab's addition, after Prompt Lookup Decoding, Saxena 2023) guesses the next tokens by copying: the
+tokens that followed the latest earlier occurrence of the last n decided tokens in the prompt and the output become
+the main chain where they exist, the draft's own token their sibling. Verification is unchanged, so it stays exact.
 """
 from __future__ import annotations
 
@@ -19,9 +23,20 @@ from ...registry import method
 from ..loop import check_order, decision, draft_and_verify
 
 
+def prompt_lookup(context: list[int], n: int, k: int) -> list[int]:
+    """Prompt Lookup Decoding (Saxena, 2023): the k tokens that followed the latest earlier occurrence of the
+    context's last n tokens (n, else fewer, down to 1); none when no suffix occurs earlier."""
+    for m in range(min(n, len(context) - 1), 0, -1):
+        key = context[-m:]
+        for i in range(len(context) - m - 1, -1, -1):
+            if context[i:i + m] == key:
+                return context[i + m:i + m + k]
+    return []
+
+
 def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> list[tuple[int, list[tuple[int, int]]]]:
     """The verification tree as (parent, decisions) nodes: node 0 is the certain decision; level j holds the main
-    chain's first j decisions plus each candidate token at chain[j] (the draft's own token first: it extends)."""
+    chain's first j decisions plus each candidate token at chain[j] (the main chain's token first: it extends)."""
     nodes = [(-1, [(chain[0], tokens[chain[0]])])]
     for j in range(1, len(chain)):
         parent = len(nodes) - len(alternatives[j - 1]) if j > 1 else 0  # the previous level's main-chain node
@@ -38,23 +53,33 @@ def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> 
                    "verification. Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada "
                    "steps=0, same block_size and cache), greedy only; drafts stay inside the current block; the tree's "
                    "nodes run as copies in one forward of one row (each sees the cached context and itself) and count "
-                   "as one forward; order=left-to-right verifies against llada remasking=left_to_right instead (the "
-                   "lab's addition).")
+                   "as one forward. The lab's additions: order=left-to-right verifies against llada "
+                   "remasking=left_to_right instead; lookup=n (left to right only) puts prompt-lookup guesses (Prompt "
+                   "Lookup Decoding's copy of what followed the last n tokens earlier in the prompt or output) on the "
+                   "main chain, the draft's own token their sibling.")
 def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto",
-             order: str = "confidence"):
+             order: str = "confidence", lookup: int = 0):
     """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly
-    (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`)."""
+    (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`; lookup: the n of
+    prompt-lookup guesses on the main chain, 0 for none)."""
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
+    if lookup and order != "left-to-right":  # a copied span fills consecutive positions: the next decisions there
+        raise LabError("lookup guesses the next positions left to right: use order=left-to-right")
 
     def verify(den, window, logits, start, end, ranked, tokens, conf):
         chain = ranked[:drafts]  # rows of the window, in the reference's order; chain[0] is certain
+        main = [tokens[r] for r in chain]
+        if lookup:  # left to right: chain[j] is the position j after chain[0], whose decision is certain
+            guesses = prompt_lookup(den.prompt + den.canvas[:window[chain[0]]] + main[:1], lookup, len(chain) - 1)
+            main[1:1 + len(guesses)] = guesses
         top = logits[chain].topk(min(branches, logits.shape[-1]), -1)
-        probs = torch.softmax(logits[chain].double(), -1).gather(-1, top.indices)
-        ids, sure = torch.stack([top.indices.double(), probs]).tolist()  # one transfer
-        alternatives = [[tokens[r]] + [int(t) for t in row if int(t) != tokens[r]][:branches - 1]
-                        for r, row in zip(chain, ids)]
+        ids = torch.cat([top.indices, torch.tensor(main, device=logits.device)[:, None]], 1)
+        probs = torch.softmax(logits[chain].double(), -1).gather(-1, ids)
+        ids, sure = torch.stack([ids.double(), probs]).tolist()  # one transfer
+        alternatives = [list(dict.fromkeys([m, tokens[r]] + [int(t) for t in row]))[:branches + (m != tokens[r])]
+                        for m, r, row in zip(main, chain, ids)]  # a guess joins the draft's own tokens
         p_of = {(r, int(t)): p for r, row, ps in zip(chain, ids, sure) for t, p in zip(row, ps)}
         nodes = grow(chain, tokens, alternatives)
         run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(ranked)]  # a node filling the block: no forward
@@ -82,10 +107,15 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
             node = child
         made = nodes[node][1]
         committed, confidence = list(tokens), list(conf)
-        for r, t in made[1:]:  # a sibling's token is not the draft's own
+        for r, t in made[1:]:  # a sibling's or a guess's token is not the draft's own
             committed[r], confidence[r] = t, p_of.get((r, t), conf[r])
         after = (cwindow, outputs[node][1]) if node in outputs else None
-        return [r for r, _ in made], committed, confidence, after, {
-            "drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
+        info = {"drafted": len(chain), "tree_nodes": len(run),
+                "sibling": any(t != m for (_, t), m in zip(made, main))}
+        if lookup:  # the guesses as [position, token] and how many accepted decisions took a guess's token
+            guessed = list(zip(chain[1:], guesses))
+            info.update(lookup=[[window[r], g] for r, g in guessed],
+                        lookup_accepted=sum((r, g) in made for r, g in guessed))
+        return [r for r, _ in made], committed, confidence, after, info
 
     return draft_and_verify(dec, "ssd-dllm", block_size, cache, verify, order)
