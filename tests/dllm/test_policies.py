@@ -122,10 +122,10 @@ def test_ssd_dllm_with_one_branch_is_a_chain_and_refuses_sampling():
 @pytest.mark.parametrize("attention,cache", [("block", "prefix"), ("global", "none"), ("global", "dual")])
 def test_ssd_dllm_with_lookup_is_one_token_per_step_decoding_exactly(attention, cache):
     """Prompt-lookup guesses change the tree, never the output: on prompts that repeat spans the guesses fire, a few
-    are accepted and many are wrong (a guess unlike the reference's token there), so a verification that let a
-    guess through unchecked would fail here."""
+    are accepted (some the draft had not predicted) and many are wrong (a guess unlike the reference's token there),
+    so a verification that let a guess through unchecked would fail here."""
     tl = dllm_lab(attention, block_size=8)
-    guessed = accepted = wrong = 0
+    guessed = accepted = new = wrong = 0
     for prompt in repeating_prompts(20, seed=3) + random_prompts(10, seed=4):
         ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache,
                           remasking="left_to_right").trace
@@ -134,12 +134,13 @@ def test_ssd_dllm_with_lookup_is_one_token_per_step_decoding_exactly(attention, 
         assert got.tokens == ref.tokens, prompt
         decided = [p for s in got.steps for p in s.positions]
         assert decided == [p for s in ref.steps for p in s.positions] == sorted(decided)
-        assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * (2 + 1) for s in got.steps)  # a guess adds one node a level
+        assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * (2 + 1) for s in got.steps)  # guesses: a chain beside
         for s in got.steps:
             guessed += len(s.info["lookup"])
             accepted += s.info["lookup_accepted"]
+            new += s.info["lookup_new"]
             wrong += sum(token != ref.tokens[p] for p, token in s.info["lookup"])
-    assert guessed > 0 and 0 < accepted < guessed and wrong > 0
+    assert guessed > 0 and 0 < new <= accepted < guessed and wrong > 0
 
 
 def test_ssd_dllm_with_lookup_accepts_right_guesses(monkeypatch):
@@ -166,6 +167,16 @@ def test_prompt_lookup_takes_the_longest_suffix_at_its_latest_earlier_occurrence
     assert prompt_lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 1, 2, 3], 3, 2) == [7, 8]  # [1, 2, 3]
     assert prompt_lookup([4, 5, 6, 4], 3, 5) == [5, 6, 4]  # only the last token recurs; up to what there is
     assert prompt_lookup([4, 5, 6], 3, 5) == [] and prompt_lookup([4], 3, 5) == []
+
+
+def test_graft_adds_the_guessed_chain_beside_the_drafts_tree():
+    from lab.dllm.policies.ssd import graft, grow
+
+    tree = grow([0, 1, 2], [10, 11, 12], [[10], [11, 21], [12, 22]])  # rows 0-2; the draft's tokens 10-12
+    assert [made[-1] for _, made in tree] == [(0, 10), (1, 11), (1, 21), (2, 12), (2, 22)]
+    both = graft(list(tree), [(0, 10), (1, 21), (2, 5)])  # the guess 21 is a sibling already: the chain goes on there
+    assert both[:5] == tree and both[5:] == [(2, [(0, 10), (1, 21), (2, 5)])]
+    assert graft(list(tree), [(0, 10), (1, 11), (2, 12)]) == tree  # guesses that are the draft's: nothing new
 
 
 def test_ssd_dllm_lookup_guesses_what_followed_in_the_prompt():

@@ -11,8 +11,10 @@ still accepted through a sibling. The forward on the last accepted node drafts t
 one-token-per-step low-confidence decoding (`llada` with steps=0), token for token, in fewer forwards.
 
 `lookup=n` (the lab's addition, after Prompt Lookup Decoding, Saxena 2023) guesses the next tokens by copying: the
-tokens that followed the latest earlier occurrence of the last n decided tokens in the prompt and the output become
-the main chain where they exist, the draft's own token their sibling. Verification is unchanged, so it stays exact.
+tokens that followed the latest earlier occurrence of the last n decided tokens (else fewer) in the prompt and the
+output, then the draft's own tokens, form a second chain from the certain decision beside the draft's own tree, so a
+wrong guess costs tree nodes, not accepted decisions. Verification is unchanged, so the output stays exact. Left to
+right only: a copied span fills consecutive positions, and only in that order are the next decisions consecutive.
 """
 from __future__ import annotations
 
@@ -36,12 +38,25 @@ def prompt_lookup(context: list[int], n: int, k: int) -> list[int]:
 
 def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> list[tuple[int, list[tuple[int, int]]]]:
     """The verification tree as (parent, decisions) nodes: node 0 is the certain decision; level j holds the main
-    chain's first j decisions plus each candidate token at chain[j] (the main chain's token first: it extends)."""
+    chain's first j decisions plus each candidate token at chain[j] (the draft's own token first: it extends)."""
     nodes = [(-1, [(chain[0], tokens[chain[0]])])]
     for j in range(1, len(chain)):
         parent = len(nodes) - len(alternatives[j - 1]) if j > 1 else 0  # the previous level's main-chain node
         for token in alternatives[j]:
             nodes.append((parent, nodes[parent][1] + [(chain[j], token)]))
+    return nodes
+
+
+def graft(nodes: list[tuple[int, list[tuple[int, int]]]], path: list[tuple[int, int]]):
+    """The tree with a second chain from the certain decision (the lookup's guesses): each prefix of `path` the tree
+    lacks becomes a child of the one before it, so the draft's own chain and its siblings stay as they were."""
+    parent = 0
+    for j in range(2, len(path) + 1):
+        node = next((k for k, (_, made) in enumerate(nodes) if made == path[:j]), None)
+        if node is None:
+            nodes.append((parent, path[:j]))
+            node = len(nodes) - 1
+        parent = node
     return nodes
 
 
@@ -54,14 +69,14 @@ def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> 
                    "steps=0, same block_size and cache), greedy only; drafts stay inside the current block; the tree's "
                    "nodes run as copies in one forward of one row (each sees the cached context and itself) and count "
                    "as one forward. The lab's additions: order=left-to-right verifies against llada "
-                   "remasking=left_to_right instead; lookup=n (left to right only) puts prompt-lookup guesses (Prompt "
-                   "Lookup Decoding's copy of what followed the last n tokens earlier in the prompt or output) on the "
-                   "main chain, the draft's own token their sibling.")
+                   "remasking=left_to_right instead; lookup=n (left to right only) verifies a second chain of "
+                   "prompt-lookup guesses (Prompt Lookup Decoding's copy of what followed the last n tokens earlier in "
+                   "the prompt or output) beside the draft's own tree.")
 def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto",
              order: str = "confidence", lookup: int = 0):
     """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly
     (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`; lookup: the n of
-    prompt-lookup guesses on the main chain, 0 for none)."""
+    prompt-lookup guesses verified beside the draft, 0 for none)."""
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
@@ -70,18 +85,18 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
 
     def verify(den, window, logits, start, end, ranked, tokens, conf):
         chain = ranked[:drafts]  # rows of the window, in the reference's order; chain[0] is certain
-        main = [tokens[r] for r in chain]
+        guesses, path = [], [tokens[r] for r in chain]  # path: the second chain, the guesses where there are some
         if lookup:  # left to right: chain[j] is the position j after chain[0], whose decision is certain
-            guesses = prompt_lookup(den.prompt + den.canvas[:window[chain[0]]] + main[:1], lookup, len(chain) - 1)
-            main[1:1 + len(guesses)] = guesses
+            guesses = prompt_lookup(den.prompt + den.canvas[:window[chain[0]]] + path[:1], lookup, len(chain) - 1)
+            path[1:1 + len(guesses)] = guesses
         top = logits[chain].topk(min(branches, logits.shape[-1]), -1)
-        ids = torch.cat([top.indices, torch.tensor(main, device=logits.device)[:, None]], 1)
+        ids = torch.cat([top.indices, torch.tensor(path, device=logits.device)[:, None]], 1)  # the path's p too
         probs = torch.softmax(logits[chain].double(), -1).gather(-1, ids)
         ids, sure = torch.stack([ids.double(), probs]).tolist()  # one transfer
-        alternatives = [list(dict.fromkeys([m, tokens[r]] + [int(t) for t in row]))[:branches + (m != tokens[r])]
-                        for m, r, row in zip(main, chain, ids)]  # a guess joins the draft's own tokens
+        alternatives = [[tokens[r]] + [int(t) for t in row[:-1] if int(t) != tokens[r]][:branches - 1]
+                        for r, row in zip(chain, ids)]
         p_of = {(r, int(t)): p for r, row, ps in zip(chain, ids, sure) for t, p in zip(row, ps)}
-        nodes = grow(chain, tokens, alternatives)
+        nodes = graft(grow(chain, tokens, alternatives), list(zip(chain, path)))
         run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(ranked)]  # a node filling the block: no forward
         outputs = {}
         if run:
@@ -110,12 +125,11 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
         for r, t in made[1:]:  # a sibling's or a guess's token is not the draft's own
             committed[r], confidence[r] = t, p_of.get((r, t), conf[r])
         after = (cwindow, outputs[node][1]) if node in outputs else None
-        info = {"drafted": len(chain), "tree_nodes": len(run),
-                "sibling": any(t != m for (_, t), m in zip(made, main))}
-        if lookup:  # the guesses as [position, token] and how many accepted decisions took a guess's token
-            guessed = list(zip(chain[1:], guesses))
-            info.update(lookup=[[window[r], g] for r, g in guessed],
-                        lookup_accepted=sum((r, g) in made for r, g in guessed))
+        info = {"drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
+        if lookup:  # the guesses as [position, token]; accepted decisions that took one's token (new: not the draft's)
+            taken = [r for r, g in zip(chain[1:], guesses) if (r, g) in made]
+            info.update(lookup=[[window[r], g] for r, g in zip(chain[1:], guesses)], lookup_accepted=len(taken),
+                        lookup_new=sum(committed[r] != tokens[r] for r in taken))
         return [r for r, _ in made], committed, confidence, after, info
 
     return draft_and_verify(dec, "ssd-dllm", block_size, cache, verify, order)
