@@ -21,6 +21,18 @@ def random_prompts(n: int, seed: int = 0, vocab: int = 64) -> list[list[int]]:
     return [[rnd.randrange(4, vocab) for _ in range(rnd.randrange(1, 9))] for _ in range(n)]
 
 
+def repeating_prompts(n: int, seed: int = 0, vocab: int = 64) -> list[list[int]]:
+    """Prompts that repeat a span (a random span, a few other tokens, then the span's start again): prompt-lookup
+    guesses fire on them."""
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        span = [rnd.randrange(4, vocab) for _ in range(rnd.randrange(2, 7))]
+        other = [rnd.randrange(4, vocab) for _ in range(rnd.randrange(0, 3))]
+        out.append(span + other + span[:rnd.randrange(1, len(span) + 1)])
+    return out
+
+
 @lru_cache(maxsize=1)
 def default_tokenizer():
     from transformers import AutoTokenizer

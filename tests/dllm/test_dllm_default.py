@@ -1,6 +1,6 @@
 """dllm-default (the default model turned into a block-diffusion LM, lab/data/dllm-default/) on the CPU, as CI runs
 it: every diffusion policy runs on it; freedave and ssd-dllm give one-token-per-step decoding's tokens exactly (in
-either commit order), and
+either commit order; ssd-dllm with prompt-lookup guesses too), and
 deer gives the default model's greedy tokens exactly (transformers' generate), on the 20 identity prompts."""
 from __future__ import annotations
 
@@ -63,6 +63,21 @@ def test_freedave_left_to_right_is_left_to_right_one_token_per_step(dllm):
         mine, theirs = mine + got.forwards, theirs + ref.forwards
     print(f"freedave left-to-right: {mine} forwards vs {theirs}")
     assert mine < 0.75 * theirs
+
+
+def test_ssd_dllm_lookup_is_left_to_right_one_token_per_step_and_copies(dllm):
+    """Prompt-lookup guesses on the trained model: the reference's tokens exactly, and some guesses accepted that the
+    draft's own forward did not predict (what lookup adds)."""
+    new = 0
+    for p in IDENTITY_PROMPTS[:10]:
+        ref = dllm.generate("llada", p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS, steps=0,
+                            block_size=BLOCK, remasking="left_to_right").trace
+        got = dllm.generate("ssd-dllm", p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS, block_size=BLOCK,
+                            drafts=BLOCK, order="left-to-right", lookup=3).trace
+        assert got.tokens == ref.tokens, p["id"]
+        new += sum(s.info["lookup_new"] for s in got.steps)
+    print(f"ssd-dllm lookup=3: {new} accepted guesses the draft had not predicted")
+    assert new > 0
 
 
 def test_deer_gives_the_default_models_greedy_tokens(default_lab, dllm, reference):

@@ -3,6 +3,8 @@ one-token-per-step decoding and deer against the autoregressive model's greedy o
 prompts; apd against the autoregressive model's greedy output when its mixture lets that model decide."""
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from lab.dllm import tiny_dllm
 from lab.errors import LabError
 from lab.models import tiny
 
-from .helpers import dllm_lab, random_prompts
+from .helpers import dllm_lab, random_prompts, repeating_prompts
 
 
 def test_fast_dllm_commits_everything_above_the_threshold_and_at_least_the_surest():
@@ -115,6 +117,98 @@ def test_ssd_dllm_with_one_branch_is_a_chain_and_refuses_sampling():
         assert one.tokens == ref.tokens and one.forwards == ref.forwards
     with pytest.raises(LabError, match="temperature 0"):
         tl.generate("ssd-dllm", [5, 6], max_new_tokens=4, temperature=0.5)
+
+
+@pytest.mark.parametrize("attention,cache", [("block", "prefix"), ("global", "none"), ("global", "dual")])
+def test_ssd_dllm_with_lookup_is_one_token_per_step_decoding_exactly(attention, cache):
+    """Prompt-lookup guesses change the tree, never the output: on prompts that repeat spans the guesses fire, a few
+    are accepted (some the draft had not predicted) and many are wrong (a guess unlike the reference's token there),
+    so a verification that let a guess through unchecked would fail here."""
+    tl = dllm_lab(attention, block_size=8)
+    guessed = accepted = new = wrong = 0
+    for prompt in repeating_prompts(20, seed=3) + random_prompts(10, seed=4):
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, cache=cache,
+                          remasking="left_to_right").trace
+        got = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, cache=cache, order="left-to-right",
+                          lookup=3).trace
+        assert got.tokens == ref.tokens, prompt
+        decided = [p for s in got.steps for p in s.positions]
+        assert decided == [p for s in ref.steps for p in s.positions] == sorted(decided)
+        assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * (2 + 1) for s in got.steps)  # guesses: a chain beside
+        for s in got.steps:
+            guessed += len(s.info["lookup"])
+            accepted += s.info["lookup_accepted"]
+            new += s.info["lookup_new"]
+            wrong += sum(token != ref.tokens[p] for p, token in s.info["lookup"])
+    assert guessed > 0 and 0 < new <= accepted < guessed and wrong > 0
+
+
+def test_ssd_dllm_with_lookup_accepts_right_guesses(monkeypatch):
+    """Guesses that are the reference's own next tokens (an oracle in place of the lookup) are all accepted: the
+    main chain is the guesses, so with drafts = block_size a block takes two forwards (draft, verify)."""
+    from lab.dllm.policies import ssd
+
+    tl = dllm_lab("block", block_size=8)
+    for prompt in random_prompts(4, seed=5):
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, remasking="left_to_right").trace
+        oracle = lambda context, n, k: ref.tokens[len(context) - len(prompt):][:k]  # noqa: E731
+        monkeypatch.setattr(ssd, "prompt_lookup", oracle)
+        got = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, drafts=8, order="left-to-right",
+                          lookup=1).trace
+        assert got.tokens == ref.tokens and got.forwards == 4  # two blocks of 8
+        assert all(s.info["lookup_accepted"] == len(s.info["lookup"]) == 7 for s in got.steps)
+        monkeypatch.undo()
+
+
+def test_prompt_lookup_takes_the_longest_suffix_at_its_latest_earlier_occurrence():
+    from lab.dllm.policies.ssd import prompt_lookup
+
+    assert prompt_lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 2, 3], 3, 4) == [7, 8, 5, 2]  # [2, 3]: the latest of two
+    assert prompt_lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 1, 2, 3], 3, 2) == [7, 8]  # [1, 2, 3]
+    assert prompt_lookup([4, 5, 6, 4], 3, 5) == [5, 6, 4]  # only the last token recurs; up to what there is
+    assert prompt_lookup([4, 5, 6], 3, 5) == [] and prompt_lookup([4], 3, 5) == []
+
+
+def test_graft_adds_the_guessed_chain_beside_the_drafts_tree():
+    from lab.dllm.policies.ssd import graft, grow
+
+    tree = grow([0, 1, 2], [10, 11, 12], [[10], [11, 21], [12, 22]])  # rows 0-2; the draft's tokens 10-12
+    assert [made[-1] for _, made in tree] == [(0, 10), (1, 11), (1, 21), (2, 12), (2, 22)]
+    both = graft(list(tree), [(0, 10), (1, 21), (2, 5)])  # the guess 21 is a sibling already: the chain goes on there
+    assert both[:5] == tree and both[5:] == [(2, [(0, 10), (1, 21), (2, 5)])]
+    assert graft(list(tree), [(0, 10), (1, 11), (2, 12)]) == tree  # guesses that are the draft's: nothing new
+
+
+def test_ssd_dllm_lookup_guesses_what_followed_in_the_prompt():
+    """The mechanism on a prompt built to be copied (a tiny random model won't copy): every token but the mask
+    occurs once in the prompt, so after the first decision t the guesses are the prompt's tokens after t, at the
+    next positions; at every step the guesses continue the latest earlier match of the last 1-3 decided tokens."""
+    tl = dllm_lab("block", block_size=8)
+    prompt = [t for t in range(64) if t != 3]
+    random.Random(7).shuffle(prompt)
+    trace = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, drafts=8, order="left-to-right",
+                        lookup=3).trace
+    first = trace.steps[0]
+    after = prompt[prompt.index(trace.tokens[0]) + 1:][:7]
+    assert after  # the seed puts the first decision early in the prompt
+    assert first.positions[0] == 0 and first.info["lookup"] == [[1 + j, t] for j, t in enumerate(after)]
+    for s in trace.steps:
+        at = s.positions[0]  # left to right: the certain decision, everything before it decided
+        context = prompt + trace.tokens[:at + 1]
+        matches = [(m, i) for m in (3, 2, 1) for i in range(len(context) - m) if context[i:i + m] == context[-m:]]
+        m, i = max(matches) if matches else (0, 0)  # the longest suffix, then its latest occurrence
+        want = context[i + m:][:min(7, 8 - at % 8 - 1)] if matches else []
+        assert s.info["lookup"] == [[at + 1 + j, t] for j, t in enumerate(want)]
+
+
+def test_ssd_dllm_lookup_needs_left_to_right():
+    tl = dllm_lab("block", block_size=8)
+    with pytest.raises(LabError, match="order=left-to-right"):
+        tl.generate("ssd-dllm", [5, 6, 5], max_new_tokens=8, block_size=8, lookup=2)
+    with pytest.raises(LabError, match="lookup=-1 of 'ssd-dllm' must be >= 0"):
+        tl.generate("ssd-dllm", [5, 6, 5], max_new_tokens=8, block_size=8, order="left-to-right", lookup=-1)
+    off = tl.generate("ssd-dllm", [5, 6, 5], max_new_tokens=8, block_size=8, order="left-to-right").trace
+    assert not any("lookup" in s.info for s in off.steps)  # lookup=0: no guesses, the steps as before
 
 
 def deer_lab(draft_model) -> lab.Lab:

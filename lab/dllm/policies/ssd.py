@@ -9,6 +9,12 @@ one-token-per-step decoding, run on its parent's canvas, makes exactly the child
 token), so a draft whose position was right but whose token changed once the decisions before it were filled in is
 still accepted through a sibling. The forward on the last accepted node drafts the next round. The output is that of
 one-token-per-step low-confidence decoding (`llada` with steps=0), token for token, in fewer forwards.
+
+`lookup=n` (the lab's addition, after Prompt Lookup Decoding, Saxena 2023) guesses the next tokens by copying: the
+tokens that followed the latest earlier occurrence of the last n decided tokens (else fewer) in the prompt and the
+output, then the draft's own tokens, form a second chain from the certain decision beside the draft's own tree, so a
+wrong guess costs tree nodes, not accepted decisions. Verification is unchanged, so the output stays exact. Left to
+right only: a copied span fills consecutive positions, and only in that order are the next decisions consecutive.
 """
 from __future__ import annotations
 
@@ -17,6 +23,17 @@ import torch
 from ...errors import LabError
 from ...registry import method
 from ..loop import check_order, decision, draft_and_verify
+
+
+def prompt_lookup(context: list[int], n: int, k: int) -> list[int]:
+    """Prompt Lookup Decoding (Saxena, 2023): the k tokens that followed the latest earlier occurrence of the
+    context's last n tokens (n, else fewer, down to 1); none when no suffix occurs earlier."""
+    for m in range(min(n, len(context) - 1), 0, -1):
+        key = context[-m:]
+        for i in range(len(context) - m - 1, -1, -1):
+            if context[i:i + m] == key:
+                return context[i + m:i + m + k]
+    return []
 
 
 def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -30,6 +47,19 @@ def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> 
     return nodes
 
 
+def graft(nodes: list[tuple[int, list[tuple[int, int]]]], path: list[tuple[int, int]]):
+    """The tree with a second chain from the certain decision (the lookup's guesses): each prefix of `path` the tree
+    lacks becomes a child of the one before it, so the draft's own chain and its siblings stay as they were."""
+    parent = 0
+    for j in range(2, len(path) + 1):
+        node = next((k for k, (_, made) in enumerate(nodes) if made == path[:j]), None)
+        if node is None:
+            nodes.append((parent, path[:j]))
+            node = len(nodes) - 1
+        parent = node
+    return nodes
+
+
 @method("ssd-dllm", family="diffusion", lossless=True,
         paper="Self Speculative Decoding for Diffusion Large Language Models (Gao et al., 2025)",
         departures="Written from the paper's abstract and public reviews (its full text and code were not at hand), so "
@@ -38,25 +68,35 @@ def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> 
                    "verification. Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada "
                    "steps=0, same block_size and cache), greedy only; drafts stay inside the current block; the tree's "
                    "nodes run as copies in one forward of one row (each sees the cached context and itself) and count "
-                   "as one forward; order=left-to-right verifies against llada remasking=left_to_right instead (the "
-                   "lab's addition).")
+                   "as one forward. The lab's additions: order=left-to-right verifies against llada "
+                   "remasking=left_to_right instead; lookup=n (left to right only) verifies a second chain of "
+                   "prompt-lookup guesses (Prompt Lookup Decoding's copy of what followed the last n tokens earlier in "
+                   "the prompt or output) beside the draft's own tree.")
 def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto",
-             order: str = "confidence"):
+             order: str = "confidence", lookup: int = 0):
     """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly
-    (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`)."""
+    (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`; lookup: the n of
+    prompt-lookup guesses verified beside the draft, 0 for none)."""
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
+    if lookup and order != "left-to-right":  # a copied span fills consecutive positions: the next decisions there
+        raise LabError("lookup guesses the next positions left to right: use order=left-to-right")
 
     def verify(den, window, logits, start, end, ranked, tokens, conf):
         chain = ranked[:drafts]  # rows of the window, in the reference's order; chain[0] is certain
+        guesses, path = [], [tokens[r] for r in chain]  # path: the second chain, the guesses where there are some
+        if lookup:  # left to right: chain[j] is the position j after chain[0], whose decision is certain
+            guesses = prompt_lookup(den.prompt + den.canvas[:window[chain[0]]] + path[:1], lookup, len(chain) - 1)
+            path[1:1 + len(guesses)] = guesses
         top = logits[chain].topk(min(branches, logits.shape[-1]), -1)
-        probs = torch.softmax(logits[chain].double(), -1).gather(-1, top.indices)
-        ids, sure = torch.stack([top.indices.double(), probs]).tolist()  # one transfer
-        alternatives = [[tokens[r]] + [int(t) for t in row if int(t) != tokens[r]][:branches - 1]
+        ids = torch.cat([top.indices, torch.tensor(path, device=logits.device)[:, None]], 1)  # the path's p too
+        probs = torch.softmax(logits[chain].double(), -1).gather(-1, ids)
+        ids, sure = torch.stack([ids.double(), probs]).tolist()  # one transfer
+        alternatives = [[tokens[r]] + [int(t) for t in row[:-1] if int(t) != tokens[r]][:branches - 1]
                         for r, row in zip(chain, ids)]
         p_of = {(r, int(t)): p for r, row, ps in zip(chain, ids, sure) for t, p in zip(row, ps)}
-        nodes = grow(chain, tokens, alternatives)
+        nodes = graft(grow(chain, tokens, alternatives), list(zip(chain, path)))
         run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(ranked)]  # a node filling the block: no forward
         outputs = {}
         if run:
@@ -82,10 +122,14 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
             node = child
         made = nodes[node][1]
         committed, confidence = list(tokens), list(conf)
-        for r, t in made[1:]:  # a sibling's token is not the draft's own
+        for r, t in made[1:]:  # a sibling's or a guess's token is not the draft's own
             committed[r], confidence[r] = t, p_of.get((r, t), conf[r])
         after = (cwindow, outputs[node][1]) if node in outputs else None
-        return [r for r, _ in made], committed, confidence, after, {
-            "drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
+        info = {"drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
+        if lookup:  # the guesses as [position, token]; accepted decisions that took one's token (new: not the draft's)
+            taken = [r for r, g in zip(chain[1:], guesses) if (r, g) in made]
+            info.update(lookup=[[window[r], g] for r, g in zip(chain[1:], guesses)], lookup_accepted=len(taken),
+                        lookup_new=sum(committed[r] != tokens[r] for r in taken))
+        return [r for r, _ in made], committed, confidence, after, info
 
     return draft_and_verify(dec, "ssd-dllm", block_size, cache, verify, order)
