@@ -144,8 +144,9 @@ def test_ssd_dllm_with_lookup_is_one_token_per_step_decoding_exactly(attention, 
 
 
 def test_ssd_dllm_with_lookup_accepts_right_guesses(monkeypatch):
-    """Guesses that are the reference's own next tokens (an oracle in place of the lookup) are all accepted: the
-    main chain is the guesses, so with drafts = block_size a block takes two forwards (draft, verify)."""
+    """Guesses that are the reference's own next tokens (an oracle in place of the lookup) are all accepted: their
+    chain beside the draft's tree is verified in full, so with drafts = block_size a block takes two forwards (draft,
+    verify)."""
     from lab.dllm.policies import ssd
 
     tl = dllm_lab("block", block_size=8)
