@@ -152,8 +152,8 @@ def test_ssd_dllm_with_lookup_accepts_right_guesses(monkeypatch):
     tl = dllm_lab("block", block_size=8)
     for prompt in random_prompts(4, seed=5):
         ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, remasking="left_to_right").trace
-        oracle = lambda context, n, k: ref.tokens[len(context) - len(prompt):][:k]  # noqa: E731
-        monkeypatch.setattr(ssd, "prompt_lookup", oracle)
+        oracle = lambda context, n, least, k: ref.tokens[len(context) - len(prompt):][:k]  # noqa: E731
+        monkeypatch.setattr(ssd.pld, "lookup", oracle)
         got = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, drafts=8, order="left-to-right",
                           lookup=1).trace
         assert got.tokens == ref.tokens and got.forwards == 4  # two blocks of 8
@@ -161,13 +161,14 @@ def test_ssd_dllm_with_lookup_accepts_right_guesses(monkeypatch):
         monkeypatch.undo()
 
 
-def test_prompt_lookup_takes_the_longest_suffix_at_its_latest_earlier_occurrence():
-    from lab.dllm.policies.ssd import prompt_lookup
+def test_pld_lookup_takes_the_longest_suffix_at_its_latest_earlier_occurrence():
+    """The prompt lookup ssd-dllm's guesses come from (PLD's, lab/speculative/drafters/pld.py)."""
+    from lab.speculative.drafters.pld import lookup
 
-    assert prompt_lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 2, 3], 3, 4) == [7, 8, 5, 2]  # [2, 3]: the latest of two
-    assert prompt_lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 1, 2, 3], 3, 2) == [7, 8]  # [1, 2, 3]
-    assert prompt_lookup([4, 5, 6, 4], 3, 5) == [5, 6, 4]  # only the last token recurs; up to what there is
-    assert prompt_lookup([4, 5, 6], 3, 5) == [] and prompt_lookup([4], 3, 5) == []
+    assert lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 2, 3], 3, 1, 4) == [7, 8, 5, 2]  # [2, 3]: the latest of two
+    assert lookup([1, 2, 3, 9, 1, 2, 3, 7, 8, 1, 2, 3], 3, 1, 2) == [7, 8]  # [1, 2, 3]
+    assert lookup([4, 5, 6, 4], 3, 1, 5) == [5, 6, 4]  # only the last token recurs; up to what there is
+    assert lookup([4, 5, 6], 3, 1, 5) == [] and lookup([4], 3, 1, 5) == []
 
 
 def test_graft_adds_the_guessed_chain_beside_the_drafts_tree():

@@ -166,15 +166,18 @@ class FakeGauge:
         return 3 * self.estimate, 0, False
 
 
-def test_measured_steps_calibrate_the_tree_and_keep_greedy_tokens(monkeypatch):
-    class Drafter(specmemo.MemoryBoundDrafter):
-        def propose(self, dec, root):
-            tree = super().propose(dec, root)
-            self.gauge.estimate = self.last["total"]
-            return tree
+class TellsTheGauge(specmemo.MemoryBoundDrafter):
+    """The drafter, handing each tree's modelled bytes to the fake gauge."""
 
+    def propose(self, dec, root):
+        tree = super().propose(dec, root)
+        self.gauge.estimate = self.last["total"]
+        return tree
+
+
+def test_measured_steps_calibrate_the_tree_and_keep_greedy_tokens(monkeypatch):
     monkeypatch.setattr(specmemo, "Gauge", FakeGauge)
-    monkeypatch.setattr(specmemo, "MemoryBoundDrafter", Drafter)
+    monkeypatch.setattr(specmemo, "MemoryBoundDrafter", TellsTheGauge)
     lab_ = make_lab()
     trace = lab_.generate("specmemo", PROMPT, max_new_tokens=16, memory_mb=0.1, max_nodes=64).trace
     assert trace.tokens == lab_.generate("greedy", PROMPT, max_new_tokens=16).trace.tokens
@@ -201,14 +204,8 @@ def test_a_step_with_a_one_off_allocation_is_not_calibrated_on(monkeypatch):
             OneOff.calls += 1
             return (10**9, 10**6, True) if OneOff.calls == 2 else (self.estimate, 0, False)
 
-    class Drafter(specmemo.MemoryBoundDrafter):
-        def propose(self, dec, root):
-            tree = super().propose(dec, root)
-            self.gauge.estimate = self.last["total"]
-            return tree
-
     monkeypatch.setattr(specmemo, "Gauge", OneOff)
-    monkeypatch.setattr(specmemo, "MemoryBoundDrafter", Drafter)
+    monkeypatch.setattr(specmemo, "MemoryBoundDrafter", TellsTheGauge)
     lab_ = make_lab()
     trace = lab_.generate("specmemo", PROMPT, max_new_tokens=16, memory_mb=0.5, max_nodes=16).trace
     steps = [s for s in trace.steps if not s.prefill]

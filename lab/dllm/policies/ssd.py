@@ -22,18 +22,8 @@ import torch
 
 from ...errors import LabError
 from ...registry import method
+from ...speculative.drafters import pld
 from ..loop import check_order, decision, draft_and_verify
-
-
-def prompt_lookup(context: list[int], n: int, k: int) -> list[int]:
-    """Prompt Lookup Decoding (Saxena, 2023): the k tokens that followed the latest earlier occurrence of the
-    context's last n tokens (n, else fewer, down to 1); none when no suffix occurs earlier."""
-    for m in range(min(n, len(context) - 1), 0, -1):
-        key = context[-m:]
-        for i in range(len(context) - m - 1, -1, -1):
-            if context[i:i + m] == key:
-                return context[i + m:i + m + k]
-    return []
 
 
 def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -87,7 +77,7 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
         chain = ranked[:drafts]  # rows of the window, in the reference's order; chain[0] is certain
         guesses, path = [], [tokens[r] for r in chain]  # path: the second chain, the guesses where there are some
         if lookup:  # left to right: chain[j] is the position j after chain[0], whose decision is certain
-            guesses = prompt_lookup(den.prompt + den.canvas[:window[chain[0]]] + path[:1], lookup, len(chain) - 1)
+            guesses = pld.lookup(den.prompt + den.canvas[:window[chain[0]]] + path[:1], lookup, 1, len(chain) - 1)
             path[1:1 + len(guesses)] = guesses
         top = logits[chain].topk(min(branches, logits.shape[-1]), -1)
         ids = torch.cat([top.indices, torch.tensor(path, device=logits.device)[:, None]], 1)  # the path's p too
