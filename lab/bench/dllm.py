@@ -5,6 +5,7 @@
                              [--policies fast-dllm,freedave | fast-dllm:threshold=0.8] [--judge default | none]
                              [--device cuda] [--dtype bfloat16] [--suite FILE.jsonl | --write-suite FILE.jsonl]
                              [--out results/dllm_bench.json] [--no-plots] [--no-png]
+    python -m lab bench dllm --merge A.json,B.json [--tasks qa,copy,arithmetic] [--out FILE.json]
 
 Tasks (lab/bench/dllm_tasks.py; prompts from installed packages only, deterministic; `--write-suite` for a
 machine without them):
@@ -27,7 +28,8 @@ dLLM forwards are `draft_forwards`. apd runs on the dLLM with the judge's model 
 the dLLM's, the verifier's are `draft_forwards`. The learned policies (learn2pd, tracelock) run with the filter
 shipped for the model (only dllm-default has them) or one named in --policies (learn2pd:filter=DIR); otherwise they
 are skipped. Writes the JSON (with the command), the trade-off plots (HTML; a PNG each when Chromium is there) and
-prints a Markdown table last.
+prints a Markdown table last. `--merge` runs nothing: it joins results files over the same tasks into one table
+and plot (lab/bench/dllm_merge.py).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from tqdm import tqdm
 from .. import registry
 from ..dllm import filters
 from ..errors import LabError
+from .dllm_merge import merge
 from .dllm_tasks import SCORED, SCORERS, TASKS, Judge, build_tasks, read_suite
 from .output import save, write_figures
 from .quality import parse_spec
@@ -210,6 +213,7 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
     ap.add_argument("--policies", default="", help="comma-separated names or name:key=value; default: all")
     ap.add_argument("--suite", help="a JSONL of tasks (written by --write-suite) instead of building them")
     ap.add_argument("--write-suite", help="only build the tasks and write them to this JSONL")
+    ap.add_argument("--merge", help="comma-separated results files over the same tasks: one table and plot, no runs")
     ap.add_argument("--out", default="results/dllm_bench.json")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-png", action="store_true")
@@ -220,6 +224,8 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
         raise LabError(f"--tasks {args.tasks!r}: use some of {', '.join(TASKS)}")
     if args.max_new_tokens < 1:
         raise LabError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.merge:
+        return report(merged(args.merge, tasks, argv), Path(args.out), args)
     settings = choose_settings(args.policies, args.max_new_tokens)
     if args.block_size < 0:
         raise LabError(f"--block-size must be >= 0, got {args.block_size}")
@@ -292,6 +298,18 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
         results["interrupted"] = True
     results["best_within_1_point"] = best_within(results)
     return report(results, Path(args.out), args)
+
+
+def merged(spec: str, tasks: list[str], argv: list[str] | None) -> dict:
+    """--merge: the files' runs as one results dict, summarized as a bench run is."""
+    results = merge([p.strip() for p in spec.split(",") if p.strip()], tasks)
+    results.update(date=date.today().isoformat(), command="python -m lab bench dllm " + " ".join(argv or []),
+                   summary=summarize(results["runs"], [s["label"] for s in results["settings"]], results["tasks"]))
+    results["best_within_1_point"] = best_within(results)
+    for d in results["duplicates"]:
+        print(f"{d['setting']} is also in {d['file']}: {d['same_texts']} of {d['tasks']} texts the same (kept the "
+              "first file's)")
+    return results
 
 
 def report(results: dict, out: Path, args) -> dict:

@@ -180,3 +180,41 @@ def test_an_interrupted_bench_writes_the_prompts_every_setting_finished(tmp_path
     assert results["interrupted"] and [p["id"] for p in results["prompts"]] == [calls[0]]
     assert {r["id"] for r in results["runs"]} == {calls[0]} and len(results["runs"]) == 2
     assert json.loads(out.read_text())["interrupted"] and "interrupted: 1 prompts" in capsys.readouterr().out
+
+
+def test_merge_joins_runs_over_the_same_tasks_and_checks_the_repeated_reference(tmp_path, capsys):
+    d = text_dllm()
+    common = ["--tasks", "arithmetic,copy", "--per-task", "2", "--max-new-tokens", "4", "--no-plots", "--no-progress"]
+    a = bench.main([*common, "--policies", "freedave", "--out", str(tmp_path / "a.json")], lab=d, judge="none")
+    b = bench.main([*common, "--policies", "fast-dllm:threshold=0.5", "--out", str(tmp_path / "b.json")], lab=d,
+                   judge="none")
+    capsys.readouterr()
+    out = tmp_path / "m.json"
+    merged = bench.main(["--merge", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--tasks", "arithmetic,copy",
+                         "--max-new-tokens", "4", "--out", str(out), "--no-png"])
+    printed = capsys.readouterr().out
+    assert [s["label"] for s in merged["settings"]] == ["llada steps=0", "freedave drafts=4",
+                                                         "fast-dllm threshold=0.5"]
+    assert merged["summary"]["freedave drafts=4"] == a["summary"]["freedave drafts=4"]  # as its own run summed it
+    assert merged["summary"]["fast-dllm threshold=0.5"] == b["summary"]["fast-dllm threshold=0.5"]
+    assert merged["duplicates"] == [{"setting": "llada steps=0", "file": str(tmp_path / "b.json"), "same_texts": 4,
+                                     "tasks": 4}]  # the reference ran twice, token for token the same
+    assert "llada steps=0 is also in" in printed and "4 of 4 texts the same" in printed
+    assert len(json.loads(out.read_text())["runs"]) == 12 and (tmp_path / "m.html").exists()
+    c = json.loads((tmp_path / "b.json").read_text())  # one run's text differs: the check says so
+    next(r for r in c["runs"] if r["setting"] == "llada steps=0")["text"] += " changed"
+    c["runs"] = [r for r in c["runs"] if r["setting"] == "llada steps=0"] + \
+        [r for r in c["runs"] if r["setting"] != "llada steps=0"]
+    (tmp_path / "c.json").write_text(json.dumps(c))
+    again = bench.merged(f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}", ["arithmetic", "copy"], None)
+    assert again["duplicates"][0]["same_texts"] == 3
+    c["runs"] = [r for r in c["runs"] if r["task"] != "copy" or r["setting"] != "fast-dllm threshold=0.5"][:-1]
+    (tmp_path / "c.json").write_text(json.dumps(c))
+    with pytest.raises(LabError, match="'fast-dllm threshold=0.5' ran 1 of the 4 tasks"):
+        bench.merged(f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}", ["arithmetic", "copy"], None)
+    c["max_new_tokens"] = 8
+    (tmp_path / "c.json").write_text(json.dumps(c))
+    with pytest.raises(LabError, match="max_new_tokens 8 is not 4"):
+        bench.merged(f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}", ["arithmetic", "copy"], None)
+    with pytest.raises(LabError, match="at least two"):
+        bench.merged(str(tmp_path / "a.json"), ["arithmetic"], None)
