@@ -168,11 +168,17 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def line_of(setting: dict) -> str:
+    """The trade-off plot's line for a setting: its policy and its choices by name (order=left-to-right, decoder=
+    credit), so that only numbers (threshold, steps, block size, drafts) move a point along a line."""
+    return setting["policy"] + "".join(f" {k}={v}" for k, v in setting["options"].items() if isinstance(v, str))
+
+
 def figures(results: dict) -> dict:
     from ..widgets.dllm_figures import tradeoff_figure
 
     summary = results["summary"]
-    points = lambda key: [{"method": s["policy"], "setting": s["label"], "score": summary[s["label"]][key],  # noqa
+    points = lambda key: [{"method": line_of(s), "setting": s["label"], "score": summary[s["label"]][key],  # noqa
                            "tokens_per_forward": summary[s["label"]]["tokens_per_forward"]}
                           for s in results["settings"] if summary[s["label"]][key] is not None
                           and summary[s["label"]]["tokens_per_forward"] is not None]

@@ -218,3 +218,17 @@ def test_merge_joins_runs_over_the_same_tasks_and_checks_the_repeated_reference(
         bench.merged(f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}", ["arithmetic", "copy"], None)
     with pytest.raises(LabError, match="at least two"):
         bench.merged(str(tmp_path / "a.json"), ["arithmetic"], None)
+
+
+def test_the_trade_off_plot_draws_a_line_per_policy_and_named_choice():
+    settings = [("llada", {"steps": 0}), ("llada", {"steps": 4}), ("llada", {"remasking": "left_to_right"}),
+                ("fast-dllm", {"threshold": 0.9}), ("fast-dllm", {"threshold": 0.5}),
+                ("ssd-dllm", {"drafts": 8, "order": "left-to-right"}),
+                ("ssd-dllm", {"drafts": 16, "order": "left-to-right", "lookup": 3})]
+    results = {"tasks": ["qa"], "settings": [{"label": bench.label(*s), "policy": s[0], "options": s[1]}
+                                             for s in settings],
+               "summary": {bench.label(*s): {"accuracy": 50.0 - i, "tokens_per_forward": 1.0 + i}
+                           for i, s in enumerate(settings)}}
+    lines = {t.name: len(t.x) for t in bench.figures(results)["accuracy"].data}
+    assert lines == {"llada": 2, "llada remasking=left_to_right": 1, "fast-dllm": 2,
+                     "ssd-dllm order=left-to-right": 2}
