@@ -137,6 +137,7 @@ def tradeoff_figure(rows: list[dict], baseline: float | None = None, score: str 
     if baseline is not None:
         fig.add_hline(y=baseline, line=dict(color="grey", dash="dot"), annotation_text="one token per step")
     fig.update_layout(title=f"{score} against tokens per forward", xaxis_title="tokens per forward",
-                      yaxis_title=score, height=420, margin=dict(l=50, r=20, t=50, b=40),
+                      yaxis_title=score, height=max(420, 90 + 21 * len(fig.data)),  # room for every legend entry
+                      margin=dict(l=50, r=20, t=50, b=40),
                       colorway=px.colors.qualitative.Dark24)  # a colour per policy (the default ten repeat)
     return fig
