@@ -53,8 +53,8 @@ def merge(paths: list[str], tasks: list[str]) -> dict:
                 raise LabError(f"--merge {path}: {s['label']!r} ran {len({r['id'] for r in mine})} of the "
                                f"{len(ids)} tasks of {paths[0]}; merge only runs over the same tasks")
             if s["label"] in seen:
-                earlier = {r["id"]: r["text"] for r in seen[s["label"]]}
-                same = sum(earlier[r["id"]] == r["text"] for r in mine)
+                earlier = {r["id"]: r.get("text") for r in seen[s["label"]]}
+                same = sum(r.get("text") is not None and earlier[r["id"]] == r["text"] for r in mine)  # failed: none
                 duplicates.append({"setting": s["label"], "file": path, "same_texts": same, "tasks": len(ids)})
                 continue
             seen[s["label"]] = mine
