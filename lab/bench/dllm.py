@@ -5,7 +5,7 @@
                              [--policies fast-dllm,freedave | fast-dllm:threshold=0.8] [--judge default | none]
                              [--device cuda] [--dtype bfloat16] [--suite FILE.jsonl | --write-suite FILE.jsonl]
                              [--out results/dllm_bench.json] [--no-plots] [--no-png]
-    python -m lab bench dllm --merge A.json,B.json [--tasks qa,copy,arithmetic] [--out FILE.json]
+    python -m lab bench dllm --merge A.json B.json [--tasks qa,copy,arithmetic] [--out FILE.json]
 
 Tasks (lab/bench/dllm_tasks.py; prompts from installed packages only, deterministic; `--write-suite` for a
 machine without them):
@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
     ap.add_argument("--policies", default="", help="comma-separated names or name:key=value; default: all")
     ap.add_argument("--suite", help="a JSONL of tasks (written by --write-suite) instead of building them")
     ap.add_argument("--write-suite", help="only build the tasks and write them to this JSONL")
-    ap.add_argument("--merge", help="comma-separated results files over the same tasks: one table and plot, no runs")
+    ap.add_argument("--merge", nargs="+", metavar="FILE",
+                    help="results files over the same tasks: one table and plot, no runs (as bench spec --merge)")
     ap.add_argument("--out", default="results/dllm_bench.json")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-png", action="store_true")
@@ -306,9 +307,9 @@ def main(argv: list[str] | None = None, lab=None, judge=None, prompts: list[dict
     return report(results, Path(args.out), args)
 
 
-def merged(spec: str, tasks: list[str], argv: list[str] | None) -> dict:
+def merged(paths: list[str], tasks: list[str], argv: list[str] | None) -> dict:
     """--merge: the files' runs as one results dict, summarized as a bench run is."""
-    results = merge([p.strip() for p in spec.split(",") if p.strip()], tasks)
+    results = merge(paths, tasks)
     results.update(date=date.today().isoformat(), command="python -m lab bench dllm " + " ".join(argv or []),
                    summary=summarize(results["runs"], [s["label"] for s in results["settings"]], results["tasks"]))
     results["best_within_1_point"] = best_within(results)

@@ -1,4 +1,4 @@
-"""`python -m lab bench dllm --merge A.json,B.json,...`: one table and one trade-off plot from bench runs made at
+"""`python -m lab bench dllm --merge A.json B.json ...`: one table and one trade-off plot from bench runs made at
 different times or on different machines over the same tasks (a GPU run of every policy and a later CPU run of one
 new setting, say).
 
@@ -34,7 +34,7 @@ def merge(paths: list[str], tasks: list[str]) -> dict:
     """One results dict (settings, prompts, runs, `merged_from`, `duplicates`) from bench dllm files; the summary
     and best setting are left to the caller (lab.bench.dllm.summarize / best_within)."""
     if len(paths) < 2:
-        raise LabError("--merge needs at least two results files, comma-separated")
+        raise LabError("--merge needs at least two results files")
     files = [(path, _load(path)) for path in paths]
     first = files[0][1]
     tasks = [t for t in tasks if t in TASKS]

@@ -190,7 +190,7 @@ def test_merge_joins_runs_over_the_same_tasks_and_checks_the_repeated_reference(
                    judge="none")
     capsys.readouterr()
     out = tmp_path / "m.json"
-    merged = bench.main(["--merge", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--tasks", "arithmetic,copy",
+    merged = bench.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--tasks", "arithmetic,copy",
                          "--max-new-tokens", "4", "--out", str(out), "--no-png"])
     printed = capsys.readouterr().out
     assert [s["label"] for s in merged["settings"]] == ["llada steps=0", "freedave drafts=4",
@@ -206,18 +206,18 @@ def test_merge_joins_runs_over_the_same_tasks_and_checks_the_repeated_reference(
     c["runs"] = [r for r in c["runs"] if r["setting"] == "llada steps=0"] + \
         [r for r in c["runs"] if r["setting"] != "llada steps=0"]
     (tmp_path / "c.json").write_text(json.dumps(c))
-    again = bench.merged(f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}", ["arithmetic", "copy"], None)
+    again = bench.merged([str(tmp_path / "a.json"), str(tmp_path / "c.json")], ["arithmetic", "copy"], None)
     assert again["duplicates"][0]["same_texts"] == 3
     c["runs"] = [r for r in c["runs"] if r["task"] != "copy" or r["setting"] != "fast-dllm threshold=0.5"][:-1]
     (tmp_path / "c.json").write_text(json.dumps(c))
     with pytest.raises(LabError, match="'fast-dllm threshold=0.5' ran 1 of the 4 tasks"):
-        bench.merged(f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}", ["arithmetic", "copy"], None)
+        bench.merged([str(tmp_path / "a.json"), str(tmp_path / "c.json")], ["arithmetic", "copy"], None)
     c["max_new_tokens"] = 8
     (tmp_path / "c.json").write_text(json.dumps(c))
     with pytest.raises(LabError, match="max_new_tokens 8 is not 4"):
-        bench.merged(f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}", ["arithmetic", "copy"], None)
+        bench.merged([str(tmp_path / "a.json"), str(tmp_path / "c.json")], ["arithmetic", "copy"], None)
     with pytest.raises(LabError, match="at least two"):
-        bench.merged(str(tmp_path / "a.json"), ["arithmetic"], None)
+        bench.merged([str(tmp_path / "a.json")], ["arithmetic"], None)
 
 
 def test_the_trade_off_plot_draws_a_line_per_policy_and_named_choice():
