@@ -128,6 +128,17 @@ class Backend(ABC):
             out.append(token)
         return out
 
+    def rounds_with(self, draft: "Backend") -> bool:
+        """Whether `greedy_rounds` runs with this draft (the fast backend, with a fast-backend draft)."""
+        return False
+
+    def greedy_rounds(self, draft: "Backend", token: int, k: int, rounds: int) -> list:
+        """`rounds` greedy speculative rounds of k drafts by `draft` (a backend holding this row's tokens but
+        `token`, which both are fed next) without the host between them: per round (drafts, their draft
+        probabilities, the target's k + 1 argmax tokens, how many drafts were accepted; the round commits
+        best[:accepted + 1]). Only where `rounds_with(draft)`."""
+        raise NotImplementedError(f"{type(self).__name__} has no device path for speculative rounds")
+
     def greedy_chain(self, token: int, n: int) -> tuple[list[int], list[float]]:
         """`greedy_run`'s tokens and each one's softmax probability (a draft chain at temperature 0)."""
         out, probs = [], []

@@ -17,7 +17,8 @@ from ..base import Backend, Description, Forward
 from ..layers import kv_bytes_per_token
 from ..taps import check
 from ..transfer import to_device
-from .graphs import BURST, Pool, Slab
+from .graphs import BURST, Pool, Slab, bucket
+from .rounds import GreedyRounds
 from .weights import Weights, one_layer, step
 
 PREFILL_CHUNK = 64  # prompt tokens per graph replay on a GPU (measured so: README)
@@ -194,6 +195,40 @@ class FastBackend(Backend):
             beliefs += p
             token = got[-1]
         return tokens, beliefs
+
+    def rounds_with(self, draft: Backend) -> bool:
+        return isinstance(draft, FastBackend) and draft.device == self.device
+
+    @torch.inference_mode()
+    def greedy_rounds(self, draft: Backend, token: int, k: int, rounds: int) -> list:
+        """Greedy speculative rounds with a fast-backend draft on this device (rounds.py: one graph on a GPU, the
+        same tensor code eagerly elsewhere)."""
+        if not self.rounds_with(draft) or len(draft._ids) != len(self._ids):
+            raise ValueError("greedy_rounds needs a fast-backend draft on this device holding this row's length")
+        length = len(self._ids)
+        need = length + rounds * (k + 1)  # the most columns the rounds can write
+        self._room(need)
+        draft._room(need)
+        graphs = self.slab.graphs is not None and draft.slab.graphs is not None
+        columns = bucket(need, self.slab.column_buckets) if graphs else need  # need < capacity: always a bucket
+        if columns > draft.slab.capacity:
+            draft._room(columns)
+        key = ("rounds", id(draft.slab), id(draft.w), tuple(draft.run_layers), tuple(self.run_layers), k, rounds,
+               columns)
+        runner = self.slab.graphs.get(key) if graphs else None
+        if runner is None:
+            runner = GreedyRounds(self, draft, k, rounds, columns, graphs, token, length)
+            if graphs:
+                self.slab.graphs[key] = runner  # it holds the draft's slab, so the id in the key stays its own
+        got = runner(token, length)
+        fed = [int(token)]
+        for _, _, best, accepted in got:
+            fed += best[:accepted + 1]
+        for backend, forwards in ((self, rounds), (draft, rounds * (k + 1))):
+            backend._ids.extend(fed[:-1])  # the last round's token is the next one to feed
+            backend._pending = (len(backend._ids) - 1, 1)
+            backend.forwards += forwards
+        return got
 
     @torch.inference_mode()
     def keep(self, rows: list[int], row: int = 0) -> None:

@@ -10,8 +10,7 @@ The chain length adapts as in `sps`.
 from __future__ import annotations
 
 from ...registry import method
-from ..loop import speculate
-from .sps import DraftModel
+from .sps import DraftModel, draft_model_decoding
 
 
 @method("fastdraft", family="speculative", lossless=True, training_free=False,
@@ -23,4 +22,4 @@ from .sps import DraftModel
 def fastdraft(dec, *, draft: str = "fastdraft", length: int = 4, adaptive: bool = True):
     """Speculative sampling with a draft trained for the target (FastDraft): the shipped one for the default model,
     or the folder a `python -m lab train fastdraft --export` wrote."""
-    yield from speculate(dec, DraftModel(dec.lab.draft(draft), length, adaptive, 0.0))
+    yield from draft_model_decoding(dec, DraftModel(dec.lab.draft(draft), length, adaptive, 0.0))

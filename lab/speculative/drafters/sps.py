@@ -13,6 +13,7 @@ from __future__ import annotations
 from ...backends import Backend
 from ...decoding import Decoding
 from ...registry import batched, method
+from ...trace import Step
 from ...tree import Tree
 from ..chains import ChainDrafter
 from ..drafter import Drafter
@@ -66,14 +67,44 @@ class DraftModel(Drafter):
                 self.length = max(1, self.length - 1)
 
 
+ROUNDS = 4  # greedy rounds per call of the backend's device path (the fast backend: one graph, one readback)
+CHAIN_LENGTHS = range(1, 9)  # the chain lengths the device path is asked for (a graph each)
+
+
+def draft_model_decoding(dec: Decoding, drafter: DraftModel):
+    """`speculate(dec, drafter)`. At temperature 0 with bursts, where the target has a device path for greedy
+    rounds with this draft (`Backend.greedy_rounds`: the fast backend), ROUNDS rounds go to the device at a time
+    with the chain length the adaptive schedule reached (at most 8) and the schedule is applied per round
+    afterwards: at a fixed length, the very drafts and verdicts of the host loop."""
+    if not (dec.greedy and drafter.bursts and not drafter.confidence and dec.target.rounds_with(drafter.runner)):
+        yield from speculate(dec, drafter)
+        return
+    drafter.max_length = min(drafter.max_length, CHAIN_LENGTHS[-1])
+    root = dec.choose(dec.prefill())
+    yield Step(committed=[root], origin=["plain"], forwards=0, prefill=True)
+    runner = drafter.runner
+    while not dec.done:
+        k = max(n for n in CHAIN_LENGTHS if n <= min(drafter.length, dec.remaining))
+        runner.hold(dec.context[:-1])
+        got = dec.target.greedy_rounds(runner, root, k, ROUNDS if dec.remaining > 2 * (k + 1) else 1)
+        for chain, beliefs, best, accepted in got:
+            root = best[accepted]
+            yield Step(committed=best[:accepted + 1], origin=["draft"] * accepted + ["bonus"], proposed=chain,
+                       parents=list(range(-1, k - 1)), draft_probs=[round(p, 4) for p in beliefs],
+                       accepted=list(range(accepted)), bonus=root, draft_forwards=k + 1,
+                       info={"recovered": False, "device_rounds": len(got)})
+            drafter.accepted(dec, chain, Verdict(list(range(accepted)), root))
+            if dec.done:
+                return
+
+
 @method("sps", family="speculative", lossless=True, training_free=True,
         paper="Fast Inference from Transformers via Speculative Decoding",
         departures="the adaptive chain length (grow by 2 after a full acceptance, shrink by 1 otherwise) is "
                    "transformers' assisted-generation schedule, not the papers'; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
 def sps(dec, *, draft: str = "default", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
     """Draft-model speculative sampling with adaptive chain length (draft: 'layers:N' or a model)."""
-    drafter = DraftModel(dec.lab.draft(draft), length, adaptive, confidence)
-    yield from speculate(dec, drafter)
+    yield from draft_model_decoding(dec, DraftModel(dec.lab.draft(draft), length, adaptive, confidence))
 
 
 class SpsRows(ChainDrafter):
