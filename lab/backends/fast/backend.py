@@ -203,8 +203,8 @@ class FastBackend(Backend):
     def greedy_rounds(self, draft: Backend, token: int, k: int, rounds: int) -> list:
         """Greedy speculative rounds with a fast-backend draft on this device (rounds.py: one graph on a GPU, the
         same tensor code eagerly elsewhere)."""
-        if not self.rounds_with(draft) or len(draft._ids) != len(self._ids):
-            raise ValueError("greedy_rounds needs a fast-backend draft on this device holding this row's length")
+        if not self.rounds_with(draft) or draft._ids != self._ids or not self._ids:
+            raise ValueError("greedy_rounds needs a fast-backend draft on this device holding this row's tokens")
         length = len(self._ids)
         need = length + rounds * (k + 1)  # the most columns the rounds can write
         self._room(need)
@@ -217,14 +217,14 @@ class FastBackend(Backend):
                columns)
         runner = self.slab.graphs.get(key) if graphs else None
         if runner is None:
-            runner = GreedyRounds(self, draft, k, rounds, columns, graphs, token, length)
+            runner = GreedyRounds(self, draft, k, rounds, columns, graphs, self._ids[-1], token, length)
             if graphs:
                 self.slab.graphs[key] = runner  # it holds the draft's slab, so the id in the key stays its own
-        got = runner(token, length)
+        got = runner(self._ids[-1], token, length)
         fed = [int(token)]
         for _, _, best, accepted in got:
             fed += best[:accepted + 1]
-        for backend, forwards in ((self, rounds), (draft, rounds * (k + 1))):
+        for backend, forwards in ((self, rounds), (draft, rounds * k)):
             backend._ids.extend(fed[:-1])  # the last round's token is the next one to feed
             backend._pending = (len(backend._ids) - 1, 1)
             backend.forwards += forwards

@@ -11,8 +11,10 @@ CPU, which is what the tests compare with the host loop.
 
 Both caches are indexed by position: a round writes the draft's chain and the target's verification at the
 columns after the committed ones, and what a rejection leaves there is hidden by the length and overwritten by
-the next round. The draft feeds its last drafted token too (k + 1 draft steps for k drafts, the last without
-the LM head), so that after any acceptance its cache holds every committed token.
+the next round. A round's first draft step feeds two tokens, the one before the target's token (again) and the
+target's token: when every draft was accepted, the last one never went through the draft, and this way its cache
+holds it without a draft step of its own (at this size a step of one or two tokens costs the same: its time is
+kernel launches, not bytes).
 """
 from __future__ import annotations
 
@@ -29,40 +31,42 @@ class GreedyRounds:
     the capture's warm-up runs write the very columns, with the very values, that this call's replay writes
     again), else run eagerly at each call."""
 
-    def __init__(self, target, draft, k: int, rounds: int, columns: int, graphs: bool, token: int, length: int):
+    def __init__(self, target, draft, k: int, rounds: int, columns: int, graphs: bool, before: int, token: int,
+                 length: int):
         device = target.slab.keys.device
         self.k, self.rounds = k, rounds
-        self.state = torch.zeros(2, dtype=torch.long, device=device)  # the cache length, the token to feed next
-        self.host = torch.tensor([length, int(token)])
+        # the cache length, the token before the one to feed next (the cache's last), the token to feed next
+        self.state = torch.zeros(3, dtype=torch.long, device=device)
+        self.host = torch.tensor([length, int(before), int(token)])
         if graphs:
             self.host = self.host.pin_memory()
         # tensors the graph reads are kept here: freed with `run`'s closure they would be reused under the replays
         self.live = torch.ones(1, dtype=torch.bool, device=device)
         self.cols = torch.arange(columns, device=device)
         self.offsets = torch.arange(k + 1, device=device)
+        self.pair = torch.arange(-1, 1, device=device)
         fused = triton_ready(self.live)
         tw, tl, ts = target.w, list(target.run_layers), target.slab
         dw, dl, ds = draft.w, list(draft.run_layers), draft.slab
 
         def run() -> torch.Tensor:
-            length, token = self.state[:1], self.state[1:2]
+            length, pair = self.state[:1], self.state[1:3]  # pair: the cache's last token, the one to feed
             out = []
             for _ in range(rounds):
-                drafts, beliefs, fed = [], [], token
-                for i in range(k + 1):  # the chain, then its last token fed (no LM head) so the cache holds it
-                    at = length + i
-                    logits = step(dw, dl, fed, at, at, self.cols[None] <= at[:, None], ds.keys, ds.values, columns,
-                                  logits=i < k)[0]
-                    if i < k:
-                        fed, belief = argmax_belief(logits, self.live, fused)
-                        drafts.append(fed)
-                        beliefs.append(belief.view(1))
+                token, drafts, beliefs = pair[1:], [], []
+                fed, at = pair, length + self.pair  # the first step: both tokens of the pair, then one at a time
+                for i in range(k):
+                    logits = step(dw, dl, fed, at, at, self.cols[None] <= at[:, None], ds.keys, ds.values, columns)[0]
+                    fed, belief = argmax_belief(logits[-1:], self.live, fused)
+                    drafts.append(fed)
+                    beliefs.append(belief.view(1))
+                    at = length + i + 1
                 chain = torch.cat(drafts)
                 at = length + self.offsets
                 best = step(tw, tl, torch.cat([token, chain]), at, at, self.cols[None] <= at[:, None], ts.keys,
                             ts.values, columns)[0].argmax(-1)  # [k + 1]: the target's token after each prefix
                 accepted = (best[:k] == chain).long().cumprod(0).sum(0, keepdim=True)  # [1]
-                token = best.gather(0, accepted)
+                pair = torch.cat([token, best]).unfold(0, 2, 1).index_select(0, accepted)[0]  # last accepted, next
                 length = length + accepted + 1
                 out.append(torch.cat([chain.double(), best.double(), accepted.double(), torch.cat(beliefs).double()]))
             return torch.stack(out)  # one readback for every round
@@ -72,10 +76,11 @@ class GreedyRounds:
         if graphs:
             self.graph, self.out = capture(run, ts.memory, lambda: self.state.copy_(self.host, non_blocking=True))
 
-    def __call__(self, token: int, length: int) -> list[tuple[list[int], list[float], list[int], int]]:
-        """Per round: the k drafted tokens, their draft probabilities, the target's k + 1 argmax tokens and how
-        many drafts it accepted (it commits best[:accepted + 1])."""
-        self.host[0], self.host[1] = length, int(token)
+    def __call__(self, before: int, token: int, length: int) -> list[tuple[list[int], list[float], list[int], int]]:
+        """Rounds from `token` at cache column `length` (`before` is the token at column length - 1). Per round: the
+        k drafted tokens, their draft probabilities, the target's k + 1 argmax tokens and how many drafts it
+        accepted (it commits best[:accepted + 1])."""
+        self.host[0], self.host[1], self.host[2] = length, int(before), int(token)
         if self.graph is None:
             self.state.copy_(self.host)
             out = self.run()
