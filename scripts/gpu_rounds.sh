@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 11 on the GPU machine (device rounds for sps / fastdraft): the default model from the GGUF halves already in
 # /tmp/g, then the float32 check of the device rounds and the spec bench at T = 0 on the mixed suite with sps at
-# fixed chain lengths beside fastdraft's adaptive one (and once with chains of up to 3 tokens verified through the
-# matrix-vector kernels); outputs in $OUT. The suite: `python -m lab bench spec --write-suite .whl/suite.jsonl
+# fixed chain lengths beside fastdraft's adaptive one, and at T = 1; outputs in $OUT (at most 8 files come back:
+# the .txt tables are printed). The suite: `python -m lab bench spec --write-suite .whl/suite.jsonl
 # --per-category 2`.
 source scripts/gpu_env.sh
 set +eo pipefail
@@ -17,5 +17,7 @@ bench() {  # name, then bench options
 bench t0-k2 --opt sps.length=2 --opt sps.adaptive=false
 bench t0-k1 --opt sps.length=1 --opt sps.adaptive=false
 bench t0-k3 --opt sps.length=3 --opt sps.adaptive=false
-DECODING_LAB_GEMV_ROWS=3 bench t0-k2-gemv3 --opt sps.length=2 --opt sps.adaptive=false
+bench t0-k2-again --opt sps.length=2 --opt sps.adaptive=false
+bench t1 --temperature 1 --opt sps.length=2 --opt sps.adaptive=false
 for f in "$OUT"/*.txt; do echo "== $f"; grep -v "Warn\|spec bench\|clean_up" "$f" | tail -9; done
+rm -f "$OUT"/t*.txt

@@ -5,8 +5,9 @@ split-K attention over the static cache (`tree_attention`), the output product, 
 RMSNorm (`add_rms_norm`), the gate-and-up product, `silu_mul`, the down product; the MLP's residual add is fused
 into the next layer's norm. For one new token (a decode step) `gemv_rows` goes further: each layer product is a
 `gemv` kernel with the norm or the activation before it fused in, seven kernels a layer; so it does for up to
-`w.gemv_rows` new tokens (1 by default: whether a chain's verification of up to 8 tokens is faster this way than
-through cuBLAS and the separate norm and activation kernels is not yet measured on a GPU). At batch one a small
+`w.gemv_rows` new tokens (3 by default: on the H200 a verification of 8 tokens was slower this way than through
+cuBLAS and the separate norm and activation kernels, 1,331 against 906 us, while with forwards of up to 3 tokens on
+this path sps with chains of 2 ran at 1.01x greedy against 0.92x: results/spec-gpu-2026-12-01-rounds-*). At batch one a small
 model's step is bound by the number of kernels launched, not by bytes (issue 8's profile: 1,213 kernels and 2.6 ms
 a step for SmolLM2-135M), so fewer kernels is the speed-up.
 The same arithmetic as `weights.step` (the reference, which the CPU runs), rounded the same way except inside

@@ -78,8 +78,9 @@ class Weights:
         # ... and a decode step's products through the matrix-vector kernel (its rows fit in registers)
         self.gemv = all(gemv_fits(t.shape[1]) for lw in self.layers for t in (lw.qkv, lw.out, lw.gate_up, lw.down))
         # forwards of up to this many new tokens take the matrix-vector path (fused.gemv_rows); the environment's
-        # DECODING_LAB_GEMV_ROWS overrides the default, to measure another on a GPU without a code change
-        self.gemv_rows = int(os.environ.get("DECODING_LAB_GEMV_ROWS", "1"))
+        # DECODING_LAB_GEMV_ROWS overrides the default (3: a chain of 2 drafts and its root, measured: fused.py), to
+        # measure another on a GPU without a code change
+        self.gemv_rows = int(os.environ.get("DECODING_LAB_GEMV_ROWS", "3"))
         self.rotary(min(self.max_positions or 8192, 32768))  # built once: captured graphs read these tables
 
     @staticmethod
