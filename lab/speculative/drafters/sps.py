@@ -101,7 +101,7 @@ def draft_model_decoding(dec: Decoding, drafter: DraftModel):
 @method("sps", family="speculative", lossless=True, training_free=True,
         paper="Fast Inference from Transformers via Speculative Decoding",
         departures="the adaptive chain length (grow by 2 after a full acceptance, shrink by 1 otherwise) is "
-                   "transformers' assisted-generation schedule, not the papers'; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models")
+                   "transformers' assisted-generation schedule, not the papers'; the default draft is the lab's trained FastDraft on the default model (four layers of its shape, not a separate small model) and the target's first half of layers, untrained, on other models; at temperature 0 on the fast backend (a GPU) 4 rounds run on the device per call, so the schedule moves between calls and chains are at most 8 long")
 def sps(dec, *, draft: str = "default", length: int = 4, adaptive: bool = True, confidence: float = 0.0):
     """Draft-model speculative sampling with adaptive chain length (draft: 'layers:N' or a model)."""
     yield from draft_model_decoding(dec, DraftModel(dec.lab.draft(draft), length, adaptive, confidence))
