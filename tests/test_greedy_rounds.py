@@ -37,6 +37,7 @@ def test_device_rounds_are_the_host_loops_rounds():
         assert 0 in accepted and any(a == len(s.proposed) for a, s in zip(accepted, steps))  # rejections, full chains
         assert any(0 < a < len(s.proposed) for a, s in zip(accepted, steps))  # and partial ones
         assert got.steps[-1].committed and sum(len(s.committed) for s in got.steps) == len(got.tokens)
+        assert all(s.draft_forwards == len(s.proposed) for s in steps)  # k draft forwards for k drafts
 
 
 def test_device_rounds_keep_both_caches_in_step():

@@ -91,7 +91,7 @@ def draft_model_decoding(dec: Decoding, drafter: DraftModel):
             root = best[accepted]
             yield Step(committed=best[:accepted + 1], origin=["draft"] * accepted + ["bonus"], proposed=chain,
                        parents=list(range(-1, k - 1)), draft_probs=[round(p, 4) for p in beliefs],
-                       accepted=list(range(accepted)), bonus=root, draft_forwards=k + 1,
+                       accepted=list(range(accepted)), bonus=root, draft_forwards=k,
                        info={"recovered": False, "device_rounds": len(got)})
             drafter.accepted(dec, chain, Verdict(list(range(accepted)), root))
             if dec.done:
