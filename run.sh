@@ -21,8 +21,8 @@ setup() {
   python -c "import lab.models as m; m.default_path()"  # convert the default model once (about a minute)
 }
 
-chromium() {  # Debian's Chromium for the browser test (Playwright drives it; no browser download)
-  command -v chromium >/dev/null && return
+browser() {  # Debian's Chromium for the browser test (Playwright drives it; no browser download)
+  type -P chromium >/dev/null && return  # type -P: a program on the PATH, not this function
   local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 }
@@ -33,7 +33,7 @@ case "${1:-}" in
     exec python -m lab serve --port "${PORT:-5006}" ;;
   test)
     setup
-    chromium
+    browser
     export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
     exec python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
       --durations=15 "${@:2}" ;;
