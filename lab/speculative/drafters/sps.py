@@ -68,7 +68,7 @@ class DraftModel(Drafter):
 
 
 ROUNDS = 4  # greedy rounds per call of the backend's device path (the fast backend: one graph, one readback)
-CHAIN_LENGTHS = range(1, 9)  # the chain lengths the device path is asked for (a graph each)
+LONGEST_CHAIN = 8  # on the device path (a graph per chain length)
 
 
 def draft_model_decoding(dec: Decoding, drafter: DraftModel):
@@ -79,12 +79,12 @@ def draft_model_decoding(dec: Decoding, drafter: DraftModel):
     if not (dec.greedy and drafter.bursts and not drafter.confidence and dec.target.rounds_with(drafter.runner)):
         yield from speculate(dec, drafter)
         return
-    drafter.max_length = min(drafter.max_length, CHAIN_LENGTHS[-1])
+    drafter.max_length = min(drafter.max_length, LONGEST_CHAIN)
     root = dec.choose(dec.prefill())
     yield Step(committed=[root], origin=["plain"], forwards=0, prefill=True)
     runner = drafter.runner
     while not dec.done:
-        k = max(n for n in CHAIN_LENGTHS if n <= min(drafter.length, dec.remaining))
+        k = min(drafter.length, dec.remaining)
         runner.hold(dec.context[:-1])
         got = dec.target.greedy_rounds(runner, root, k, ROUNDS if dec.remaining > 2 * (k + 1) else 1)
         for chain, beliefs, best, accepted in got:
