@@ -202,7 +202,8 @@ class Lab:
 
     def draft(self, spec: str) -> Backend:
         """A draft backend: 'default' (the trained 'fastdraft' on the default model, else half the target's layers),
-        'fastdraft', 'layers:N' (the target's first N layers) or another model with the same tokenizer.
+        'fastdraft' ('fastdraft:full': with the target's whole LM head, not the trimmed one), 'layers:N' (the
+        target's first N layers) or another model with the same tokenizer.
         Each is made once per Lab; decoding calls get forks of it (`Call.draft`)."""
         with self._lock:
             if spec not in self._drafts:
@@ -216,8 +217,8 @@ class Lab:
             if self.name == models.DEFAULT and drafts.manifest() is not None:
                 return self.draft("fastdraft")
             return self.draft(f"layers:{max(1, self.target.num_layers // 2)}")
-        if spec == "fastdraft":
-            return backend_for(drafts.load_fastdraft(self.model), self.backend)
+        if spec in ("fastdraft", "fastdraft:full"):  # :full: the whole LM head, not the trimmed one
+            return backend_for(drafts.load_fastdraft(self.model, trim=spec == "fastdraft"), self.backend)
         if drafts.manifest(Path(spec).expanduser()) is not None:  # a folder exported by `train fastdraft`
             return backend_for(drafts.load_fastdraft(self.model, Path(spec).expanduser()), self.backend)
         if spec.startswith("layers:"):

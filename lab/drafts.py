@@ -5,7 +5,9 @@ tokenizer, then aligns it to the target on text the target wrote itself. The lab
 is a few decoder layers of the target's own shape, started from some of its layers and distilled from its
 answers to ShareGPT prompts (recipe: lab/train/fastdraft.py). Its embeddings and LM head are the target's own
 (shared, not copied), so the shipped files (lab/data/fastdraft/) hold only the layers and the final norm, with a
-manifest naming the recipe, the data, the steps and the validation numbers.
+manifest naming the recipe, the data, the steps and the validation numbers. Where the manifest names a `vocab`
+file, the draft's head keeps only those tokens (VocabTrim, lab/vocab_trim.py): a cheaper draft step for a small
+loss of acceptance; `trim=False` (the draft 'fastdraft:full') keeps the whole head.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import LabError
+from .vocab_trim import TrimmedHead
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "fastdraft"
 OWN = ("model.layers.", "model.norm.")  # the draft's own weights; the rest is the target's
@@ -70,8 +73,9 @@ def fits(target: nn.Module, about: dict) -> bool:
             and config.hidden_size == base["hidden_size"] and config.num_hidden_layers == base["num_layers"])
 
 
-def load_fastdraft(target: nn.Module, folder: Path = SHIPPED) -> nn.Module:
-    """The shipped FastDraft on the target's device and dtype, sharing the target's embeddings."""
+def load_fastdraft(target: nn.Module, folder: Path = SHIPPED, trim: bool = True) -> nn.Module:
+    """The shipped FastDraft on the target's device and dtype, sharing the target's embeddings; its head trimmed to
+    the manifest's `vocab` tokens where it names them and `trim`, else the target's own."""
     from safetensors.torch import load_file
 
     about = manifest(folder)
@@ -89,5 +93,8 @@ def load_fastdraft(target: nn.Module, folder: Path = SHIPPED) -> nn.Module:
         raise LabError(f"fastdraft files in {folder} do not match its manifest: reinstall the lab")
     param = next(target.parameters())
     draft.load_state_dict({k: v.to(param.device, param.dtype) for k, v in state.items()}, strict=False)
+    if trim and about.get("vocab"):
+        tokens = json.loads((folder / about["vocab"]["file"]).read_text(encoding="utf-8"))["tokens"]
+        draft.lm_head = TrimmedHead(target.lm_head.weight, torch.tensor(tokens))
     draft.name_or_path = "fastdraft"
     return draft

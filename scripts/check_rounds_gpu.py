@@ -35,6 +35,16 @@ def main() -> None:
     for row in rows:
         prompt, chat = row["prompt"], row.get("chat", True)
         want = fast.generate("greedy", prompt, max_new_tokens=args.tokens, chat=chat).tokens
+        ids = fast.encode(prompt, chat)
+        chains = []
+        for lab_ in (fast, host):  # the draft's own greedy chain: a Burst (trimmed head: argmax over its rows) vs HF
+            runner = lab_.draft("fastdraft").fork()
+            runner.hold(ids[:-1])
+            chains.append(runner.greedy_chain(ids[-1], 16)[0])
+        line = {"prompt": row["id"], "draft_chain_same_as_hf": chains[0] == chains[1],
+                "trimmed_head": type(fast.draft("fastdraft").weights.lm_head).__name__ == "TrimmedHead"}
+        lines.append(line)
+        print(json.dumps(line), flush=True)
         for method, options in (("sps", {"draft": "fastdraft"}), ("fastdraft", {}),
                                 ("sps", {"draft": "fastdraft", "length": 3, "adaptive": False})):
             got = fast.generate(method, prompt, max_new_tokens=args.tokens, chat=chat, **options).trace
@@ -47,10 +57,13 @@ def main() -> None:
                 line["same_rounds_as_host_loop"] = rounds_of(got) == rounds_of(ref)
             lines.append(line)
             print(json.dumps(line), flush=True)
-    ok = all(line["same_as_greedy"] and line.get("same_rounds_as_host_loop", True) for line in lines)
-    print(f"float32, {torch.cuda.get_device_name() if args.device == 'cuda' else args.device}: {sum(line['same_as_greedy'] for line in lines)}/{len(lines)} "
+    ok = all(line.get("same_as_greedy", True) and line.get("same_rounds_as_host_loop", True) and
+             line.get("draft_chain_same_as_hf", True) for line in lines)
+    print(f"float32, {torch.cuda.get_device_name() if args.device == 'cuda' else args.device}: {sum(line.get('same_as_greedy', False) for line in lines)}/{sum('same_as_greedy' in line for line in lines)} "
           f"runs give greedy's tokens; fixed-length runs with the host loop's rounds: "
           f"{sum(line.get('same_rounds_as_host_loop', False) for line in lines)}/{sum('same_rounds_as_host_loop' in line for line in lines)}"
+          f"; the draft's greedy chain as on the HF backend: "
+          f"{sum(line.get('draft_chain_same_as_hf', False) for line in lines)}/{sum('draft_chain_same_as_hf' in line for line in lines)}"
           f" -> {'OK' if ok else 'MISMATCH'}")
 
 

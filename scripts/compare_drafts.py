@@ -1,7 +1,7 @@
 """Trained FastDraft candidates side by side on the GPU: acceptance, draft cost, and sps against greedy.
 
     python scripts/compare_drafts.py [--val val.jsonl] --drafts DIR [DIR ...] [--prompts 8] [--tokens 96]
-        [--device cuda] [--out compare.json]
+        [--device cuda] [--out compare.json] [--full]
 
 Each DIR is an exported draft (python -m lab train fastdraft --export DIR). On the default model, for held-out
 chat prompts (the --val file's questions, or the spec bench suite's chat prompts; chat template), one process and the same backend for all: the
@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default="compare_drafts.json")
+    ap.add_argument("--full", action="store_true", help="also each draft with the whole LM head where its manifest "
+                                                       "trims it (lab/vocab_trim.py)")
     args = ap.parse_args()
     target = Lab("default", device=args.device)
     if args.val and args.val.endswith("suite.jsonl"):  # a `bench spec --write-suite` file: its chat prompts
@@ -75,11 +77,13 @@ def main() -> None:
         prompts = [r["prompt"] for r in build_suite(args.prompts, ["chat"])]
     names = []
     for folder in args.drafts:
-        name = str(Path(folder))  # the folder names the draft: two drafts never share a name
-        model = drafts.load_fastdraft(target.model, Path(folder))
-        target._drafts[name] = backend_for(model, target.backend)
-        alone = Lab(model_obj=model, tokenizer=target.tokenizer, backend=target.backend)
-        names.append((name, alone, drafts.manifest(Path(folder))))
+        about = drafts.manifest(Path(folder))
+        for trim in (True, False) if args.full and about.get("vocab") else (True,):
+            name = str(Path(folder)) + ("" if trim else ":full")  # two drafts never share a name
+            model = drafts.load_fastdraft(target.model, Path(folder), trim=trim)
+            target._drafts[name] = backend_for(model, target.backend)
+            alone = Lab(model_obj=model, tokenizer=target.tokenizer, backend=target.backend)
+            names.append((name, alone, about))
     for p in prompts[:2]:  # warm up: graphs are captured once a shape has been asked a few times
         for _ in range(3):
             timed(target, "greedy", p, args.tokens)
@@ -99,7 +103,9 @@ def main() -> None:
         same = sum(s.tokens == g.tokens for (s, _), (g, _) in zip(spec, greedy))
         speedups = [(len(s.tokens) / ts) / (len(g.tokens) / tg) for (s, ts), (g, tg) in zip(spec, greedy)]
         metrics = [s.trace.metrics() for s, _ in spec]
+        head = alone.model.lm_head
         rows.append({"draft": name, "layers": about["init_layers"], "steps": about["steps"],
+                     "head_tokens": int(head.weight.shape[0]),
                      "val_greedy_acceptance": about["validation"].get("greedy_acceptance"),
                      "val_t1_acceptance": about["validation"].get("t1_acceptance"),
                      "draft_cost": round(greedy_tps / own_tps, 3),
@@ -114,9 +120,9 @@ def main() -> None:
               "prompts": len(prompts), "tokens": args.tokens, "rows": rows}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"greedy {greedy_tps:.1f} tok/s on {report['backend']}")
-    print("draft      layers        val-greedy  val-T1  cost   step-cost  sps tok/s  tok/fwd  speedup  same")
+    print("draft      head   layers        val-greedy  val-T1  cost   step-cost  sps tok/s  tok/fwd  speedup  same")
     for r in rows:
-        print(f"{r['draft'][-10:]:10s} {str(r['layers']):13s} {r['val_greedy_acceptance']:.3f}       "
+        print(f"{r['draft'][-10:]:10s} {r['head_tokens']:5d}  {str(r['layers']):13s} {r['val_greedy_acceptance']:.3f}       "
               f"{r['val_t1_acceptance']:.3f}   {r['draft_cost']:.3f}  {r['draft_step_cost']:.3f}      "
               f"{r['sps_tokens_per_s']:8.1f}  "
               f"{r['tokens_per_forward']:.2f}     {r['sps_speedup_median']:.2f}x    {r['same_tokens']}")

@@ -5,7 +5,8 @@ import importlib
 
 from ..errors import LabError
 
-RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "dllm": "lab.train.dllm",
+RECIPES = {"responses": "lab.train.responses", "fastdraft": "lab.train.fastdraft", "draft-vocab": "lab.train.draft_vocab",
+           "dllm": "lab.train.dllm",
            "dllm-data": "lab.train.dllm_data", "dllm-trajectories": "lab.train.dllm_trajectories", "learn2pd": "lab.train.learn2pd", "tracelock": "lab.train.tracelock"}
 
 

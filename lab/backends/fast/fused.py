@@ -23,12 +23,13 @@ from ...kernels.rms_norm import add_rms_norm
 from ...kernels.rope_cache import rope_and_cache
 from ...kernels.silu_mul import silu_mul
 from ...kernels.tree_attention import tree_attention
+from .head import head_logits
 
 
 def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int,
-               logits: bool = True) -> torch.Tensor | None:
-    """`weights.step` without taps: float32 logits [k, V] (None if not `logits`), the cache written at `slots`."""
+               logits: bool | str = True) -> torch.Tensor | None:
+    """`weights.step` without taps: float32 logits (`head.head_logits`), the cache written at `slots`."""
     if ids.shape[0] <= w.gemv_rows and w.gemv:
         return gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits)
     x = w.embed[ids]
@@ -42,7 +43,7 @@ def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor,
         mlp = F.linear(silu_mul(F.linear(normed, lw.gate_up)), lw.down)
         following = w.layers[layers[n + 1]].norm if n + 1 < len(layers) else w.norm
         x, normed = add_rms_norm(mlp, x, following, w.eps)
-    return F.linear(normed, w.head).float() if logits else None
+    return head_logits(w, normed, logits)
 
 
 def gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits=True):
@@ -60,4 +61,4 @@ def gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, log
         gate_up, x = gemv.gemv(x, lw.gate_up, None, "norm", out, lw.post_norm, w.eps)
         mlp, _ = gemv.gemv(gate_up, lw.down, None, "silu")
     _, normed = add_rms_norm(mlp, x, w.norm, w.eps)
-    return F.linear(normed, w.head).float() if logits else None
+    return head_logits(w, normed, logits)

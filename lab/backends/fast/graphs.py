@@ -210,12 +210,13 @@ class Burst:
             ids = inputs.ids
             for i in range(steps):  # step i: the last argmax at the next position, cache column and length
                 logits = step(w, layers, ids, ladder[i, :1], ladder[i, 1:2], masks[i:i + 1], slab.keys,
-                              slab.values, columns)[0]
+                              slab.values, columns, logits="rows")[0]
                 if probs:
                     ids, belief = argmax_belief(logits, live, fused)
                     beliefs.append(belief)
                 else:
                     ids = logits[0].argmax().view(1)
+                ids = ids if w.vocab is None else w.vocab[ids]  # a trimmed head's column -> its token
                 tokens.append(ids[0])
             if not probs:
                 return torch.stack(tokens)

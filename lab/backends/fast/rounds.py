@@ -56,8 +56,10 @@ class GreedyRounds:
                 token, drafts, beliefs = pair[1:], [], []
                 fed, at = pair, length + self.pair  # the first step: both tokens of the pair, then one at a time
                 for i in range(k):
-                    logits = step(dw, dl, fed, at, at, self.cols[None] <= at[:, None], ds.keys, ds.values, columns)[0]
+                    logits = step(dw, dl, fed, at, at, self.cols[None] <= at[:, None], ds.keys, ds.values, columns,
+                                  logits="rows")[0]
                     fed, belief = argmax_belief(logits[-1:], self.live, fused)
+                    fed = fed if dw.vocab is None else dw.vocab[fed]  # a trimmed head's column -> its token
                     drafts.append(fed)
                     beliefs.append(belief.view(1))
                     at = length + i + 1

@@ -22,6 +22,7 @@ from ...kernels.rope_cache import rotate_reference as rotate, split_qkv
 from ...kernels.silu_mul import silu_mul_reference
 from ..layers import decoder_body, final_norm, layer_list
 from .fused import fused_step
+from .head import head_logits
 
 SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
@@ -69,7 +70,10 @@ class Weights:
         body = decoder_body(model)
         self.embed = body.embed_tokens.weight
         self.norm = final_norm(model).weight
-        self.head = model.get_output_embeddings().weight
+        head = model.get_output_embeddings()
+        self.head = head.weight
+        self.vocab = getattr(head, "vocab", None)  # a trimmed head's token ids (lab.vocab_trim), else None
+        self.vocab_size = config.vocab_size
         self.layers = [self._layer(layer) for layer in layer_list(model)]
         self.dtype, self.device = self.embed.dtype, self.embed.device
         self._rotary = body.rotary_emb
@@ -137,10 +141,11 @@ def one_layer(w: Weights, index: int, x: torch.Tensor, positions: torch.Tensor, 
 
 def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
          mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int, taps: tuple = (),
-         logits: bool = True) -> tuple[torch.Tensor | None, dict]:
+         logits: bool | str = True) -> tuple[torch.Tensor | None, dict]:
     """Forward k new tokens `ids` [k] at `positions` [k], writing their keys and values into cache columns `slots`
     [k] of `keys`/`values` [layer, kv_heads, capacity, head_dim]; new token i attends to the cache columns < `columns`
-    where mask[i] [columns] is True. Returns float32 logits [k, V] and the taps asked for."""
+    where mask[i] [columns] is True. Returns float32 logits [k, V] (`head.head_logits`: "rows" for a trimmed head's
+    own) and the taps asked for."""
     if w.fused and not taps:
         return fused_step(w, layers, ids, positions, slots, mask, keys, values, columns, logits), {}
     k = ids.shape[0]
@@ -176,5 +181,4 @@ def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tens
     x = rms_norm(x, w.norm, w.eps)
     if "hidden" in found:
         found["hidden"].append(x)
-    out = F.linear(x, w.head).float() if logits else None
-    return out, {name: tuple(v) for name, v in found.items()}
+    return head_logits(w, x, logits), {name: tuple(v) for name, v in found.items()}

@@ -1,0 +1,17 @@
+"""The LM head of the fast backend's forward: logits over the vocabulary, or over a trimmed head's rows."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def head_logits(w, normed: torch.Tensor, logits: bool | str) -> torch.Tensor | None:
+    """float32 logits [k, V] of the final states `normed` [k, hidden]; with a trimmed head (`w.vocab`, lab.vocab_trim)
+    -inf outside its tokens, or its own rows [k, len(w.vocab)] when `logits` is "rows" (column j is token
+    w.vocab[j]: a greedy draft's argmax needs no scatter). None when not `logits`."""
+    if not logits:
+        return None
+    out = F.linear(normed, w.head).float()
+    if w.vocab is None or logits == "rows":
+        return out
+    return out.new_full((out.shape[0], w.vocab_size), float("-inf")).index_copy_(1, w.vocab, out)
