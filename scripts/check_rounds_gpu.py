@@ -1,6 +1,7 @@
 """Greedy speculative rounds on the device (lab/backends/fast/rounds.py) on a GPU, in float32 on the default model:
-sps and fastdraft give the fast backend's greedy tokens, and at a fixed chain length the very drafts and verdicts of
-the host loop (the HF backend on the same GPU), round for round.
+sps and fastdraft give the fast backend's greedy tokens, and at a fixed chain length (with siblings too) the very
+drafts and verdicts of the host loop (the HF backend on the same GPU), round for round; the draft's greedy chain (a
+Burst) is the HF backend's.
 
     python scripts/check_rounds_gpu.py [--suite .whl/suite.jsonl] [--prompts 6] [--tokens 64]
 """
@@ -46,7 +47,8 @@ def main() -> None:
         lines.append(line)
         print(json.dumps(line), flush=True)
         for method, options in (("sps", {"draft": "fastdraft"}), ("fastdraft", {}),
-                                ("sps", {"draft": "fastdraft", "length": 3, "adaptive": False})):
+                                ("sps", {"draft": "fastdraft", "length": 3, "adaptive": False}),
+                                ("fastdraft", {"length": 2, "adaptive": False, "siblings": True})):
             got = fast.generate(method, prompt, max_new_tokens=args.tokens, chat=chat, **options).trace
             calls = sum(1 for s in got.steps if s.info.get("device_rounds"))
             line = {"prompt": row["id"], "method": method, "options": options, "same_as_greedy": got.tokens == want,

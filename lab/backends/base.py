@@ -132,11 +132,11 @@ class Backend(ABC):
         """Whether `greedy_rounds` runs with this draft (the fast backend, with a fast-backend draft)."""
         return False
 
-    def greedy_rounds(self, draft: "Backend", token: int, k: int, rounds: int) -> list:
+    def greedy_rounds(self, draft: "Backend", token: int, k: int, rounds: int, siblings: bool = False) -> list:
         """`rounds` greedy speculative rounds of k drafts by `draft` (a backend holding this row's tokens but
-        `token`, which both are fed next) without the host between them: per round (drafts, their draft
-        probabilities, the target's k + 1 argmax tokens, how many drafts were accepted; the round commits
-        best[:accepted + 1]). Only where `rounds_with(draft)`."""
+        `token`, which both are fed next) without the host between them, with the draft's second choice at each
+        depth as a sibling where `siblings`: a `Round` each (lab/backends/fast/rounds.py: the drafts, the target's
+        argmax tokens, what was accepted, `committed`). Only where `rounds_with(draft)`."""
         raise NotImplementedError(f"{type(self).__name__} has no device path for speculative rounds")
 
     def greedy_chain(self, token: int, n: int) -> tuple[list[int], list[float]]:

@@ -200,13 +200,13 @@ class FastBackend(Backend):
         return isinstance(draft, FastBackend) and draft.device == self.device
 
     @torch.inference_mode()
-    def greedy_rounds(self, draft: Backend, token: int, k: int, rounds: int) -> list:
+    def greedy_rounds(self, draft: Backend, token: int, k: int, rounds: int, siblings: bool = False) -> list:
         """Greedy speculative rounds with a fast-backend draft on this device (rounds.py: one graph on a GPU, the
         same tensor code eagerly elsewhere)."""
         if not self.rounds_with(draft) or draft._ids != self._ids or not self._ids:
             raise ValueError("greedy_rounds needs a fast-backend draft on this device holding this row's tokens")
         length = len(self._ids)
-        need = length + rounds * (k + 1)  # the most columns the rounds can write
+        need = length + rounds * (k + 1) + (k if siblings else 0)  # the most columns the rounds can write
         self._room(need)
         draft._room(need)
         graphs = self.slab.graphs is not None and draft.slab.graphs is not None
@@ -214,16 +214,16 @@ class FastBackend(Backend):
         if columns > draft.slab.capacity:
             draft._room(columns)
         key = ("rounds", id(draft.slab), id(draft.w), tuple(draft.run_layers), tuple(self.run_layers), k, rounds,
-               columns)
+               columns, siblings)
         runner = self.slab.graphs.get(key) if graphs else None
         if runner is None:
-            runner = GreedyRounds(self, draft, k, rounds, columns, graphs, self._ids[-1], token, length)
+            runner = GreedyRounds(self, draft, k, rounds, columns, graphs, self._ids[-1], token, length, siblings)
             if graphs:
                 self.slab.graphs[key] = runner  # it holds the draft's slab, so the id in the key stays its own
         got = runner(self._ids[-1], token, length)
         fed = [int(token)]
-        for _, _, best, accepted in got:
-            fed += best[:accepted + 1]
+        for r in got:
+            fed += r.committed
         for backend, forwards in ((self, rounds), (draft, rounds * k)):
             backend._ids.extend(fed[:-1])  # the last round's token is the next one to feed
             backend._pending = (len(backend._ids) - 1, 1)

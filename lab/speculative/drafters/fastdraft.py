@@ -22,7 +22,8 @@ from .sps import DraftModel, draft_model_decoding
                    "2 and 29 and sharing its embeddings, distilled for about eight minutes on 6,650 of the target's answers "
                    "(the paper pre-trains a separate small model on a large corpus first); it exists for the "
                    "default model only")
-def fastdraft(dec, *, draft: str = "fastdraft", length: int = 2, adaptive: bool = False):
+def fastdraft(dec, *, draft: str = "fastdraft", length: int = 2, adaptive: bool = False, siblings: bool = False):
     """Speculative sampling with a draft trained for the target (FastDraft): the shipped one for the default model,
-    or the folder a `python -m lab train fastdraft --export` wrote."""
-    yield from draft_model_decoding(dec, DraftModel(dec.lab.draft(draft), length, adaptive, 0.0))
+    or the folder a `python -m lab train fastdraft --export` wrote. `siblings`: at temperature 0, the draft's
+    second choice at each depth is verified beside the chain (a static tree)."""
+    yield from draft_model_decoding(dec, DraftModel(dec.lab.draft(draft), length, adaptive, 0.0, siblings=siblings))

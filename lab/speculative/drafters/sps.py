@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ...backends import Backend
 from ...decoding import Decoding
+from ...errors import LabError
 from ...registry import batched, method
 from ...trace import Step
 from ...tree import Tree
@@ -26,8 +27,11 @@ class DraftModel(Drafter):
     """Chains drawn from a draft model's own distribution (the same sampling rule as the target)."""
 
     def __init__(self, runner: Backend, length: int = 4, adaptive: bool = True, confidence: float = 0.0,
-                 max_length: int = 16, bursts: bool = True):
+                 max_length: int = 16, bursts: bool = True, siblings: bool = False):
+        if siblings and (adaptive or confidence):
+            raise LabError("siblings need a fixed chain length (adaptive=False) and no confidence stop")
         self.runner = runner
+        self.siblings = siblings  # at T = 0, the draft's second choice at each depth too (a static tree)
         self.bursts = bursts  # at T = 0, draft the chain with `greedy_chain` (False: a method needs every step's logits)
         self.length = length
         self.adaptive = adaptive
@@ -43,16 +47,23 @@ class DraftModel(Drafter):
         tree = Tree()
         if n <= 0:
             return tree
-        if self.bursts and dec.greedy and not self.confidence and len(dec.context) > 1:  # the draft's greedy chain: bursts of steps
+        siblings = self.siblings and dec.greedy
+        if self.bursts and dec.greedy and not self.confidence and not siblings and len(dec.context) > 1:  # the draft's greedy chain: bursts of steps
             self.runner.hold(dec.context[:-1])  # on a GPU, the first one feeding the last context token
             tokens, beliefs = self.runner.greedy_chain(dec.context[-1], n)
             for i, (token, belief) in enumerate(zip(tokens, beliefs)):
                 tree.add(token, i - 1, belief, None)
             return tree
         logits = self.runner.sync(dec.context)
+        parent = -1
         for i in range(n):
             token, belief, q = draft_token(dec, logits)
-            tree.add(token, i - 1, belief, q)
+            node = tree.add(token, parent, belief, q)
+            if siblings:  # the second choice, a leaf beside it
+                probs = logits.float().softmax(-1)
+                second = int(probs.topk(2).indices[1])
+                tree.add(second, parent, float(probs[second]), None)
+            parent = node
             if i + 1 < n:
                 if self.confidence and float(logits.float().softmax(-1).max()) < self.confidence:
                     break
@@ -86,14 +97,23 @@ def draft_model_decoding(dec: Decoding, drafter: DraftModel):
     while not dec.done:
         k = min(drafter.length, dec.remaining)
         runner.hold(dec.context[:-1])
-        got = dec.target.greedy_rounds(runner, root, k, ROUNDS if dec.remaining > 2 * (k + 1) else 1)
-        for chain, beliefs, best, accepted in got:
-            root = best[accepted]
-            yield Step(committed=best[:accepted + 1], origin=["draft"] * accepted + ["bonus"], proposed=chain,
-                       parents=list(range(-1, k - 1)), draft_probs=[round(p, 4) for p in beliefs],
-                       accepted=list(range(accepted)), bonus=root, draft_forwards=k,
-                       info={"recovered": False, "device_rounds": len(got)})
-            drafter.accepted(dec, chain, Verdict(list(range(accepted)), root))
+        got = dec.target.greedy_rounds(runner, root, k, ROUNDS if dec.remaining > 2 * (k + 1) else 1,
+                                       drafter.siblings)
+        for r in got:
+            committed = r.committed
+            root = committed[-1]
+            if drafter.siblings:  # the host loop's node order: d1, s1, d2 (under d1), s2 (under d1), ...
+                proposed = [t for pair in zip(r.drafts, r.siblings) for t in pair]
+                parents = [2 * (i // 2) - 2 if i >= 2 else -1 for i in range(2 * k)]
+                probs = [p for pair in zip(r.beliefs, r.sibling_beliefs) for p in pair]
+                accepted = [2 * i for i in range(r.accepted)] + ([2 * r.accepted + 1] if r.sibling_hit else [])
+            else:
+                proposed, parents, probs = r.drafts, list(range(-1, k - 1)), r.beliefs
+                accepted = list(range(r.accepted))
+            yield Step(committed=committed, origin=["draft"] * len(accepted) + ["bonus"], proposed=proposed,
+                       parents=parents, draft_probs=[round(p, 4) for p in probs], accepted=accepted, bonus=root,
+                       draft_forwards=k, info={"recovered": False, "device_rounds": len(got)})
+            drafter.accepted(dec, r.drafts, Verdict(accepted, root))
             if dec.done:
                 return
 
