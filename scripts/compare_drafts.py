@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def main() -> None:
                      "tokens_per_forward": round(statistics.mean(m["tokens_per_forward"] for m in metrics), 3),
                      "sps_speedup_median": round(statistics.median(speedups), 3),
                      "same_tokens": f"{same}/{len(prompts)}"})
-    report = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    report = {"command": "python scripts/compare_drafts.py " + " ".join(sys.argv[1:]), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
               "backend": type(target.target).__name__, "greedy_tokens_per_s": round(greedy_tps, 1),
               "target_step_ms": round(target_step * 1e3, 4),
               "prompts": len(prompts), "tokens": args.tokens, "rows": rows}

@@ -8,7 +8,11 @@ the default draft of every draft-model method on that model; `draft=FOLDER` take
 Chains are 2 drafts long by default (the paper evaluates fixed draft lengths): on the H200 at temperature 0, where
 4 rounds run on the device per call (`sps.draft_model_decoding`), fixed chains of 1-2 ran at 1.01-1.04x greedy by
 the median over the mixed suite and `sps`'s adaptive schedule at 0.94-0.96x (results/spec-gpu-2026-12-01-rounds-*).
-`adaptive=True` takes that schedule.
+`adaptive=True` takes that schedule. The draft's LM head keeps the 16,384 tokens the target writes most often
+(VocabTrim, lab/vocab_trim.py: a draft step 0.187 of a target step against 0.203, acceptance 0.585 against 0.588 on
+held-out answers); `draft='fastdraft:full'` keeps the whole head. `siblings=True` also verifies the draft's second
+choice at each depth (lab/backends/fast/rounds.py): more tokens per forward, but slower on the H200 (0.87-0.89x
+against 1.01-1.05x: results/spec-gpu-2026-12-02-siblings-t0*.json), so it is off by default.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ from .sps import DraftModel, draft_model_decoding
         departures="the draft is four decoder layers of the target's own shape started from target layers 0, 1, "
                    "2 and 29 and sharing its embeddings, distilled for about eight minutes on 6,650 of the target's answers "
                    "(the paper pre-trains a separate small model on a large corpus first); it exists for the "
-                   "default model only")
+                   "default model only; its LM head keeps the target's 16,384 most frequent tokens (VocabTrim; "
+                   "draft='fastdraft:full' for the whole head); siblings=True verifies the draft's second choice at "
+                   "each depth too (a static tree, at temperature 0)")
 def fastdraft(dec, *, draft: str = "fastdraft", length: int = 2, adaptive: bool = False, siblings: bool = False):
     """Speculative sampling with a draft trained for the target (FastDraft): the shipped one for the default model,
     or the folder a `python -m lab train fastdraft --export` wrote. `siblings`: at temperature 0, the draft's
