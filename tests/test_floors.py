@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"lab": ROOT / "lab", "lab.kernels": ROOT / "kernels", "lab.widgets": ROOT / "widgets"}
 FLOORS = [  # each may import only from its own floor and the floors below it
     {"lab.errors", "lab.tree", "lab.trace", "lab.sampling", "lab.metrics", "lab.registry", "lab.models",
-     "lab.drafts"},
+     "lab.drafts", "lab.vocab_trim"},
     {"lab.backends", "lab.kernels"},
     {"lab.decoding", "lab.batch"},
     {"lab.search", "lab.speculative", "lab.dllm", "lab.constrained", "lab.interp"},
