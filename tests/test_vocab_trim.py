@@ -113,3 +113,30 @@ def test_an_export_with_a_vocab_loads_trimmed_unless_asked_whole(tmp_path):
     with torch.no_grad():
         out = trimmed(input_ids=ids).logits[0, -1]
     assert torch.isinf(out[[0, 1, 4, 6]]).all() and torch.isfinite(out[[2, 3, 5, 7]]).all()
+
+
+def test_sampling_with_a_trimmed_draft_is_the_target_distribution():
+    """At T > 0 (and under top-k / top-p on every other run) sps with a draft whose head keeps 5 of 8 tokens samples
+    exactly from the target (tests/distribution.py's check), with rejections, residual draws and the target's
+    tokens outside the head, which only a residual or a bonus can give."""
+    from lab.backends.hf import HFBackend
+
+    from .conftest import use_draft
+    from .distribution import check, target_and_draft
+
+    target, draft = target_and_draft()
+    kept = [0, 1, 2, 4, 6]
+    draft.lm_head = TrimmedHead(draft.lm_head.weight, torch.tensor(kept))
+    lab_ = lab.Lab(model_obj=target)
+    use_draft(lab_, HFBackend(draft))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = check(lab_, "sps", 64, 32, {"length": 3, "adaptive": False})
+    finally:
+        torch.set_num_threads(before)
+    assert all(p > 1e-5 for p in report.p.values()), report.p
+    assert not report.impossible
+    assert min(report.deep, report.multi, report.rejected, report.bonus) >= 5
+    outside = int(report.observed[:, [3, 5, 7]].sum())
+    assert outside >= 50, outside  # the target's own tokens outside the head were committed
