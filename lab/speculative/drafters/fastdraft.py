@@ -5,10 +5,11 @@ architecture and tokenizer, aligned to the target on text the target wrote itsel
 speculative sampling (draft a chain, verify it in one target forward). The lab ships such a draft for the
 default model (lab/drafts.py; trained by lab/train/fastdraft.py, its manifest in lab/data/fastdraft/), and it is
 the default draft of every draft-model method on that model; `draft=FOLDER` takes another export of the recipe.
-Chains are 2 drafts long by default (the paper evaluates fixed draft lengths): on the H200 at temperature 0, where
-4 rounds run on the device per call (`sps.draft_model_decoding`), fixed chains of 1-2 ran at 1.01-1.04x greedy by
-the median over the mixed suite and `sps`'s adaptive schedule at 0.94-0.96x (results/spec-gpu-2026-12-01-rounds-*).
-`adaptive=True` takes that schedule. The draft's LM head keeps the 16,384 tokens the target writes most often
+Chains are 1 draft long by default (the paper evaluates fixed draft lengths): on the H200 with the trimmed head below,
+chains of 1 ran at 1.05-1.06x greedy by the median over the mixed suite at temperature 0 in three runs, against
+1.00-1.04x for chains of 2 in the same runs (4 rounds on the device per call, `sps.draft_model_decoding`); at T = 1
+0.52x against 0.47x, on copy-heavy prompts 1.07x against 0.99x (results/spec-gpu-2026-12-02-trimmed-*); `sps`'s
+adaptive schedule ran at 0.94-0.96x (results/spec-gpu-2026-12-01-rounds-*). `adaptive=True` takes that schedule. The draft's LM head keeps the 16,384 tokens the target writes most often
 (VocabTrim, lab/vocab_trim.py: a draft step 0.187 of a target step against 0.203, acceptance 0.585 against 0.588 on
 held-out answers); `draft='fastdraft:full'` keeps the whole head. `siblings=True` also verifies the draft's second
 choice at each depth (lab/backends/fast/rounds.py): more tokens per forward, but slower on the H200 (0.87-0.89x
@@ -28,7 +29,7 @@ from .sps import DraftModel, draft_model_decoding
                    "default model only; its LM head keeps the target's 16,384 most frequent tokens (VocabTrim; "
                    "draft='fastdraft:full' for the whole head); siblings=True verifies the draft's second choice at "
                    "each depth too (a static tree, at temperature 0)")
-def fastdraft(dec, *, draft: str = "fastdraft", length: int = 2, adaptive: bool = False, siblings: bool = False):
+def fastdraft(dec, *, draft: str = "fastdraft", length: int = 1, adaptive: bool = False, siblings: bool = False):
     """Speculative sampling with a draft trained for the target (FastDraft): the shipped one for the default model,
     or the folder a `python -m lab train fastdraft --export` wrote. `siblings`: at temperature 0, the draft's
     second choice at each depth is verified beside the chain (a static tree)."""
