@@ -140,3 +140,32 @@ def test_sampling_with_a_trimmed_draft_is_the_target_distribution():
     assert min(report.deep, report.multi, report.rejected, report.bonus) >= 5
     outside = int(report.observed[:, [3, 5, 7]].sum())
     assert outside >= 50, outside  # the target's own tokens outside the head were committed
+
+
+def test_the_recipe_counts_the_answers_and_measures_both_heads(tmp_path, capsys):
+    """`python -m lab train draft-vocab` on a tiny export: the kept tokens are the most frequent ones of the corpus
+    (plus EOS), written beside the draft and named in its manifest with both heads' acceptance on the answers."""
+    from lab.train import draft_vocab
+
+    target = tiny("llama", vocab_size=48, layers=4, hidden=32, seed=5)
+    target.generation_config.eos_token_id = 2
+    target.save_pretrained(tmp_path / "model")
+    config = target.config
+    about = {"name": "fastdraft", "init_layers": [0, 3],
+             "base": {"name": "tiny", "architecture": type(target).__name__, "vocab_size": config.vocab_size,
+                      "hidden_size": config.hidden_size, "num_layers": config.num_hidden_layers}}
+    export(drafts.draft_model(target, [0, 3]), tmp_path / "draft", about)
+    rows = [{"id": str(i), "question": "", "text": "", "prompt": [1, 5, 9], "response": [7, 7, 7, 11, 13, i % 3 + 20]}
+            for i in range(6)]
+    corpus = tmp_path / "answers.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["--draft", str(tmp_path / "draft"), "--corpus", str(corpus), "--keep", "3", "--compare", "5",
+            "--val", str(corpus), "--model", str(tmp_path / "model"), "--device", "cpu"]
+    draft_vocab.main(argv)
+    assert json.loads((tmp_path / "draft" / "vocab.json").read_text())["tokens"] == [2, 7, 11, 13]
+    record = json.loads((tmp_path / "draft" / "manifest.json").read_text())["vocab"]
+    assert record["tokens"] == 4 and record["corpus_coverage"] == round(30 / 36, 4)
+    assert {"greedy_acceptance", "t1_acceptance"} <= set(record["full_head"]) and record["other_sizes"][0]["keep"] == 5
+    assert drafts.load_fastdraft(target, tmp_path / "draft").lm_head.vocab.tolist() == [2, 7, 11, 13]
+    with pytest.raises(lab.errors.LabError, match="compare"):
+        draft_vocab.main(argv[:6] + ["--compare", "x"] + argv[8:])

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m lab train draft-vocab")
     ap.add_argument("--draft", default=str(drafts.SHIPPED), help="a FastDraft export (default: the shipped one)")
-    ap.add_argument("--keep", type=int, default=8192, help="how many of the most frequent tokens the head keeps")
+    ap.add_argument("--keep", type=int, default=16384, help="how many of the most frequent tokens the head keeps")
     ap.add_argument("--corpus", default=str(CORPUS),
                     help="the target's answers to count: a responses JSONL or a SAM corpus JSON")
     ap.add_argument("--compare", default="", help="other head sizes to measure beside --keep (comma-separated)")
@@ -59,12 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     if about is None:
         raise LabError(f"{folder} holds no FastDraft export (python -m lab train fastdraft --export)")
     target, tokenizer = models.load(args.model, args.device)
-    if tokenizer is None:
-        raise LabError(f"model {args.model!r} has no tokenizer: counting answers needs one")
+    if tokenizer is None and not args.corpus.endswith(".jsonl"):
+        raise LabError(f"model {args.model!r} has no tokenizer: counting a corpus of texts needs one")
     answers = corpus_tokens(tokenizer, Path(args.corpus))
     eos = getattr(target.generation_config, "eos_token_id", None)
     eos = eos if isinstance(eos, list) else [eos]
-    always = [t for t in (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id) if t is not None]
+    specials = (tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id) if tokenizer is not None else ()
+    always = [t for t in (*eos, *specials) if t is not None]
     vocab = frequent_tokens(answers, args.keep, always)  # the end-of-text tokens too: a draft may end an answer
     sizes = {k: frequent_tokens(answers, k, always) for k in others}
     record = {"file": "vocab.json", "keep": args.keep, "tokens": int(vocab.numel()),
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
               "command": "python -m lab train draft-vocab " + " ".join(argv or []), "date": date.today().isoformat()}
     if args.val:
         rows = read(args.val)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
         draft = drafts.load_fastdraft(target, folder, trim=False)
         record["val_answers"] = len(rows)
         record["val_coverage"] = round(coverage([r["response"] for r in rows], vocab), 4)
