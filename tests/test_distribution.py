@@ -24,7 +24,7 @@ LOSSLESS = sorted(name for name, m in registry.load_all().items() if m.lossless
 # an accepted leaf is drawn) and, for sequoia, a tree deeper than one level
 OPTIONS = {"specinfer": {"expansion": "2,1"}, "recursive-sd": {"branching": "3,1"}, "tetris": {"depth": 2},
 "jacobi": {"window": 2}, "sjd": {"window": 2},
-           "sequoia": {"width": 2, "budget": 6}}
+           "sequoia": {"width": 2, "budget": 6}, "fastdraft": {"length": 3}}  # fastdraft's default chains are 1 long
 DRAFTS_PAST_THE_ROWS = {"pearl", "duodecoding", "specbranch"}  # drafts hang below every scored node: no leaf is ever scored
 # the method each bug is shown on: its verification meets the bug at almost every step
 SHOWN_ON = {"unchecked": "specinfer", "parent-row": "sps", "siblings": "recursive-sd"}
