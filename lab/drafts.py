@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .errors import LabError
-from .vocab_trim import TrimmedHead
+from .vocab_trim import TrimmedLMHead
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "fastdraft"
 OWN = ("model.layers.", "model.norm.")  # the draft's own weights; the rest is the target's
@@ -95,6 +95,6 @@ def load_fastdraft(target: nn.Module, folder: Path = SHIPPED, trim: bool = True)
     draft.load_state_dict({k: v.to(param.device, param.dtype) for k, v in state.items()}, strict=False)
     if trim and about.get("vocab"):
         tokens = json.loads((folder / about["vocab"]["file"]).read_text(encoding="utf-8"))["tokens"]
-        draft.lm_head = TrimmedHead(target.lm_head.weight, torch.tensor(tokens))
+        draft.lm_head = TrimmedLMHead(target.lm_head.weight, torch.tensor(tokens))
     draft.name_or_path = "fastdraft"
     return draft

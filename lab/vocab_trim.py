@@ -36,7 +36,7 @@ def coverage(sequences: Iterable[list[int]], vocab: torch.Tensor) -> float:
     return hits / max(total, 1)
 
 
-class TrimmedHead(nn.Module):
+class TrimmedLMHead(nn.Module):
     """An LM head with the rows of `vocab` (sorted token ids) of `weight` [V, hidden]; its output covers the whole
     vocabulary [..., V], -inf outside `vocab`. The fast backend reads `weight` (the kept rows) and `vocab`."""
 

@@ -43,7 +43,7 @@ def main() -> None:
             runner.hold(ids[:-1])
             chains.append(runner.greedy_chain(ids[-1], 16)[0])
         line = {"prompt": row["id"], "draft_chain_same_as_hf": chains[0] == chains[1],
-                "trimmed_head": type(fast.draft("fastdraft").weights.lm_head).__name__ == "TrimmedHead"}
+                "trimmed_head": type(fast.draft("fastdraft").weights.lm_head).__name__ == "TrimmedLMHead"}
         lines.append(line)
         print(json.dumps(line), flush=True)
         for method, options in (("sps", {"draft": "fastdraft"}), ("fastdraft", {}),

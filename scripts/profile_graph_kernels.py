@@ -20,6 +20,25 @@ from lab.api import Lab
 from lab.backends.fast import graphs
 
 
+def graph_kernels(graph, replays: int = 10) -> tuple[float, list]:
+    """A captured graph's kernels under torch.profiler (after 3 warm replays): us of kernel time a replay, and the
+    profiler's per-kernel averages, slowest first (their times summed over `replays`)."""
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize()
+    kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
+    return sum(e.self_device_time_total for e in kernels) / replays, kernels
+
+
+def print_kernels(kernels: list, top: int, replays: int = 10) -> None:
+    for e in kernels[:top]:
+        print(f"   {e.self_device_time_total / replays:8.1f} us  {e.count / replays:6.1f} calls  {e.key[:90]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default=".whl/chat_suite.jsonl")
@@ -39,18 +58,9 @@ def main() -> None:
             verify = name[0] != "burst" and layers == 30 and name[1] == 8
             if not (draft_burst or verify):
                 continue
-            for _ in range(3):
-                g.graph.replay()
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(10):
-                    g.graph.replay()
-                torch.cuda.synchronize()
-            kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
-            total = sum(e.self_device_time_total for e in kernels) / 10
+            total, kernels = graph_kernels(g.graph)
             print(f"== {layers} layers, graph {name}: {total:.1f} us of kernels a replay")
-            for e in kernels[:args.top]:
-                print(f"   {e.self_device_time_total / 10:8.1f} us  {e.count / 10:5.1f} calls  {e.key[:100]}")
+            print_kernels(kernels, args.top)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import gc
 import json
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from profile_graph_kernels import graph_kernels, print_kernels  # scripts/ is on the path when run as a script
 
 from lab.api import Lab
 from lab.backends.fast import graphs
@@ -59,15 +59,9 @@ def main() -> None:
         total = replay_us(runner.graph)
         print(f"== {draft}: head {tuple(w.head.shape)}; a replay of {runner.rounds} rounds of 2 drafts: {total:.1f} us,"
               f" {total / runner.rounds:.1f} us a round = {total / runner.rounds / step:.2f} target steps")
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(10):
-                runner.graph.replay()
-            torch.cuda.synchronize()
-        kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
-        busy = sum(e.self_device_time_total for e in kernels) / 10
+        busy, kernels = graph_kernels(runner.graph)
         print(f"   kernels {busy:.1f} us a replay ({busy / total:.0%} of it)")
-        for e in kernels[:args.top]:
-            print(f"   {e.self_device_time_total / 10:8.1f} us  {e.count / 10:6.1f} calls  {e.key[:90]}")
+        print_kernels(kernels, args.top)
 
 
 if __name__ == "__main__":

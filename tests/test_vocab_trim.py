@@ -13,7 +13,7 @@ from lab import drafts
 from lab.backends import backend_for
 from lab.models import tiny
 from lab.train.fastdraft import export
-from lab.vocab_trim import TrimmedHead, coverage, frequent_tokens
+from lab.vocab_trim import TrimmedLMHead, coverage, frequent_tokens
 
 from .conftest import hf_greedy
 
@@ -30,7 +30,7 @@ def test_frequent_tokens_and_coverage():
 
 def test_the_head_keeps_its_rows_and_masks_the_rest():
     weight = torch.randn(12, 4)
-    head = TrimmedHead(weight, torch.tensor([1, 4, 7]))
+    head = TrimmedLMHead(weight, torch.tensor([1, 4, 7]))
     h = torch.randn(2, 3, 4)
     out = head(h)
     assert out.shape == (2, 3, 12)
@@ -38,7 +38,7 @@ def test_the_head_keeps_its_rows_and_masks_the_rest():
     assert torch.isinf(out[..., [0, 2, 3, 5, 6, 8, 9, 10, 11]]).all()
     for bad in ([4, 1], [1, 1], [12], []):
         with pytest.raises(ValueError):
-            TrimmedHead(weight, torch.tensor(bad, dtype=torch.long))
+            TrimmedLMHead(weight, torch.tensor(bad, dtype=torch.long))
 
 
 def rounds_of(trace):
@@ -58,7 +58,7 @@ def test_a_trimmed_draft_is_exact_and_drafts_only_its_tokens():
         lab_ = lab.Lab(model_obj=model, backend=backend)
         draft = drafts.draft_model(model, [0, 1, 2])
         whole = lab_.generate("sps", prompt, max_new_tokens=40, draft="layers:3", length=3, adaptive=False).trace
-        draft.lm_head = TrimmedHead(model.lm_head.weight, vocab)
+        draft.lm_head = TrimmedLMHead(model.lm_head.weight, vocab)
         lab_._drafts["trimmed"] = backend_for(draft, lab_.backend)
         traces[backend] = lab_.generate("sps", prompt, max_new_tokens=40, draft="trimmed", length=3,
                                         adaptive=False).trace
@@ -79,7 +79,7 @@ def test_the_fast_backend_gives_a_trimmed_draft_the_masked_logits():
     rows mapped to token ids: scripts/check_rounds_gpu.py compares that one with the HF backend's."""
     model = tiny("qwen2", vocab_size=96, layers=2, seed=5)
     draft = drafts.draft_model(model, [0])
-    draft.lm_head = TrimmedHead(model.lm_head.weight, torch.arange(1, 96, 2))
+    draft.lm_head = TrimmedLMHead(model.lm_head.weight, torch.arange(1, 96, 2))
     runner = backend_for(draft, "fast")
     prompt = [5, 9, 13, 17, 21, 25]
     runner.hold(prompt[:-1])
@@ -102,7 +102,7 @@ def test_an_export_with_a_vocab_loads_trimmed_unless_asked_whole(tmp_path):
              "base": {"name": "tiny", "architecture": type(target).__name__, "vocab_size": config.vocab_size,
                       "hidden_size": config.hidden_size, "num_layers": config.num_hidden_layers}}
     export(draft, tmp_path, about)
-    assert not isinstance(drafts.load_fastdraft(target, tmp_path).lm_head, TrimmedHead)
+    assert not isinstance(drafts.load_fastdraft(target, tmp_path).lm_head, TrimmedLMHead)
     (tmp_path / "vocab.json").write_text(json.dumps({"tokens": [2, 3, 5, 7]}))
     saved = json.loads((tmp_path / "manifest.json").read_text())
     (tmp_path / "manifest.json").write_text(json.dumps({**saved, "vocab": {"file": "vocab.json"}}))
@@ -126,7 +126,7 @@ def test_sampling_with_a_trimmed_draft_is_the_target_distribution():
 
     target, draft = target_and_draft()
     kept = [0, 1, 2, 4, 6]
-    draft.lm_head = TrimmedHead(draft.lm_head.weight, torch.tensor(kept))
+    draft.lm_head = TrimmedLMHead(draft.lm_head.weight, torch.tensor(kept))
     lab_ = lab.Lab(model_obj=target)
     use_draft(lab_, HFBackend(draft))
     before = torch.get_num_threads()

@@ -33,7 +33,7 @@ def corpus_tokens(tokenizer, path: Path) -> list[list[int]]:
 
 def main(argv: list[str] | None = None) -> None:
     from .. import drafts, models
-    from ..vocab_trim import TrimmedHead, coverage, frequent_tokens
+    from ..vocab_trim import TrimmedLMHead, coverage, frequent_tokens
     from .fastdraft import validate
     from .responses import read
 
@@ -80,11 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         record["val_answers"] = len(rows)
         record["val_coverage"] = round(coverage([r["response"] for r in rows], vocab), 4)
         record["full_head"] = validate(target, draft, rows, pad)
-        draft.lm_head = TrimmedHead(target.lm_head.weight, vocab.to(target.device))
+        draft.lm_head = TrimmedLMHead(target.lm_head.weight, vocab.to(target.device))
         record["trimmed_head"] = validate(target, draft, rows, pad)
         record["other_sizes"] = []
         for keep, ids in sizes.items():  # what the head would give at other sizes, for the choice of --keep
-            draft.lm_head = TrimmedHead(target.lm_head.weight, ids.to(target.device))
+            draft.lm_head = TrimmedLMHead(target.lm_head.weight, ids.to(target.device))
             record["other_sizes"].append({"keep": keep, "tokens": int(ids.numel()),
                                           "corpus_coverage": round(coverage(answers, ids), 4),
                                           "val_coverage": round(coverage([r["response"] for r in rows], ids), 4),
