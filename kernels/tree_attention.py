@@ -57,23 +57,30 @@ def _sm_count(device: torch.device) -> int:
 
 
 def plan(k: int, columns: int, heads: int, kv_heads: int, sms: int = 132, dtype: torch.dtype = torch.bfloat16,
-         block: tuple[int, int] | None = None, splits: int | None = None) -> tuple[int, int, int, int]:
+         block: tuple[int, int] | None = None, splits: int | None = None, dim: int = 64) -> tuple[int, int, int, int]:
     """(rows per block, columns per tile, splits, tiles per split), from the shapes and the SM count alone.
 
     Blocks of up to 64 flattened rows (16 in float32, whose full-precision dot runs on the CUDA cores and spills
     beyond). The splits aim at 2 programs per SM over (kv head, row block, split), within a factor of about 1.5; at
     most 32 rows over at most 4096 columns (decoding, a chain's verification), 1 program per SM and tiles of at least
     32 columns, which a sweep of the plans on the H200 found about 1 us a call faster inside a model's graph
-    (scripts/sweep_attention.py, results/sweep-attention-2026-12-01.json). Tiles of 64 columns, each split the power
-    of two of tiles nearest to tiles / wanted splits (a compile-time trip count, so few variants), none empty; a
-    cache too short for 2/3 of that many tiles takes tiles of 32 or 16 columns. `block` (rows, columns) overrides
-    the tile and `splits` the wanted count, rounded the same way (the tests reach several splits of several tiles,
-    and more splits than a merge step, on small shapes with them)."""
+    (scripts/sweep_attention.py, results/sweep-attention-2026-12-01.json). Tiles of 64 columns, or 32 for a block of
+    64 rows of 128-wide heads (a tree at Llama-8B's shape: one call of 64 tokens over 4,096 columns took 25.8 us
+    against 35.1 with tiles of 64 and 8 warps, `python scripts/sweep_attention.py --one-call`,
+    results/sweep-attention-one-call-2026-12-02.json); each split the power of two of tiles nearest to tiles /
+    wanted splits (a compile-time trip count, so few variants), none empty; a cache too short for 2/3 of that many
+    tiles takes narrower tiles. `block` (rows, columns) overrides the tile and `splits` the wanted count, rounded the
+    same way (the tests reach several splits of several tiles, and more splits than a merge step, on small shapes
+    with them)."""
     rows = k * (heads // kv_heads)
-    block_m, block_n = block or (min(16 if dtype == torch.float32 else 64, max(16, triton.next_power_of_2(rows))), 64)
+    chosen = block is not None
+    if not chosen:
+        block_m = min(16 if dtype == torch.float32 else 64, max(16, triton.next_power_of_2(rows)))
+        block = block_m, 32 if block_m * dim > 4096 else 64
+    block_m, block_n = block
     per_sm = 1 if rows <= 32 and columns <= 4096 else 2
     wanted = splits or triton.cdiv(per_sm * sms, kv_heads * triton.cdiv(rows, block_m))
-    while block is None and block_n > 48 // per_sm and 3 * triton.cdiv(columns, block_n) < 2 * wanted:
+    while not chosen and block_n > 48 // per_sm and 3 * triton.cdiv(columns, block_n) < 2 * wanted:
         block_n //= 2  # short caches: narrower tiles, more splits
     tiles = max(1, triton.cdiv(columns, block_n))
     per = 1 << max(0, math.floor(math.log2(tiles / wanted) + 0.5))
@@ -204,19 +211,20 @@ if triton is not None:
 
 @functools.lru_cache(maxsize=4096)
 def _launch(k: int, columns: int, heads: int, kv_heads: int, dim: int, dtype: torch.dtype, sms: int,
-            block: tuple[int, int] | None, splits: int | None, interpret: bool) -> tuple:
+            block: tuple[int, int] | None, splits: int | None, interpret: bool,
+            config: tuple[int, int] | None = None) -> tuple:
     """(grid, constants, splits, scratch floats, counters, the merge kernel's grid and constants or None): all that the
     launches take from the shapes, cached (a decode step's host work is then the allocations and the launch)."""
     group = heads // kv_heads
-    block_m, block_n, count, tiles = plan(k, columns, heads, kv_heads, sms, dtype, block, splits)
+    block_m, block_n, count, tiles = plan(k, columns, heads, kv_heads, sms, dtype, block, splits, dim)
     rows, blocks = k * group, triton.cdiv(k * group, block_m)
     merge, merge_m, chunk = merging(count, block_m, rows, dim)
-    big = block_m * dim > 4096
     constants = dict(GROUP=group, D=dim, BLOCK_M=block_m, BLOCK_N=block_n, TILES=tiles, SPLIT=count > 1, MERGE=merge,
                      MERGE_M=merge_m, CHUNK=chunk, PRECISION="ieee" if dtype == torch.float32 else None,
                      UPCAST=dtype == torch.bfloat16 and interpret,
-                     num_warps=8 if big else 4,  # 2 programs an SM fit in the registers, and in shared memory
-                     num_stages=2 if big or dtype == torch.float32 else 3)  # at 2 stages where tiles are big
+                     num_warps=4, num_stages=2 if dtype == torch.float32 else 3)
+    if config:  # (warps, pipeline stages): a sweep's override
+        constants.update(num_warps=config[0], num_stages=config[1])
     second = None
     if count > 1 and not merge:
         chunk = min(32, max(2, triton.next_power_of_2(count)))  # splits merged at once; 32 rows x splits a program
@@ -225,7 +233,8 @@ def _launch(k: int, columns: int, heads: int, kv_heads: int, dim: int, dtype: to
 
 
 def tree_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,
-                   block: tuple[int, int] | None = None, splits: int | None = None) -> torch.Tensor:
+                   block: tuple[int, int] | None = None, splits: int | None = None,
+                   config: tuple[int, int] | None = None) -> torch.Tensor:
     """`tree_attention_reference`'s contract; the split-K Triton kernels on CUDA, else the reference. keys/values
     may be strided views (the first C columns of a bigger cache): read in place when their last dimension is
     contiguous. `block` (rows, columns) and `splits` override the shape-based `plan`."""
@@ -238,7 +247,7 @@ def tree_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, ma
     assert q.dtype == keys.dtype == values.dtype and mask.dtype == torch.bool, (q.dtype, keys.dtype, mask.dtype)
     grid, constants, count, floats, counters, second = _launch(
         k, columns, heads, kv_heads, dim, q.dtype, _sm_count(q.device), block, splits,
-        os.environ.get("TRITON_INTERPRET") == "1")
+        os.environ.get("TRITON_INTERPRET") == "1", config)
     out = torch.empty(k, heads * dim, dtype=q.dtype, device=q.device)
     scratch = finished = out  # one split writes the output itself
     if count > 1:

@@ -3,6 +3,13 @@ layer, each on its own layer's cache, a strided view of a bigger static cache), 
 against the plan `tree_attention.plan` picks; each checked against the torch reference.
 
     python scripts/sweep_attention.py [--layers 30] [--out sweep.json]
+    python scripts/sweep_attention.py --one-call [--only decode|verify] [--out sweep.json]
+
+`--one-call`: the Llama-8B cases of `python -m lab bench gpu --kernels` (decode over 32,768 columns, verification of
+64 tokens over 4,096), one call at a time as that bench times them (eager under do_bench, replayed as a graph, and
+on a clean cold L2: `bench gpu`'s `cold_us`), over plans and launch configurations (warps, pipeline stages). (The
+run committed as results/sweep-attention-one-call-2026-12-02.json also tried key tiles loaded [columns, D] and
+transposed in registers: the same times, so that variant is gone.)
 
 Shapes: the default model's heads (H=9, KVH=3, D=64) at k = 1 (decode, a draft burst) over the graphs' column
 buckets (256 ... 4096), k = 8 (a chain's verification) and 64 (a tree); Llama-8B's (H=32, KVH=8, D=128) at k = 1
@@ -40,11 +47,78 @@ def in_graph_us(calls, repeats: int = 10) -> float:
     return 1000 * do_bench(graph.replay, rep=repeats * 10, return_mode="median") / len(calls)
 
 
+ONE_CALL = {  # (k, columns, heads, kv_heads, dim): (column tiles, wanted splits, warps, stages[, rows per block])
+    (1, 32768, 32, 8, 128): dict(n=(32, 64, 128), splits=(16, 32, 64, 128), warps=(2, 4, 8), stages=(2, 3, 4, 5)),
+    (64, 4096, 32, 8, 128): dict(n=(32, 64), splits=(4, 8, 16), warps=(4, 8), stages=(2, 3), m=(64, 128)),
+}
+
+
+def one_call(out: str | None, only: str | None = None) -> None:
+    """Each setting of ONE_CALL's grid, timed as `bench gpu --kernels` times a kernel; prints a JSON line each.
+    `only` "decode" or "verify": that case alone."""
+    import functools
+    import itertools
+
+    from triton.testing import do_bench
+
+    from lab.bench.gpu import attention_case, cold_us, graph_us
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    found = []
+    for (k, columns, heads, kv_heads, dim), grid in ONE_CALL.items():
+        if only and (k == 1) != (only == "decode"):
+            continue
+        g = torch.Generator(device="cuda").manual_seed(0)
+        name, shape, nbytes, kernel, reference, tolerance = attention_case("case", "cuda", g, heads, kv_heads, dim, k,
+                                                                          columns)
+        case = dict(zip(kernel.__code__.co_freevars, (c.cell_contents for c in kernel.__closure__)))
+        q, keys, values, mask = (case[n] for n in ("q", "keys", "values", "mask"))  # the bench's very inputs
+        want = reference().float()
+        torch_us = 1000 * do_bench(reference, return_mode="median")
+        default = ta.plan(k, columns, heads, kv_heads, sms, dim=dim)
+        settings = [(None, None, None)]
+        for m in grid.get("m", (default[0],)):
+            for n, s, w, st in itertools.product(grid["n"], grid["splits"], grid["warps"], grid["stages"]):
+                settings.append(((m, n), s, (w, st)))
+        for block, splits, config in settings:
+            fn = functools.partial(ta.tree_attention, q, keys, values, mask, block=block, splits=splits,
+                                   config=config)
+            try:
+                ok = bool(torch.allclose(fn().float(), want, atol=2e-2, rtol=0))
+                us = 1000 * do_bench(fn, return_mode="median")
+            except Exception as e:  # out of resources: too many registers or too much shared memory
+                print(json.dumps({"k": k, "block": block, "splits": splits, "config": config,
+                                  "error": str(e)[:120]}), flush=True)
+                continue
+            row = {"k": k, "columns": columns, "heads": heads, "kv_heads": kv_heads,
+                   "plan": list(ta.plan(k, columns, heads, kv_heads, sms, block=block, splits=splits, dim=dim)),
+                   "config": config, "default": block is None, "us": round(us, 2), "graph_us": graph_us(fn),
+                   "cold_us": cold_us(fn),
+                   "torch_us": round(torch_us, 1), "bandwidth_frac": round(nbytes / (us * 1e-6) / 4.17e12, 3),
+                   "agrees": ok}
+            found.append(row)
+            print(json.dumps(row), flush=True)
+        mine = [r for r in found if r["k"] == k]
+        for key in ("us", "graph_us", "cold_us"):
+            best = min(mine, key=lambda r: r[key] or 1e9)
+            print(f"# k={k} C={columns}: default {mine[0][key]} us; best by {key} {best['plan']} {best['config']} "
+                  f"{best[key]} us (torch {torch_us:.1f})", flush=True)
+        if out:
+            with open(out, "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(),
+                           "command": "python scripts/sweep_attention.py --one-call" + (f" --only {only}" if only else ""),
+                       "rows": found}, f, indent=0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--one-call", action="store_true")
+    ap.add_argument("--only", choices=["decode", "verify"], help="--one-call on one case")
     args = ap.parse_args()
+    if args.one_call:
+        return one_call(args.out, args.only)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     g = torch.Generator(device="cuda").manual_seed(0)
     found = []
@@ -57,12 +131,12 @@ def main() -> None:
         mask = torch.ones(k, columns, dtype=torch.bool, device="cuda")
         mask[:, columns - k:] = torch.ones(k, k, dtype=torch.bool, device="cuda").tril()
         want = ta.tree_attention_reference(q[0], keys[0, :, :columns], values[0, :, :columns], mask).float()
-        default = ta.plan(k, columns, heads, kv_heads, sms)
+        default = ta.plan(k, columns, heads, kv_heads, sms, dim=dim)
         rows = []
         settings = [(None, None)] + [((default[0], n), s) for n in (16, 32, 64) for s in (1, 2, 4, 8, 16, 32, 64, 128)]
         seen = set()
         for block, splits in settings:
-            plan = ta.plan(k, columns, heads, kv_heads, sms, block=block, splits=splits) if block else default
+            plan = ta.plan(k, columns, heads, kv_heads, sms, block=block, splits=splits, dim=dim) if block else default
             if plan in seen and block is not None:
                 continue
             seen.add(plan)
