@@ -204,11 +204,12 @@ def decoder_cases(device: str, g: torch.Generator, hidden: int = 576, intermedia
 
 
 def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, small: int = 49152, k: int = 8,
-                 window: int = 32, columns: int = 4096, tree: int = 64, long: int = 32768) -> list[tuple]:
+                 window: int = 32, columns: int = 4096, tree: int = 64, long: int = 32768,
+                 prefill: int = 2048) -> list[tuple]:
     """(name, shape, bytes it must move, kernel, reference, tolerance) for each Triton kernel, on random inputs;
     `small` is the default model's vocabulary, `window` a dLLM window's rows, `columns` the cache columns attention
-    reads, `tree` the tokens it verifies and `long` a long context's columns (where split-K decode attention is for:
-    its keys and values, not launches, then decide the time). The tolerance: None (`agree`'s exact-ish default) or an absolute one
+    reads, `tree` the tokens it verifies, `long` a long context's columns (where split-K decode attention is for:
+    its keys and values, not launches, then decide the time) and `prefill` the tokens of silu * up's large case. The tolerance: None (`agree`'s exact-ish default) or an absolute one
     (bfloat16 attention)."""
     from ..kernels import bitmask, dllm_commit, rejection, sampling, topk_topp
 
@@ -248,7 +249,17 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
             attention_case("tree attention verify", device, g, 32, 8, 128, tree, columns),  # Llama-8B's
             attention_case("tree attention decode, long context", device, g, 32, 8, 128, 1, long),
             attention_case("tree attention verify, long context", device, g, 32, 8, 128, tree, long),
-            *decoder_cases(device, g)]
+            *decoder_cases(device, g), silu_case(device, g, prefill)]
+
+
+def silu_case(device: str, g: torch.Generator, tokens: int = 2048, intermediate: int = 14336) -> tuple:
+    """silu * up where the bytes, not the launch, decide its time: Llama-8B's intermediate size over a prefill of
+    2,048 tokens (176 MB moved; the fast backend runs it on at most 64 tokens at a time, where it is launch-bound)."""
+    from ..kernels import silu_mul
+
+    gate_up = torch.randn(tokens, 2 * intermediate, device=device, generator=g).to(torch.bfloat16)
+    return ("silu * up, large", f"{tokens}x{2 * intermediate} bf16", 3 * tokens * intermediate * 2,
+            lambda: silu_mul.silu_mul(gate_up), lambda: silu_mul.silu_mul_reference(gate_up), 5e-2)
 
 
 def graph_us(fn) -> float | None:
@@ -272,6 +283,22 @@ def graph_us(fn) -> float | None:
     return round(1000 * do_bench(graph.replay, return_mode="median"), 1)
 
 
+def cold_us(fn, repeats: int = 100) -> float:
+    """Median microseconds of one call of fn after a read of 256 MB has evicted its inputs from L2, leaving L2 clean.
+    do_bench's flush writes 256 MB of zeros instead; the dirty lines it leaves are written back to memory while the
+    timed call runs, which a kernel that streams from memory pays for (the long-context decode: about 8 us)."""
+    flush = torch.empty(2**26, dtype=torch.float32, device="cuda")
+    fn()
+    starts, ends = ([torch.cuda.Event(enable_timing=True) for _ in range(repeats)] for _ in range(2))
+    for start, end in zip(starts, ends):
+        flush.sum()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return round(1000 * statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)), 1)
+
+
 def kernels(bandwidth: float) -> list[dict]:
     """Each Triton kernel against its torch reference on the GPU: microseconds, and the bytes it must move over
     the measured copy bandwidth; and the kernel's and the reference's times replayed as CUDA graphs (`graph_us`,
@@ -289,9 +316,13 @@ def kernels(bandwidth: float) -> list[dict]:
                 fi_us = round(1000 * do_bench(theirs[name], return_mode="median"), 1)
             except Exception as e:  # a failed build leaves the column empty, not the bench
                 print(f"flashinfer {name}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+        cold, torch_cold = cold_us(kernel), cold_us(reference)
         out.append({"name": name, "shape": shape, "us": round(us, 1), "torch_us": round(torch_us, 1),
                     "graph_us": graph_us(kernel), "flashinfer_us": fi_us,
-                    "bandwidth_frac": round(nbytes / (us * 1e-6) / bandwidth, 3), "agrees_with_reference": same})
+                    "bandwidth_frac": round(nbytes / (us * 1e-6) / bandwidth, 3), "agrees_with_reference": same,
+                    "cold_us": cold, "torch_cold_us": torch_cold,
+                    "flashinfer_cold_us": cold_us(theirs[name]) if fi_us else None,
+                    "bandwidth_frac_cold": round(nbytes / (cold * 1e-6) / bandwidth, 3)})
     for row, case in zip(out, kernel_cases()):  # last: a reference whose capture fails cannot disturb the rest
         row["torch_graph_us"] = graph_us(case[4])
     return out
@@ -308,6 +339,7 @@ def flashinfer_ops(device: str = "cuda", rows: int = 64, vocab: int = 128256, sm
         from flashinfer import sampling as fi
     except Exception:  # not installed, or no CUDA build for this machine
         return {}
+    ops = flashinfer_decode(device)
     g = torch.Generator(device=device).manual_seed(0)
     logits = torch.randn(rows, vocab, device=device, generator=g)
     scores = torch.randn(rows, small, device=device, generator=g) * 3 / 0.8  # the case's logits over T = 0.8
@@ -317,7 +349,24 @@ def flashinfer_ops(device: str = "cuda", rows: int = 64, vocab: int = 128256, sm
     return {"min-p sampling": lambda: fi.min_p_sampling_from_probs(fi.softmax(logits, 0.8), 0.05),
             "top-k top-p sampling": lambda: fi.top_k_top_p_sampling_from_logits(scores, 50, 0.9),
             "top-k top-p sampling, one row": lambda: fi.top_k_top_p_sampling_from_logits(scores[:1], 50, 0.9),
-            "chain rejection": lambda: fi.chain_speculative_sampling(q, drafts, p)}
+            "chain rejection": lambda: fi.chain_speculative_sampling(q, drafts, p), **ops}
+
+
+def flashinfer_decode(device: str = "cuda", heads: int = 32, kv_heads: int = 8, dim: int = 128,
+                      columns: int = 32768) -> dict:
+    """FlashInfer's single-request decode attention (`single_decode_with_kv_cache`, keys and values [KVH, C, D]) on
+    the long-context decode case's shape, bfloat16: its split-K decode kernel against the lab's. Its cache is
+    contiguous (the lab's kernel reads a strided view of a bigger one). {} where it does not import."""
+    try:
+        from flashinfer import single_decode_with_kv_cache
+    except Exception:
+        return {}
+    g = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(heads, dim, device=device, generator=g).to(torch.bfloat16)
+    keys, values = (torch.randn(kv_heads, columns, dim, device=device, generator=g).to(torch.bfloat16)
+                    for _ in range(2))
+    return {"tree attention decode, long context":
+            lambda: single_decode_with_kv_cache(q, keys, values, kv_layout="HND")}
 
 
 def agree(a, b, tolerance: float | None = None) -> bool:
@@ -427,7 +476,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"kernel {r['name']} ({r['shape']}): {r['us']} us, torch {r['torch_us']} us, "
               f"{r['bandwidth_frac']:.0%} of the copy bandwidth, as CUDA graphs {r['graph_us']} us against torch "
               f"{r.get('torch_graph_us')} us, "
-              f"flashinfer {r['flashinfer_us']} us")
+              f"flashinfer {r['flashinfer_us']} us; on a clean cold L2 {r['cold_us']} us ({r['bandwidth_frac_cold']:.0%}), "
+              f"torch {r['torch_cold_us']} us, flashinfer {r['flashinfer_cold_us']} us")
     for s in sorted(result["spec"], key=lambda r: -(r["speedup_vs_ar"] or 0)):
         print(f"spec {s['method']} ({s['prompts']}): {s['speedup_vs_ar']}x, {s['tokens_per_forward']} tokens/forward, "
               f"exact {s['exact_match']}, {s['tok_s']} vs greedy {s['greedy_tok_s']} tok/s")
