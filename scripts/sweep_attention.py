@@ -49,7 +49,7 @@ def in_graph_us(calls, repeats: int = 10) -> float:
 
 ONE_CALL = {  # (k, columns, heads, kv_heads, dim): (column tiles, wanted splits, warps, stages[, rows per block])
     (1, 32768, 32, 8, 128): dict(n=(32, 64, 128), splits=(16, 32, 64, 128), warps=(2, 4, 8), stages=(2, 3, 4, 5)),
-    (64, 4096, 32, 8, 128): dict(n=(32, 64), splits=(4, 8, 16), warps=(4, 8), stages=(2, 3), m=(64, 128)),
+    (64, 4096, 32, 8, 128): dict(n=(32, 64), splits=(8, 16), warps=(4, 8), stages=(3, 4, 5), m=(64, 128)),
 }
 
 
