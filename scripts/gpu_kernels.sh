@@ -2,6 +2,7 @@
 # Kernel work on the GPU machine; no model, no .whl needed (run from the repository root):
 #   bash scripts/gpu_kernels.sh sweep [decode|verify]   # tree attention's plans and launch configurations, one call at a time
 #   bash scripts/gpu_kernels.sh bench TAG    # python -m lab bench gpu --kernels -> $OUT/gpu-kernels-TAG.json
+#   bash scripts/gpu_kernels.sh tree         # scripts/check_tree_rejection_gpu.py
 #   bash scripts/gpu_kernels.sh flashinfer [SECONDS]   # install FlashInfer from /tmp/fi and build its JIT modules
 #     (then `bench` includes it: FlashInfer's wheel travels in two ignored halves, .fi0/ and .fi1/)
 set -euo pipefail
@@ -14,6 +15,8 @@ case "$1" in
   sweep)  # [decode|verify]
     python scripts/sweep_attention.py --one-call ${2:+--only $2} --out "$OUT/sweep-attention-one-call${2:+-$2}.json" \
       | tee "$OUT/sweep-attention-one-call${2:+-$2}.txt" ;;
+  tree)  # the tree rejection kernels against their reference, compiled
+    python scripts/check_tree_rejection_gpu.py | tee "$OUT/check-tree-rejection-gpu.txt" ;;
   bench)
     python -m lab bench gpu --kernels --models "" --out "$OUT/gpu-kernels-$2.json" | tee "$OUT/gpu-kernels-$2.txt" ;;
   flashinfer)  # FlashInfer from its wheels in /tmp/fi (carried in halves), its JIT modules built side by side

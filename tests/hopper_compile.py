@@ -19,7 +19,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 assert os.environ.get("TRITON_INTERPRET") != "1", "compiles only without the interpreter"
-from lab.kernels import bitmask, dllm_commit, gemv, rejection, sampling, tree_attention  # noqa: E402
+from lab.kernels import bitmask, dllm_commit, gemv, rejection, sampling, tree_attention, tree_rejection  # noqa: E402
 
 TOOL = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
@@ -80,7 +80,18 @@ def kernels() -> list[tuple]:
                {"k": 8, "vocab": 49152, "HAS_Q": q, "KS": 8, "BLOCKS": 16, "BLOCK": block}, warps, 3)
               for q in (True, False)],
             *min_p(64, 128256), *attention(1, 9, 3, 64), *attention(1, 32, 8, 128), *attention(64, 32, 8, 128),
-            *matrix_vector()]
+            *matrix_vector(), *tree()]
+
+
+def tree() -> list[tuple]:
+    """`tree_rejection`'s two kernels at the default model's vocabulary."""
+    shape = {"VOCAB": 49152, "BLOCK": tree_rejection.BLOCK}
+    return [("tree rejection rows", tree_rejection._rows,
+             {"parents": "*i32", "tokens": "*i32", "draft_probs": "*fp32", "q_index": "*i32", "target_probs": "*fp32",
+              "uniforms": "*fp32", "scratch": "*fp32", "state": "*i32", "accepted": "*i8", "n": "i32"}, shape, 4, 3),
+            ("tree rejection path", tree_rejection._path,
+             {"parents": "*i32", "accepted": "*i8", "target_probs": "*fp32", "scratch": "*fp32", "state": "*i32",
+              "noise": "*fp32", "out": "*i64", "n": "i32", "rows": "i32"}, shape | {"NS": 64}, 4, 3)]
 
 
 def matrix_vector() -> list[tuple]:

@@ -371,10 +371,10 @@ def test_bench_gpu_kernel_cases_run_on_the_cpu():
 
     cases = kernel_cases("cpu", rows=2, vocab=300, small=200, k=2, window=6, columns=100, tree=8, long=160,
                          prefill=3)
-    assert len(cases) == 15
+    assert len(cases) == 16
     for name, shape, nbytes, kernel, reference, tolerance in cases:
         assert agree(kernel(), reference(), tolerance), name
-    assert [c[5] for c in cases] == [None] * 6 + [2e-2] * 4 + [5e-2, None, 5e-2, 5e-2, 5e-2]  # bfloat16 rows only
+    assert [c[5] for c in cases] == [None] * 6 + [2e-2] * 4 + [5e-2, None, 5e-2, 5e-2, 5e-2, None]  # bfloat16 rows only
     assert not agree((torch.tensor([1, 2]), torch.ones(2)), (torch.tensor([1, 3]), torch.ones(2)))
     assert not agree(torch.ones(2), torch.ones(2) + 1e-3)
     assert agree(torch.ones(2), torch.ones(2) + 1e-2, 2e-2) and not agree(torch.ones(2), torch.ones(2) + 0.1, 2e-2)
@@ -526,8 +526,42 @@ def test_kernels_compile_for_an_h200():
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     got = {r["name"]: r for r in map(json.loads, run.stdout.splitlines())}
-    assert len(got) == 12 and all(r["spilled"] == 0 for r in got.values()), got
+    assert len(got) == 14 and all(r["spilled"] == 0 for r in got.values()), got
     assert got["bitmask"]["loads_v4"] == got["bitmask"]["stores_v4"] == 8
     verify = got["attention k=64 H=32"]
     assert 2 * verify["warps"] * 32 * verify["registers"] <= 65536, verify
     assert got["min-p race"]["registers"] <= 64
+
+
+def test_tree_rejection_kernels_match_their_reference():
+    """Random trees (drawn and fixed nodes, rows where q == p so that a rejection leaves the residual as it was,
+    nodes without rows of their own, vocabularies over several blocks): the kernels' path and token are the
+    reference's."""
+    from lab.kernels import tree_rejection as tr
+
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for trial in range(160):
+        vocab = int(torch.randint(3, 40, (), generator=g)) if trial % 6 else 2 * tr.BLOCK + 5
+        n = int(torch.randint(0, 9, (), generator=g))
+        bushy = trial % 2  # many siblings, drafts near the target: later siblings are often tried, and pass
+        parents = [int(torch.randint(-1, min(i, 2) if bushy else i, (), generator=g)) if i else -1 for i in range(n)]
+        rows = n + 1 if trial % 4 else max(1, n - 1)
+        p = (torch.randn(n + 1, vocab, generator=g) * 1.5).softmax(-1)
+        drawn = [bool(torch.rand((), generator=g) < 0.7) for _ in range(n)]
+        q = torch.stack([(p[parents[i] + 1].log() * bushy + torch.randn(vocab, generator=g) * (0.7 if bushy else 2))
+                         .softmax(-1) for i in range(n) if drawn[i]]) if any(drawn) else torch.zeros(0, vocab)
+        p = p[:rows]
+        index = torch.tensor([sum(drawn[:i]) if d else -1 for i, d in enumerate(drawn)], dtype=torch.long)
+        for i in range(n):
+            if drawn[i] and parents[i] + 1 < rows and trial % 3 == 0:
+                q[index[i]] = p[parents[i] + 1]  # p == q: this child's rejection changes nothing
+        tokens = torch.stack([torch.multinomial(q[index[i]], 1, generator=g)[0] if drawn[i]
+                              else torch.randint(vocab, (), generator=g) for i in range(n)]) if n else \
+            torch.zeros(0, dtype=torch.long)
+        args = (torch.tensor(parents, dtype=torch.long), tokens, q, index, p, torch.rand(n, generator=g),
+                torch.empty(vocab).exponential_(generator=g))
+        want = tr.tree_rejection_reference(*args)
+        assert torch.equal(tr.tree_rejection(*args), want), (trial, want)
+        seen.add((int(want[1]), int(want[3]) < 0))
+    assert len(seen) >= 5  # paths of several depths, with and without a token after them

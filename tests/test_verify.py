@@ -174,3 +174,47 @@ def test_rejection_tree_keeps_the_target_distribution():
         counts[tree.tokens[verdict.accepted[0]] if verdict.accepted else verdict.bonus] += 1
     assert rejected > N // 20  # rejections (and residual draws) really happened
     assert_matches(counts, p)
+
+
+def test_the_tree_rejection_kernels_are_the_reference_walk_for_the_same_uniforms():
+    """`rejection_tree_kernel` (the Triton kernels in the interpreter): the reference walk's path for the same
+    uniforms, and the token after it the race's draw from the walk's distribution, whatever the tree."""
+    from lab.speculative.verify import rejection_tree_kernel, stochastic_walk
+
+    g = torch.Generator().manual_seed(2)
+    outcomes = set()
+    for trial in range(150):
+        tree = random_tree(g, vocab=6, nodes=int(torch.randint(0, 9, (), generator=g)), drawn=True)
+        probs = (torch.randn(len(tree) + 1, 6, generator=g) * 1.5).softmax(-1)
+        if len(tree) > 2 and trial % 5 == 0:  # the last nodes drafted while the target ran: no rows of their own
+            last = max(i for i, p in enumerate(tree.parents) if p < len(tree) - 2)
+            tree.scored = last + 1
+            probs = probs[: last + 2]
+        u, noise = torch.rand(len(tree), generator=g), torch.empty(6).exponential_(generator=g)
+        path, final, recovered = stochastic_walk(tree, probs, lambda c: float(u[c]))
+        verdict = rejection_tree_kernel(tree, probs, g, uniforms=u, noise=noise)
+        assert verdict.accepted == path, trial
+        if final is None:
+            assert verdict.bonus is None, trial
+        else:
+            assert verdict.bonus == int((final / noise).argmax()) and verdict.recovered == recovered, trial
+        outcomes.add((len(path), final is None, recovered))
+    assert len(outcomes) >= 6
+
+
+def test_a_later_sibling_is_tested_against_the_normalised_residual():
+    """p = (.4, .3, .2, .1); child 1 (token 3, q1 = (.1, .1, .1, .7)) is rejected, leaving left = (.5, 1/3, 1/6, 0);
+    child 2 (token 1, q2(1) = .6) then passes for u < (1/3) / .6 = .556: at u = .5 it is accepted, at u = .6 not,
+    by the reference walk and by the kernels (a residual left unnormalised, (.3, .2, .1, 0), would reject both)."""
+    from lab.speculative.verify import rejection_tree_kernel, stochastic_walk
+
+    p = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
+    q1, q2 = torch.tensor([0.1, 0.1, 0.1, 0.7]), torch.tensor([0.1, 0.6, 0.2, 0.1])
+    tree = Tree()
+    tree.add(3, -1, 1.0, q1)
+    tree.add(1, -1, 1.0, q2)
+    for second, accepted in ((0.5, [1]), (0.6, [])):
+        u = torch.tensor([0.99, second])
+        assert stochastic_walk(tree, p, lambda c: float(u[c]))[0] == accepted
+        verdict = rejection_tree_kernel(tree, p, None, uniforms=u, noise=torch.ones(4))
+        assert verdict.accepted == accepted and (verdict.bonus is None) == bool(accepted)

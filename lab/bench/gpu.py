@@ -249,7 +249,27 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
             attention_case("tree attention verify", device, g, 32, 8, 128, tree, columns),  # Llama-8B's
             attention_case("tree attention decode, long context", device, g, 32, 8, 128, 1, long),
             attention_case("tree attention verify, long context", device, g, 32, 8, 128, tree, long),
-            *decoder_cases(device, g), silu_case(device, g, prefill)]
+            *decoder_cases(device, g), silu_case(device, g, prefill), tree_case(device, g, small)]
+
+
+def tree_case(device: str, g: torch.Generator, vocab: int, nodes: int = 32) -> tuple:
+    """Multi-round rejection over a random tree of `nodes` drawn drafts (lab.kernels.tree_rejection against the
+    batched torch operations the exact verifier ran before, `rejection_tree`), the same uniforms: the accepted
+    paths must agree (each draws the token after it from its own random stream). Both read back to the host."""
+    from ..speculative.verify import rejection_tree, rejection_tree_kernel
+    from ..tree import Tree
+
+    tree = Tree()
+    probs = torch.randn(nodes + 1, vocab, device=device, generator=g).softmax(-1)
+    for i in range(nodes):
+        parent = int(torch.randint(-1, i, (), device=device, generator=g)) if i else -1
+        q = (probs[parent + 1].log() + torch.randn(vocab, device=device, generator=g)).softmax(-1)
+        tree.add(int(torch.multinomial(q, 1, generator=g)), parent, 1.0, q)
+    u = torch.rand(nodes, device=device, generator=g)
+    noise = torch.empty(vocab, device=device).exponential_(generator=g)
+    return ("tree rejection", f"{nodes} drawn nodes, V={vocab}", 4 * (2 * nodes + 1) * vocab,  # p and q once, R
+            lambda: rejection_tree_kernel(tree, probs, g, uniforms=u, noise=noise).accepted,
+            lambda: rejection_tree(tree, probs, g, uniforms=u)[0].accepted, None)
 
 
 def silu_case(device: str, g: torch.Generator, tokens: int = 2048, intermediate: int = 14336) -> tuple:

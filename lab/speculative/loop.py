@@ -8,6 +8,7 @@ tensor per row: the argmax of every scored node at T = 0, what was accepted at T
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Iterator
@@ -16,11 +17,17 @@ import torch
 
 from ..batch import Rows
 from ..decoding import Decoding
+from ..kernels import triton_available
 from ..trace import Step
 from ..tree import Tree
 from .drafter import Drafter
 from .timeline import Timeline
-from .verify import Verdict, greedy_tree, rejection_tree
+from .verify import Verdict, greedy_tree, rejection_tree, rejection_tree_kernel
+
+
+# on a GPU the exact verifier samples with lab.kernels.tree_rejection; DECODING_LAB_TREE_KERNEL=0 keeps the batched
+# torch operations of `rejection_tree` (to measure one against the other)
+TREE_KERNEL = triton_available() and os.environ.get("DECODING_LAB_TREE_KERNEL", "1") != "0"
 
 
 class Verifier:
@@ -36,7 +43,10 @@ class Exact(Verifier):
     def verify(self, dec: Decoding, tree: Tree, logits: torch.Tensor) -> Verdict:
         if dec.greedy:
             return greedy_tree(tree, logits)
-        return rejection_tree(tree, dec.probs(logits), dec.rng)[0]
+        probs = dec.probs(logits)
+        if probs.is_cuda and TREE_KERNEL:  # two kernel launches instead of a dozen small operations a level
+            return rejection_tree_kernel(tree, probs, dec.rng)
+        return rejection_tree(tree, probs, dec.rng)[0]
 
 
 EXACT = Exact()

@@ -10,8 +10,9 @@ target distribution exactly when the children were drawn i.i.d. from q, or are f
 
 `greedy_tree` reads each row's argmax back and walks the tree on the host. `rejection_tree` is batched tensor
 operations on the device (named as vLLM's rejection sampler names them: accepted, recovered, bonus) that read one
-small tensor back; `verify_stochastic` walks the tree node by node and is kept as the reference the tests compare
-it with. A node past `tree.rows` has no row of its own (it was drafted while the target ran): it can be accepted,
+small tensor back; `rejection_tree_kernel` is the same in two Triton launches (`lab.kernels.tree_rejection`, what
+the exact verifier runs on a GPU); `verify_stochastic` walks the tree node by node and is kept as the reference
+the tests compare them with. A node past `tree.rows` has no row of its own (it was drafted while the target ran): it can be accepted,
 but the target says nothing after it (no bonus).
 """
 from __future__ import annotations
@@ -132,6 +133,34 @@ def rejection_tree(tree: Tree, probs: torch.Tensor, rng: torch.Generator | None,
     if end >= rows:  # the last accepted node had no row: nothing after it
         return Verdict(path, None), final
     return Verdict(path, token, recovered=has_children), final
+
+
+def rejection_tree_kernel(tree: Tree, probs: torch.Tensor, rng: torch.Generator | None,
+                          uniforms: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> Verdict:
+    """`rejection_tree` by `lab.kernels.tree_rejection` (two launches and four numbers read back; the Triton
+    kernels on CUDA, else their reference): the same verdict for the same uniforms; the token after the path drawn
+    by the exponential race with `noise` (Exp(1) per token), so the same distribution by another random stream."""
+    from ..kernels.tree_rejection import tree_rejection
+
+    device, vocab = probs.device, probs.shape[-1]
+    source = rng.device if rng is not None else device
+    if uniforms is None:
+        uniforms = torch.rand(len(tree), generator=rng, device=source)
+    if noise is None:
+        noise = torch.empty(vocab, device=source).exponential_(generator=rng)
+    drawn = [q for q in tree.q if q is not None]
+    q = torch.stack(drawn).to(device=device, dtype=torch.float32) if drawn else probs.new_empty(0, vocab)
+    index, k = [], 0
+    for node_q in tree.q:
+        index.append(k if node_q is not None else -1)
+        k += node_q is not None
+    parents, tokens, index = (to_device(x, device) for x in (tree.parents, tree.tokens, index))
+    leaf, depth, end, token = tree_rejection(parents, tokens, q, index, probs, uniforms.to(device),
+                                             noise.to(device)).tolist()
+    path = tree.path(leaf) if depth else []
+    if end >= probs.shape[0]:  # the last accepted node had no row: nothing after it
+        return Verdict(path, None)
+    return Verdict(path, token, recovered=any(p == (path[-1] if path else -1) for p in tree.parents))
 
 
 # -- the reference: a walk down the tree ---------------------------------------------------------------
