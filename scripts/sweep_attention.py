@@ -105,9 +105,8 @@ def one_call(out: str | None, only: str | None = None) -> None:
                   f"{best[key]} us (torch {torch_us:.1f})", flush=True)
         if out:
             with open(out, "w") as f:
-                json.dump({"device": torch.cuda.get_device_name(),
-                           "command": "python scripts/sweep_attention.py --one-call" + (f" --only {only}" if only else ""),
-                       "rows": found}, f, indent=0)
+                command = "python scripts/sweep_attention.py --one-call" + (f" --only {only}" if only else "")
+                json.dump({"device": torch.cuda.get_device_name(), "command": command, "rows": found}, f, indent=0)
 
 
 def main() -> None:

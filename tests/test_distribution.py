@@ -97,8 +97,9 @@ def test_the_tree_rejection_kernels_keep_the_target_distribution(target_lab, mon
     interpreter, about a minute) passes the same check on specinfer's trees of drawn siblings, with verification
     several levels deep, residual draws and the target's own tokens after accepted leaves. (The kernels drawing the
     token after a rejection from p instead of the residual fail it: pairs p = 4e-8.)"""
-    name = "specinfer"
     from lab.speculative.verify import greedy_tree, rejection_tree_kernel
+
+    name = "specinfer"
 
     def verify(self, dec, tree, logits):
         return greedy_tree(tree, logits) if dec.greedy else rejection_tree_kernel(tree, dec.probs(logits), dec.rng)

@@ -517,8 +517,8 @@ def test_tree_attention_plan_fills_an_h200(heads, kv_heads):
 def test_kernels_compile_for_an_h200():
     """The vocabulary and attention kernels compile for sm_90 with the bench's shapes (no GPU needed:
     tests/hopper_compile.py, outside the interpreter): nothing spilled, the bitmask's loads and stores 16-byte
-    vectors, verification's registers within half an SM's 65,536 (2 programs an SM, as `plan` counts on) and min-p's race
-    within 64 (4 an SM, sampling.RESIDENT)."""
+    vectors, verification's registers within half an SM's 65,536 (2 programs an SM, as `plan` counts on) and
+    min-p's race within 64 (4 an SM, sampling.RESIDENT)."""
     if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
         pytest.skip("Triton without its NVIDIA backend")
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}

@@ -209,8 +209,8 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
     """(name, shape, bytes it must move, kernel, reference, tolerance) for each Triton kernel, on random inputs;
     `small` is the default model's vocabulary, `window` a dLLM window's rows, `columns` the cache columns attention
     reads, `tree` the tokens it verifies, `long` a long context's columns (where split-K decode attention is for:
-    its keys and values, not launches, then decide the time) and `prefill` the tokens of silu * up's large case. The tolerance: None (`agree`'s exact-ish default) or an absolute one
-    (bfloat16 attention)."""
+    its keys and values, not launches, then decide the time) and `prefill` the tokens of silu * up's large case.
+    The tolerance: None (`agree`'s exact-ish default) or an absolute one (bfloat16 attention)."""
     from ..kernels import bitmask, dllm_commit, rejection, sampling, topk_topp
 
     g = torch.Generator(device=device).manual_seed(0)
@@ -498,8 +498,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"kernel {r['name']} ({r['shape']}): {r['us']} us, torch {r['torch_us']} us, "
               f"{r['bandwidth_frac']:.0%} of the copy bandwidth, as CUDA graphs {r['graph_us']} us against torch "
               f"{r.get('torch_graph_us')} us, "
-              f"flashinfer {r['flashinfer_us']} us; on a clean cold L2 {r['cold_us']} us ({r['bandwidth_frac_cold']:.0%}), "
-              f"torch {r['torch_cold_us']} us, flashinfer {r['flashinfer_cold_us']} us")
+              f"flashinfer {r['flashinfer_us']} us; on a clean cold L2 {r['cold_us']} us "
+              f"({r['bandwidth_frac_cold']:.0%}), torch {r['torch_cold_us']} us, "
+              f"flashinfer {r['flashinfer_cold_us']} us")
     for s in sorted(result["spec"], key=lambda r: -(r["speedup_vs_ar"] or 0)):
         print(f"spec {s['method']} ({s['prompts']}): {s['speedup_vs_ar']}x, {s['tokens_per_forward']} tokens/forward, "
               f"exact {s['exact_match']}, {s['tok_s']} vs greedy {s['greedy_tok_s']} tok/s")
