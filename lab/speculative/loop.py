@@ -25,9 +25,10 @@ from .timeline import Timeline
 from .verify import Verdict, greedy_tree, rejection_tree, rejection_tree_kernel
 
 
-# on a GPU the exact verifier samples with lab.kernels.tree_rejection; DECODING_LAB_TREE_KERNEL=0 keeps the batched
-# torch operations of `rejection_tree` (to measure one against the other)
-TREE_KERNEL = triton_available() and os.environ.get("DECODING_LAB_TREE_KERNEL", "1") != "0"
+# DECODING_LAB_TREE_KERNEL=1: on a GPU the exact verifier samples with lab.kernels.tree_rejection instead of the
+# batched torch operations of `rejection_tree`. Opt-in until the kernels have run on a GPU (tested in Triton's
+# interpreter and compiled for sm_90 only: `bash scripts/gpu_kernels.sh tree`, `bash scripts/gpu_tree_kernel.sh`)
+TREE_KERNEL = triton_available() and os.environ.get("DECODING_LAB_TREE_KERNEL", "0") == "1"
 
 
 class Verifier:
