@@ -157,6 +157,30 @@ if triton is not None:
         tl.store(out + 3, token.to(tl.int64))
 
 
+def random_inputs(g: torch.Generator, vocab: int, trial: int, most: int = 8) -> tuple:
+    """`tree_rejection`'s arguments for a random tree of up to `most` nodes (the tests' and
+    scripts/check_tree_rejection_gpu.py's cases), varied by `trial`: odd trials bushy, with drafts near the target
+    (later siblings are tried, and pass); every third, drawn nodes whose q is their row's p (a rejection leaves the
+    residual as it was); every fourth, the last nodes without rows of their own. 70% of the nodes drawn."""
+    n = int(torch.randint(0, most + 1, (), generator=g))
+    bushy = trial % 2
+    parents = [int(torch.randint(-1, min(i, 2) if bushy else i, (), generator=g)) if i else -1 for i in range(n)]
+    rows = n + 1 if trial % 4 else max(1, n - 1)
+    p = (torch.randn(n + 1, vocab, generator=g) * 1.5).softmax(-1)
+    drawn = [bool(torch.rand((), generator=g) < 0.7) for _ in range(n)]
+    q = torch.stack([(p[parents[i] + 1].log() * bushy + torch.randn(vocab, generator=g) * (0.7 if bushy else 2))
+                     .softmax(-1) for i in range(n) if drawn[i]]) if any(drawn) else torch.zeros(0, vocab)
+    index = torch.tensor([sum(drawn[:i]) if d else -1 for i, d in enumerate(drawn)], dtype=torch.long)
+    for i in range(n):
+        if drawn[i] and trial % 3 == 0:
+            q[index[i]] = p[parents[i] + 1]
+    tokens = torch.stack([torch.multinomial(q[index[i]], 1, generator=g)[0] if drawn[i]
+                          else torch.randint(vocab, (), generator=g) for i in range(n)]) if n else \
+        torch.zeros(0, dtype=torch.long)
+    return (torch.tensor(parents, dtype=torch.long), tokens, q, index, p[:rows], torch.rand(n, generator=g),
+            torch.empty(vocab).exponential_(generator=g))
+
+
 def tree_rejection(parents: torch.Tensor, tokens: torch.Tensor, draft_probs: torch.Tensor, q_index: torch.Tensor,
                    target_probs: torch.Tensor, uniforms: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """`tree_rejection_reference`'s contract; the two Triton kernels on CUDA, else the reference. target_probs is

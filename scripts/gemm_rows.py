@@ -5,7 +5,8 @@
 
 Ways: F.linear(x, W) (x @ W^T, the fast backend's), (W @ x^T)^T (the same product with the long side as cuBLAS's M),
 and F.linear with cuBLASLt preferred. Each is the sum over one layer's four products (qkv, out, gate_up, down) times
-32 layers plus the head, timed as one CUDA graph (no L2 flush: 16 GB of weights do not fit in it), median of replays.
+32 layers plus the head, timed as one CUDA graph (`bench gpu`'s graph_us: do_bench over its replays; 16 GB of
+weights do not fit in L2 anyway).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
     args = ap.parse_args()
-    from triton.testing import do_bench
+    from lab.bench.gpu import graph_us
 
     bf16, dev = torch.bfloat16, "cuda"
     hidden, inter, layers = 4096, 14336, 32
@@ -42,12 +43,7 @@ def main() -> None:
                         for w in ws:
                             product(xs[w.shape[1]], w)
                     product(xs[hidden], head)
-                step()
-                torch.cuda.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    step()
-                ms = do_bench(graph.replay, return_mode="median")
+                ms = graph_us(step) / 1000
                 row = {"blas": lib, "way": name, "rows": m, "ms": round(ms, 3),
                        "bandwidth_tb_s": round(nbytes / (ms * 1e-3) / 1e12, 2)}
                 rows.append(row)

@@ -61,7 +61,7 @@ def one_call(out: str | None, only: str | None = None) -> None:
 
     from triton.testing import do_bench
 
-    from lab.bench.gpu import attention_case, cold_us, graph_us
+    from lab.bench.gpu import attention_inputs, cold_us, graph_us
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     found = []
@@ -69,10 +69,9 @@ def one_call(out: str | None, only: str | None = None) -> None:
         if only and (k == 1) != (only == "decode"):
             continue
         g = torch.Generator(device="cuda").manual_seed(0)
-        name, shape, nbytes, kernel, reference, tolerance = attention_case("case", "cuda", g, heads, kv_heads, dim, k,
-                                                                          columns)
-        case = dict(zip(kernel.__code__.co_freevars, (c.cell_contents for c in kernel.__closure__)))
-        q, keys, values, mask = (case[n] for n in ("q", "keys", "values", "mask"))  # the bench's very inputs
+        q, keys, values, mask = attention_inputs("cuda", g, heads, kv_heads, dim, k, columns)  # the bench's inputs
+        nbytes = 2 * keys.numel() * keys.element_size()
+        reference = functools.partial(ta.tree_attention_reference, q, keys, values, mask)
         want = reference().float()
         torch_us = 1000 * do_bench(reference, return_mode="median")
         default = ta.plan(k, columns, heads, kv_heads, sms, dim=dim)

@@ -534,33 +534,16 @@ def test_kernels_compile_for_an_h200():
 
 
 def test_tree_rejection_kernels_match_their_reference():
-    """Random trees (drawn and fixed nodes, rows where q == p so that a rejection leaves the residual as it was,
-    nodes without rows of their own, vocabularies over several blocks): the kernels' path and token are the
-    reference's."""
+    """Random trees (`tree_rejection.random_inputs`: drawn and fixed nodes, bushy trees of drafts near the target,
+    rows where q == p so that a rejection leaves the residual as it was, nodes without rows of their own) over
+    vocabularies of one block and of several: the kernels' path and token are the reference's."""
     from lab.kernels import tree_rejection as tr
 
     g = torch.Generator().manual_seed(0)
     seen = set()
     for trial in range(160):
         vocab = int(torch.randint(3, 40, (), generator=g)) if trial % 6 else 2 * tr.BLOCK + 5
-        n = int(torch.randint(0, 9, (), generator=g))
-        bushy = trial % 2  # many siblings, drafts near the target: later siblings are often tried, and pass
-        parents = [int(torch.randint(-1, min(i, 2) if bushy else i, (), generator=g)) if i else -1 for i in range(n)]
-        rows = n + 1 if trial % 4 else max(1, n - 1)
-        p = (torch.randn(n + 1, vocab, generator=g) * 1.5).softmax(-1)
-        drawn = [bool(torch.rand((), generator=g) < 0.7) for _ in range(n)]
-        q = torch.stack([(p[parents[i] + 1].log() * bushy + torch.randn(vocab, generator=g) * (0.7 if bushy else 2))
-                         .softmax(-1) for i in range(n) if drawn[i]]) if any(drawn) else torch.zeros(0, vocab)
-        p = p[:rows]
-        index = torch.tensor([sum(drawn[:i]) if d else -1 for i, d in enumerate(drawn)], dtype=torch.long)
-        for i in range(n):
-            if drawn[i] and parents[i] + 1 < rows and trial % 3 == 0:
-                q[index[i]] = p[parents[i] + 1]  # p == q: this child's rejection changes nothing
-        tokens = torch.stack([torch.multinomial(q[index[i]], 1, generator=g)[0] if drawn[i]
-                              else torch.randint(vocab, (), generator=g) for i in range(n)]) if n else \
-            torch.zeros(0, dtype=torch.long)
-        args = (torch.tensor(parents, dtype=torch.long), tokens, q, index, p, torch.rand(n, generator=g),
-                torch.empty(vocab).exponential_(generator=g))
+        args = tr.random_inputs(g, vocab, trial)
         want = tr.tree_rejection_reference(*args)
         assert torch.equal(tr.tree_rejection(*args), want), (trial, want)
         seen.add((int(want[1]), int(want[3]) < 0))

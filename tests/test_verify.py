@@ -131,6 +131,18 @@ def random_tree(g: torch.Generator, vocab: int, nodes: int, drawn: bool) -> Tree
     return tree
 
 
+def tree_and_rows(g: torch.Generator, trial: int, vocab: int, most: int) -> tuple[Tree, torch.Tensor]:
+    """A random tree of drawn and fixed nodes (`random_tree`, up to `most` nodes) and the target's rows for it; on
+    every fifth trial its last nodes were drafted while the target ran and have no rows of their own."""
+    tree = random_tree(g, vocab=vocab, nodes=int(torch.randint(0, most + 1, (), generator=g)), drawn=True)
+    probs = (torch.randn(len(tree) + 1, vocab, generator=g) * 1.5).softmax(-1)
+    if len(tree) > 2 and trial % 5 == 0:
+        last = max(i for i, p in enumerate(tree.parents) if p < len(tree) - 2)
+        tree.scored = last + 1
+        probs = probs[: last + 2]
+    return tree, probs
+
+
 def test_rejection_tree_is_the_reference_walk_for_the_same_uniforms():
     """Same uniforms per node: the same accepted path and the same distribution for the next token, whatever
     the tree (chains, siblings, repeated siblings, fixed and drawn nodes, nodes without rows)."""
@@ -139,12 +151,7 @@ def test_rejection_tree_is_the_reference_walk_for_the_same_uniforms():
     g = torch.Generator().manual_seed(1)
     outcomes = set()
     for trial in range(300):
-        tree = random_tree(g, vocab=5, nodes=int(torch.randint(0, 10, (), generator=g)), drawn=True)
-        probs = (torch.randn(len(tree) + 1, 5, generator=g) * 1.5).softmax(-1)
-        if len(tree) > 2 and trial % 5 == 0:  # the last nodes drafted while the target ran: no rows of their own
-            last = max(i for i, p in enumerate(tree.parents) if p < len(tree) - 2)
-            tree.scored = last + 1
-            probs = probs[: last + 2]
+        tree, probs = tree_and_rows(g, trial, vocab=5, most=9)
         u = torch.rand(len(tree), generator=g)
         path, final, recovered = stochastic_walk(tree, probs, lambda c: float(u[c]))
         verdict, got_final = rejection_tree(tree, probs, g, uniforms=u)
@@ -184,12 +191,7 @@ def test_the_tree_rejection_kernels_are_the_reference_walk_for_the_same_uniforms
     g = torch.Generator().manual_seed(2)
     outcomes = set()
     for trial in range(150):
-        tree = random_tree(g, vocab=6, nodes=int(torch.randint(0, 9, (), generator=g)), drawn=True)
-        probs = (torch.randn(len(tree) + 1, 6, generator=g) * 1.5).softmax(-1)
-        if len(tree) > 2 and trial % 5 == 0:  # the last nodes drafted while the target ran: no rows of their own
-            last = max(i for i, p in enumerate(tree.parents) if p < len(tree) - 2)
-            tree.scored = last + 1
-            probs = probs[: last + 2]
+        tree, probs = tree_and_rows(g, trial, vocab=6, most=8)
         u, noise = torch.rand(len(tree), generator=g), torch.empty(6).exponential_(generator=g)
         path, final, recovered = stochastic_walk(tree, probs, lambda c: float(u[c]))
         verdict = rejection_tree_kernel(tree, probs, g, uniforms=u, noise=noise)

@@ -154,11 +154,10 @@ def tree_verify(lab, short: str) -> dict:
             "cost_vs_one": round(cost[64] / cost[1], 3)}
 
 
-def attention_case(name: str, device: str, g: torch.Generator, heads: int, kv_heads: int, dim: int, k: int,
-                   columns: int) -> tuple:
-    """A tree attention case in bfloat16: k new tokens over the first `columns` columns of a bigger static cache
+def attention_inputs(device: str, g: torch.Generator, heads: int, kv_heads: int, dim: int, k: int,
+                     columns: int) -> tuple:
+    """(q, keys, values, mask) in bfloat16: k new tokens over the first `columns` columns of a bigger static cache
     (a strided view, as the fast backend reads it), each seeing the prefix and its ancestors in a random tree."""
-    from ..kernels import tree_attention
     from ..tree import ancestor_mask
 
     dtype = torch.bfloat16
@@ -167,6 +166,15 @@ def attention_case(name: str, device: str, g: torch.Generator, heads: int, kv_he
     keys, values = cache[0, :, :columns], cache[1, :, :columns]
     parents = [-1] + [int(torch.randint(0, i, (), generator=g, device=device)) for i in range(1, k)]
     mask = torch.cat([torch.ones(k, columns - k, dtype=torch.bool), ancestor_mask(parents)], 1).to(device)
+    return q, keys, values, mask
+
+
+def attention_case(name: str, device: str, g: torch.Generator, heads: int, kv_heads: int, dim: int, k: int,
+                   columns: int) -> tuple:
+    """A tree attention case on `attention_inputs`."""
+    from ..kernels import tree_attention
+
+    q, keys, values, mask = attention_inputs(device, g, heads, kv_heads, dim, k, columns)
     shape = f"H={heads}, KVH={kv_heads}, D={dim}, k={k}, C={columns} bf16"
     return (name, shape, 2 * keys.numel() * keys.element_size(),  # the keys and values read
             lambda: tree_attention.tree_attention(q, keys, values, mask),
