@@ -3,7 +3,7 @@
 Each public function runs its Triton kernel on CUDA tensors when Triton is there, and its torch reference otherwise
 (the CPU, CI): `bitmask.apply_token_bitmask` (grammar masks in llguidance's layout), `rejection.chain_rejection`
 (speculative sampling of a chain: accepted, recovered, bonus), `tree_rejection.tree_rejection` (SpecInfer's
-multi-round rejection over a draft tree in two launches; the exact verifier's on a GPU when asked for), `sampling.sample_min_p` (temperature and min-p
+multi-round rejection over a draft tree in two launches; the exact verifier's on a GPU), `sampling.sample_min_p` (temperature and min-p
 sampling without a sort, rows split over programs; the exponential race both samplers share),
 `topk_topp.sample_top_k_top_p` (temperature, top-k and top-p sampling without a sort: thresholds from a few
 candidates), `dllm_commit.commit_rows` (a dLLM window's argmax tokens, their confidence and the rows

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 8 on the GPU machine: the exact verifier at T = 1 with lab.kernels.tree_rejection (DECODING_LAB_TREE_KERNEL=1)
-# and with the batched torch operations of rejection_tree (=0, the default), each run against its own sampling
-# baseline on the mixed suite; outputs in $OUT. Not run yet (2026-12-02: no device time left).
+# (the default on a GPU) and with the batched torch operations of rejection_tree (=0), each run against its own sampling
+# baseline on the mixed suite; outputs in $OUT. Run on 2026-12-02: results/t1-tree-kernel-{1,0}-2026-12-02.json.
 source scripts/gpu_env.sh
 set +eo pipefail
 cat /tmp/g/ggpart* > /tmp/g/m.gguf

@@ -25,10 +25,10 @@ from .timeline import Timeline
 from .verify import Verdict, greedy_tree, rejection_tree, rejection_tree_kernel
 
 
-# DECODING_LAB_TREE_KERNEL=1: on a GPU the exact verifier samples with lab.kernels.tree_rejection instead of the
-# batched torch operations of `rejection_tree`. Opt-in until the kernels have run on a GPU (tested in Triton's
-# interpreter and compiled for sm_90 only: `bash scripts/gpu_kernels.sh tree`, `bash scripts/gpu_tree_kernel.sh`)
-TREE_KERNEL = triton_available() and os.environ.get("DECODING_LAB_TREE_KERNEL", "0") == "1"
+# On a GPU the exact verifier samples with lab.kernels.tree_rejection (two launches) instead of the batched torch
+# operations of `rejection_tree`: equal outputs on the H200 (scripts/gpu_kernels.sh tree), fastdraft at T = 1 0.79x
+# greedy's speed against 0.45x (results/t1-tree-kernel-{1,0}-2026-12-02.json). DECODING_LAB_TREE_KERNEL=0 turns it off.
+TREE_KERNEL = triton_available() and os.environ.get("DECODING_LAB_TREE_KERNEL", "1") != "0"
 
 
 class Verifier:

@@ -11,7 +11,7 @@ target distribution exactly when the children were drawn i.i.d. from q, or are f
 `greedy_tree` reads each row's argmax back and walks the tree on the host. `rejection_tree` is batched tensor
 operations on the device (named as vLLM's rejection sampler names them: accepted, recovered, bonus) that read one
 small tensor back; `rejection_tree_kernel` is the same in two Triton launches (`lab.kernels.tree_rejection`,
-what the exact verifier runs on a GPU with DECODING_LAB_TREE_KERNEL=1); `verify_stochastic` walks the tree node
+what the exact verifier runs on a GPU unless DECODING_LAB_TREE_KERNEL=0); `verify_stochastic` walks the tree node
 by node and is kept as the reference the tests compare them with. A node past `tree.rows` has no row of its own
 (it was drafted while the target ran): it can be accepted, but the target says nothing after it (no bonus).
 """
