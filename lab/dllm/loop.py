@@ -37,7 +37,7 @@ class Round:
     end: int
     denoiser: Denoiser
     fill: dict[int, int] = field(default_factory=dict)  # row -> a token to commit there instead of the proposal
-    order: str = "confidence"  # which rows `scheduled` takes first: the surest, or the left-most
+    order: str = "confidence"  # which rows `scheduled` takes first: the surest, the left-most, or `leftmost-N`
 
     def scheduled(self, steps: int) -> list[int]:
         """The rows LLaDA's schedule commits now: the block's share of `steps`, spread evenly, surest first."""
@@ -90,13 +90,13 @@ def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[
 
 
 def check_order(order: str) -> None:
-    if order not in rules.ORDERS:
-        raise LabError(f"order={order!r}: use {' or '.join(rules.ORDERS)}")
+    if rules.width_of(order) is None:
+        raise LabError(f"order={order!r}: use {', '.join(rules.ORDERS)} (N >= 1)")
 
 
 def decision(den: Denoiser, window: list[int], logits: torch.Tensor, start: int, end: int, order: str = "confidence"):
     """One-token-per-step greedy decoding's view of these logits: the block's masked rows in the order it commits
-    them (surest first, or left to right), with every row's token and confidence and the window's masked rows."""
+    them (surest first, left to right, or the surest of the N left-most), with every row's token and confidence and the window's masked rows."""
     proposal = logits.argmax(-1)
     tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, "probability"))
     live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]

@@ -57,15 +57,32 @@ def host(tokens: torch.Tensor, conf: torch.Tensor) -> tuple[list[int], list[floa
     return [int(t) for t in both[0]], both[1]
 
 
-ORDERS = ("confidence", "left-to-right")
+ORDERS = ("confidence", "left-to-right", "leftmost-N")
+
+
+def width_of(order: str) -> int | None:
+    """How many of the block's left-most masked rows an order chooses among (0: all of them; None: not an order)."""
+    if order == "confidence":
+        return 0
+    if order == "left-to-right":
+        return 1
+    width = order.removeprefix("leftmost-")
+    return int(width) if width != order and width.isdigit() and int(width) > 0 else None
 
 
 def rank(conf: list[float], rows: list[int], order: str = "confidence") -> list[int]:
-    """`rows` in the order one-token-per-step decoding commits them: surest first (ties: the left-most first), or
-    left to right (the window's rows are in position order)."""
-    if order == "left-to-right":
-        return sorted(rows)
-    return sorted(rows, key=lambda j: -conf[j])
+    """`rows` in the order one-token-per-step decoding commits them: surest first (ties: the left-most first), left
+    to right (the window's rows are in position order), or `leftmost-N`: the surest of the N left-most rows still
+    masked, each time (N = 1 is left to right; the lab's middle way between the two)."""
+    width = width_of(order)
+    if not width:
+        return sorted(rows, key=lambda j: -conf[j])
+    left, ranked = sorted(rows), []
+    while left:
+        pick = max(left[:width], key=lambda j: conf[j])  # the first of equals: the left-most
+        ranked.append(pick)
+        left.remove(pick)
+    return ranked
 
 
 def block_steps(steps: int, size: int, length: int) -> int:

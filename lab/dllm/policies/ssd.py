@@ -14,7 +14,8 @@ one-token-per-step low-confidence decoding (`llada` with steps=0), token for tok
 tokens that followed the latest earlier occurrence of the last n decided tokens (else fewer) in the prompt and the
 output, then the draft's own tokens, form a second chain from the certain decision beside the draft's own tree, so a
 wrong guess costs tree nodes, not accepted decisions. Verification is unchanged, so the output stays exact. Left to
-right only: a copied span fills consecutive positions, and only in that order are the next decisions consecutive.
+right or `leftmost-N` only (the surest-first order rarely commits the next positions in turn): each guess is
+placed at the position it copies, in the place the reference's ranking of the draft gives that position.
 """
 from __future__ import annotations
 
@@ -59,26 +60,32 @@ def graft(nodes: list[tuple[int, list[tuple[int, int]]]], path: list[tuple[int, 
                    "steps=0, same block_size and cache), greedy only; drafts stay inside the current block; the tree's "
                    "nodes run as copies in one forward of one row (each sees the cached context and itself) and count "
                    "as one forward. The lab's additions: order=left-to-right verifies against llada "
-                   "remasking=left_to_right instead; lookup=n (left to right only) verifies a second chain of "
+                   "remasking=left_to_right instead, order=leftmost-N against llada leftmost=N; lookup=n (not with "
+                   "order=confidence) verifies a second chain of "
                    "prompt-lookup guesses (Prompt Lookup Decoding's copy of what followed the last n tokens earlier in "
                    "the prompt or output) beside the draft's own tree.")
 def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto",
              order: str = "confidence", lookup: int = 0):
     """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly
-    (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`; lookup: the n of
+    (order: the reference's commit order, `llada remasking=low_confidence` (confidence), `left_to_right` or
+    `leftmost=N` (leftmost-N); lookup: the n of
     prompt-lookup guesses verified beside the draft, 0 for none)."""
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
-    if lookup and order != "left-to-right":  # a copied span fills consecutive positions: the next decisions there
-        raise LabError("lookup guesses the next positions left to right: use order=left-to-right")
+    if lookup and order == "confidence":  # a copied span fills consecutive positions, rarely the surest-first's next
+        raise LabError("lookup guesses the next positions left to right: use order=left-to-right or leftmost-N")
 
     def verify(den, window, logits, start, end, ranked, tokens, conf):
         chain = ranked[:drafts]  # rows of the window, in the reference's order; chain[0] is certain
-        guesses, path = [], [tokens[r] for r in chain]  # path: the second chain, the guesses where there are some
-        if lookup:  # left to right: chain[j] is the position j after chain[0], whose decision is certain
-            guesses = pld.lookup(den.prompt + den.canvas[:window[chain[0]]] + path[:1], lookup, 1, len(chain) - 1)
-            path[1:1 + len(guesses)] = guesses
+        guessed = {}  # row -> the lookup's token: what followed the certain decision earlier, copied after it
+        if lookup:
+            first = window[chain[0]]
+            span = max(window[r] for r in chain) - first  # how far past the certain decision the chain reaches
+            copied = pld.lookup(den.prompt + den.canvas[:first] + [tokens[chain[0]]], lookup, 1, max(span, 0))
+            at = {first + 1 + i: token for i, token in enumerate(copied)}
+            guessed = {r: at[window[r]] for r in chain[1:] if window[r] in at}
+        path = [guessed.get(r, tokens[r]) for r in chain]  # the second chain: the guesses where there are some
         top = logits[chain].topk(min(branches, logits.shape[-1]), -1)
         ids = torch.cat([top.indices, torch.tensor(path, device=logits.device)[:, None]], 1)  # the path's p too
         probs = torch.softmax(logits[chain].double(), -1).gather(-1, ids)
@@ -117,8 +124,8 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
         after = (cwindow, outputs[node][1]) if node in outputs else None
         info = {"drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
         if lookup:  # the guesses as [position, token]; accepted decisions that took one's token (new: not the draft's)
-            taken = [r for r, g in zip(chain[1:], guesses) if (r, g) in made]
-            info.update(lookup=[[window[r], g] for r, g in zip(chain[1:], guesses)], lookup_accepted=len(taken),
+            taken = [r for r, g in guessed.items() if (r, g) in made]
+            info.update(lookup=[[window[r], g] for r, g in guessed.items()], lookup_accepted=len(taken),
                         lookup_new=sum(committed[r] != tokens[r] for r in taken))
         return [r for r, _ in made], committed, confidence, after, info
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue 9 on the GPU machine: the `leftmost-N` reference orders (llada leftmost=N: the surest of the block's N
+# left-most masked positions, one token per step) against low confidence at block 16 on the 162 scored tasks of
+# results/dllm_suite_162.jsonl, and ssd-dllm verifying against each (drafts=16, lookup=3), three processes side by
+# side; float32, 48 new tokens, as the CPU runs of results/dllm-distill/bench162_block16_cpu.json. Stage the GGUF
+# in two halves first (/tmp/g/ggpartaa, ggpartab: ../shared/GPU.md); outputs in $OUT, joined afterwards with
+# `python -m lab bench dllm --merge`.
+source scripts/gpu_env.sh
+set +eo pipefail
+cat /tmp/g/ggpart* > /tmp/g/m.gguf
+python -c "from pathlib import Path; from lab import models; models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" > /dev/null 2>&1
+run() {  # NAME POLICIES
+  timeout -s INT "${SECONDS_EACH:-500}" python -m lab bench dllm --suite results/dllm_suite_162.jsonl --tasks qa,copy,arithmetic \
+    --judge none --device cuda --dtype float32 --max-new-tokens 48 --block-size 16 --policies "$2" \
+    --out "$OUT/leftmost_$1.json" --no-plots --no-progress > "$OUT/leftmost_$1.txt" 2>&1
+}
+run a "llada,llada:leftmost=2" &
+run b "llada:leftmost=3,llada:leftmost=4" &
+run c "ssd-dllm:drafts=16:order=leftmost-2:lookup=3,ssd-dllm:drafts=16:order=leftmost-3:lookup=3,ssd-dllm:drafts=16:order=leftmost-4:lookup=3" &
+wait
+for f in "$OUT"/leftmost_*.txt; do grep -v "Loading weights\|Warn" "$f" | tail -n 12; done
