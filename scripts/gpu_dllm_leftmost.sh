@@ -14,7 +14,7 @@ run() {  # NAME POLICIES
     --judge none --device cuda --dtype float32 --max-new-tokens 48 --block-size 16 --policies "$2" \
     --out "$OUT/leftmost_$1.json" --no-plots --no-progress > "$OUT/leftmost_$1.txt" 2>&1
 }
-run a "llada,llada:leftmost=2" &
+run a "llada:steps=0,llada:leftmost=2" &
 run b "llada:leftmost=3,llada:leftmost=4" &
 run c "ssd-dllm:drafts=16:order=leftmost-2:lookup=3,ssd-dllm:drafts=16:order=leftmost-3:lookup=3,ssd-dllm:drafts=16:order=leftmost-4:lookup=3" &
 wait
