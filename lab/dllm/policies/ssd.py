@@ -25,6 +25,7 @@ from ...errors import LabError
 from ...registry import method
 from ...speculative.drafters import pld
 from ..loop import check_order, decision, draft_and_verify
+from ..rules import width_of
 
 
 def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -43,11 +44,30 @@ def graft(nodes: list[tuple[int, list[tuple[int, int]]]], path: list[tuple[int, 
     lacks becomes a child of the one before it, so the draft's own chain and its siblings stay as they were."""
     parent = 0
     for j in range(2, len(path) + 1):
-        node = next((k for k, (_, made) in enumerate(nodes) if made == path[:j]), None)
+        node = next((k for k, (_, made) in enumerate(nodes) if set(made) == set(path[:j])), None)
         if node is None:
             nodes.append((parent, path[:j]))
             node = len(nodes) - 1
         parent = node
+    return nodes
+
+
+def detour(nodes: list[tuple[int, list[tuple[int, int]]]], line: list[tuple[int, int]], tokens: list[int],
+           masked: list[int], width: int):
+    """For a `leftmost-N` reference (N = width > 1): at each state along `line` (a chain of the tree, whose prefixes
+    are all nodes) the reference commits the surest of the N left-most masked rows, which may be another of them than
+    the line's next; each such row, with the line's token there (else the draft's), becomes a state too. From it the
+    walk can rejoin the line: a state is a set of decisions (a canvas), so taking row a then b reaches the line's
+    state that took b then a."""
+    index = {frozenset(made): k for k, (_, made) in enumerate(nodes)}
+    token_at = dict(line)
+    for j in range(1, len(line)):
+        rows = {r for r, _ in line[:j]}
+        for r in sorted(set(masked) - rows)[:width]:  # line[j]'s row among them: that state exists already
+            made = line[:j] + [(r, token_at.get(r, tokens[r]))]
+            if frozenset(made) not in index:
+                nodes.append((index[frozenset(line[:j])], made))
+                index[frozenset(made)] = len(nodes) - 1
     return nodes
 
 
@@ -73,6 +93,7 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
+    width = width_of(order)
     if lookup and order == "confidence":  # a copied span fills consecutive positions, rarely the surest-first's next
         raise LabError("lookup guesses the next positions left to right: use order=left-to-right or leftmost-N")
 
@@ -94,6 +115,10 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
                         for r, row in zip(chain, ids)]
         p_of = {(r, int(t)): p for r, row, ps in zip(chain, ids, sure) for t, p in zip(row, ps)}
         nodes = graft(grow(chain, tokens, alternatives), list(zip(chain, path)))
+        straight = len(nodes)  # nodes past this are detours
+        if width > 1:  # detours: the reference may take another of the left-most rows first
+            for line in [[(r, tokens[r]) for r in chain]] + ([list(zip(chain, path))] if guessed else []):
+                nodes = detour(nodes, line, tokens, ranked, width)
         run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(ranked)]  # a node filling the block: no forward
         outputs = {}
         if run:
@@ -110,19 +135,27 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
                 order_k, tokens_k = decision(den, cwindow, many[i], start, end, order)[:2]
                 outputs[k] = (cwindow[order_k[0]], tokens_k[order_k[0]]), many[i]
             den.canvas = saved
-        node = 0
-        while node in outputs:  # walk down while a child is what one-per-step decoding does on its parent
-            child = next((k for k, (parent, made) in enumerate(nodes) if parent == node
-                          and (window[made[-1][0]], made[-1][1]) == outputs[node][0]), None)
-            if child is None:
+        state = {}  # a canvas (its set of decisions) -> its node: the walk goes by canvas, not by parent
+        for k, (_, made) in enumerate(nodes):
+            state.setdefault(frozenset(made), k)
+        row = {p: r for r, p in enumerate(window)}
+        node, made, detoured = 0, nodes[0][1][:1], 0
+        while node in outputs:  # walk on while what one-per-step decoding does on a state's canvas leads to a state
+            position, token = outputs[node][0]
+            step = (row.get(position), token)
+            after_step = state.get(frozenset(nodes[node][1]) | {step})
+            if after_step is None:
                 break
-            node = child
-        made = nodes[node][1]
+            node = after_step
+            made.append(step)
+            detoured += node >= straight
         committed, confidence = list(tokens), list(conf)
         for r, t in made[1:]:  # a sibling's or a guess's token is not the draft's own
             committed[r], confidence[r] = t, p_of.get((r, t), conf[r])
         after = (cwindow, outputs[node][1]) if node in outputs else None
         info = {"drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
+        if width > 1:
+            info["detoured"] = detoured  # accepted states off the chains: the reference took another left-most row
         if lookup:  # the guesses as [position, token]; accepted decisions that took one's token (new: not the draft's)
             taken = [r for r, g in guessed.items() if (r, g) in made]
             info.update(lookup=[[window[r], g] for r, g in guessed.items()], lookup_accepted=len(taken),
