@@ -4,7 +4,7 @@
 # results/dllm_suite_162.jsonl, and ssd-dllm verifying against each (drafts=16, lookup=3), three processes side by
 # side; float32, 48 new tokens, as the CPU runs of results/dllm-distill/bench162_block16_cpu.json. Stage the GGUF
 # in two halves first (/tmp/g/ggpartaa, ggpartab: ../shared/GPU.md); outputs in $OUT, joined afterwards with
-# `python -m lab bench dllm --merge`.
+# `python -m lab bench dllm --merge`. `bash scripts/gpu_dllm_leftmost.sh detours`: ssd-dllm alone, with detour states.
 source scripts/gpu_env.sh
 set +eo pipefail
 cat /tmp/g/ggpart* > /tmp/g/m.gguf
@@ -14,8 +14,12 @@ run() {  # NAME POLICIES
     --judge none --device cuda --dtype float32 --max-new-tokens 48 --block-size 16 --policies "$2" \
     --out "$OUT/leftmost_$1.json" --no-plots --no-progress > "$OUT/leftmost_$1.txt" 2>&1
 }
-run a "llada:steps=0,llada:leftmost=2" &
-run b "llada:leftmost=3,llada:leftmost=4" &
-run c "ssd-dllm:drafts=16:order=leftmost-2:lookup=3,ssd-dllm:drafts=16:order=leftmost-3:lookup=3,ssd-dllm:drafts=16:order=leftmost-4:lookup=3" &
+if [ "${1:-}" = detours ]; then  # ssd-dllm with detour states (2026-12-02, second run), one process per N
+  for n in 2 3; do run "detours_$n" "ssd-dllm:drafts=16:order=leftmost-$n:lookup=3" & done
+else  # the first run: the references, and ssd-dllm before detour states
+  run a "llada:steps=0,llada:leftmost=2" &
+  run b "llada:leftmost=3,llada:leftmost=4" &
+  run c "ssd-dllm:drafts=16:order=leftmost-2:lookup=3,ssd-dllm:drafts=16:order=leftmost-3:lookup=3,ssd-dllm:drafts=16:order=leftmost-4:lookup=3" &
+fi
 wait
 for f in "$OUT"/leftmost_*.txt; do grep -v "Loading weights\|Warn" "$f" | tail -n 12; done
