@@ -14,8 +14,10 @@ run() {  # NAME POLICIES
     --judge none --device cuda --dtype float32 --max-new-tokens 48 --block-size 16 --policies "$2" \
     --out "$OUT/leftmost_$1.json" --no-plots --no-progress > "$OUT/leftmost_$1.txt" 2>&1
 }
-if [ "${1:-}" = detours ]; then  # ssd-dllm with detour states (2026-12-02, second run), one process per N
-  for n in 2 3; do run "detours_$n" "ssd-dllm:drafts=16:order=leftmost-$n:lookup=3" & done
+if [ "${1:-}" = detours ]; then  # ssd-dllm with detour states, the likeliest first, one process per setting
+  run best_2 "ssd-dllm:drafts=16:order=leftmost-2:lookup=3" &
+  run best_2_96 "ssd-dllm:drafts=16:order=leftmost-2:lookup=3:detours=96" &
+  run best_3_96 "ssd-dllm:drafts=16:order=leftmost-3:lookup=3:detours=96" &
 else  # the first run: the references, and ssd-dllm before detour states
   run a "llada:steps=0,llada:leftmost=2" &
   run b "llada:leftmost=3,llada:leftmost=4" &

@@ -124,7 +124,7 @@ def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache, order
         assert decided == [p for s in ref.steps for p in s.positions]  # the same decisions in the same order
         assert order != "left-to-right" or decided == sorted(decided)  # left to right: in position order
         assert got.forwards <= ref.forwards, prompt
-        detours = 3 if order == "leftmost-2" else 0  # leftmost-2: one more state a level, the other left-most row
+        detours = 2 * (4 - 1) if order == "leftmost-2" else 0  # leftmost-2: states off the chain, 2 (drafts - 1)
         assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * 2 + detours for s in got.steps)  # drafts=4, branches=2
         saved, reference = saved + got.forwards, reference + ref.forwards
         siblings += sum(s.info["sibling"] for s in got.steps)
@@ -162,7 +162,7 @@ def test_ssd_dllm_with_lookup_is_one_token_per_step_decoding_exactly(attention, 
         decided = [p for s in got.steps for p in s.positions]
         assert decided == [p for s in ref.steps for p in s.positions]
         assert order != "left-to-right" or decided == sorted(decided)
-        detours = 2 * 3 if order == "leftmost-2" else 0  # one a level along the draft's chain and the guesses'
+        detours = 2 * (4 - 1) if order == "leftmost-2" else 0  # states off the chains, 2 (drafts - 1)
         assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * (2 + 1) + detours for s in got.steps)  # guesses: a chain beside
         for s in got.steps:
             guessed += len(s.info["lookup"])

@@ -19,6 +19,8 @@ placed at the position it copies, in the place the reference's ranking of the dr
 """
 from __future__ import annotations
 
+import heapq
+
 import torch
 
 from ...errors import LabError
@@ -52,22 +54,47 @@ def graft(nodes: list[tuple[int, list[tuple[int, int]]]], path: list[tuple[int, 
     return nodes
 
 
-def detour(nodes: list[tuple[int, list[tuple[int, int]]]], line: list[tuple[int, int]], tokens: list[int],
-           masked: list[int], width: int):
-    """For a `leftmost-N` reference (N = width > 1): at each state along `line` (a chain of the tree, whose prefixes
-    are all nodes) the reference commits the surest of the N left-most masked rows, which may be another of them than
-    the line's next; each such row, with the line's token there (else the draft's), becomes a state too. From it the
-    walk can rejoin the line: a state is a set of decisions (a canvas), so taking row a then b reaches the line's
-    state that took b then a."""
+def detour(nodes: list[tuple[int, list[tuple[int, int]]]], tokens: list[int], prob, masked: list[int], width: int,
+           budget: int, guessed: dict[int, int]):
+    """For a `leftmost-N` reference (N = width > 1), which may take any of the N left-most masked rows next, up to
+    `budget` more states, the likeliest first (EAGLE-2's dynamic tree, over canvases): a state is a set of decisions
+    (a canvas), reached from a state S by taking row r with probability conf(r) / (the sum over S's N left-most rows)
+    times the draft's probability of the token there (`prob(r, t)`; the guess's where S holds guesses). The walk can
+    rejoin a chain from such a state: taking row a then b reaches the state that took b then a."""
     index = {frozenset(made): k for k, (_, made) in enumerate(nodes)}
-    token_at = dict(line)
-    for j in range(1, len(line)):
-        rows = {r for r, _ in line[:j]}
-        for r in sorted(set(masked) - rows)[:width]:  # line[j]'s row among them: that state exists already
-            made = line[:j] + [(r, token_at.get(r, tokens[r]))]
-            if frozenset(made) not in index:
-                nodes.append((index[frozenset(line[:j])], made))
-                index[frozenset(made)] = len(nodes) - 1
+    order = 0
+    candidates = []
+
+    def offer(parent: int, value: float):
+        nonlocal order
+        made = nodes[parent][1]
+        taken = {r for r, _ in made}
+        line = guessed if any(guessed.get(r) == t != tokens[r] for r, t in made) else {}
+        left = sorted(set(masked) - taken)[:width]
+        total = sum(prob(r, tokens[r]) for r in left) or 1.0
+        for r in left:
+            token = line.get(r, tokens[r])
+            order += 1
+            heapq.heappush(candidates, (-value * prob(r, tokens[r]) / total * prob(r, token), order, parent,
+                                        made + [(r, token)]))
+
+    for k, (_, made) in enumerate(nodes):  # the states there are: their value along the way they were made
+        value = 1.0
+        for j in range(1, len(made)):
+            left = sorted(set(masked) - {r for r, _ in made[:j]})[:width]
+            value *= prob(made[j][0], tokens[made[j][0]]) / (sum(prob(r, tokens[r]) for r in left) or 1.0) \
+                * prob(*made[j])
+        offer(k, value)
+    added = 0
+    while candidates and added < budget:
+        value, _, parent, made = heapq.heappop(candidates)
+        if frozenset(made) in index:
+            continue
+        nodes.append((parent, made))
+        index[frozenset(made)] = len(nodes) - 1
+        added += 1
+        if len(made) < len(masked):
+            offer(len(nodes) - 1, -value)
     return nodes
 
 
@@ -80,16 +107,18 @@ def detour(nodes: list[tuple[int, list[tuple[int, int]]]], line: list[tuple[int,
                    "steps=0, same block_size and cache), greedy only; drafts stay inside the current block; the tree's "
                    "nodes run as copies in one forward of one row (each sees the cached context and itself) and count "
                    "as one forward. The lab's additions: order=left-to-right verifies against llada "
-                   "remasking=left_to_right instead, order=leftmost-N against llada leftmost=N; lookup=n (not with "
+                   "remasking=left_to_right instead, order=leftmost-N against llada leftmost=N (with `detours` "
+                   "more states: the other left-most rows taken first, likeliest first); lookup=n (not with "
                    "order=confidence) verifies a second chain of "
                    "prompt-lookup guesses (Prompt Lookup Decoding's copy of what followed the last n tokens earlier in "
                    "the prompt or output) beside the draft's own tree.")
 def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto",
-             order: str = "confidence", lookup: int = 0):
+             order: str = "confidence", lookup: int = 0, detours: int = -1):
     """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly
     (order: the reference's commit order, `llada remasking=low_confidence` (confidence), `left_to_right` or
     `leftmost=N` (leftmost-N); lookup: the n of
-    prompt-lookup guesses verified beside the draft, 0 for none)."""
+    prompt-lookup guesses verified beside the draft, 0 for none; detours: with order=leftmost-N, how many states off
+    those chains the tree adds, the likeliest first; -1: 2 (drafts - 1))."""
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
@@ -117,8 +146,8 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
         nodes = graft(grow(chain, tokens, alternatives), list(zip(chain, path)))
         straight = len(nodes)  # nodes past this are detours
         if width > 1:  # detours: the reference may take another of the left-most rows first
-            for line in [[(r, tokens[r]) for r in chain]] + ([list(zip(chain, path))] if guessed else []):
-                nodes = detour(nodes, line, tokens, ranked, width)
+            nodes = detour(nodes, tokens, lambda r, t: p_of.get((r, t), conf[r] if t == tokens[r] else 0.0), ranked,
+                           width, detours if detours >= 0 else 2 * (drafts - 1), guessed)
         run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(ranked)]  # a node filling the block: no forward
         outputs = {}
         if run:
