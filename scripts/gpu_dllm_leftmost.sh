@@ -4,20 +4,25 @@
 # results/dllm_suite_162.jsonl, and ssd-dllm verifying against each (drafts=16, lookup=3), three processes side by
 # side; float32, 48 new tokens, as the CPU runs of results/dllm-distill/bench162_block16_cpu.json. Stage the GGUF
 # in two halves first (/tmp/g/ggpartaa, ggpartab: ../shared/GPU.md); outputs in $OUT, joined afterwards with
-# `python -m lab bench dllm --merge`. `bash scripts/gpu_dllm_leftmost.sh detours`: ssd-dllm alone, with detour states.
+# `python -m lab bench dllm --merge`. `bash scripts/gpu_dllm_leftmost.sh detours`: ssd-dllm alone, with detour states;
+# `... block32`: leftmost-2 and ssd-dllm at block 32.
 source scripts/gpu_env.sh
 set +eo pipefail
 cat /tmp/g/ggpart* > /tmp/g/m.gguf
 python -c "from pathlib import Path; from lab import models; models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" > /dev/null 2>&1
 run() {  # NAME POLICIES
   timeout -s INT "${SECONDS_EACH:-500}" python -m lab bench dllm --suite results/dllm_suite_162.jsonl --tasks qa,copy,arithmetic \
-    --judge none --device cuda --dtype float32 --max-new-tokens 48 --block-size 16 --policies "$2" \
+    --judge none --device cuda --dtype float32 --max-new-tokens 48 --block-size "${3:-16}" --policies "$2" \
     --out "$OUT/leftmost_$1.json" --no-plots --no-progress > "$OUT/leftmost_$1.txt" 2>&1
 }
 if [ "${1:-}" = detours ]; then  # ssd-dllm with detour states, the likeliest first, one process per setting
   run best_2 "ssd-dllm:drafts=16:order=leftmost-2:lookup=3" &
   run best_2_96 "ssd-dllm:drafts=16:order=leftmost-2:lookup=3:detours=96" &
   run best_3_96 "ssd-dllm:drafts=16:order=leftmost-3:lookup=3:detours=96" &
+elif [ "${1:-}" = block32 ]; then  # the same at block 32: the reference (leftmost-2 barely depends on the block) and
+  run block32_ref "llada:leftmost=2" 32 &  # ssd-dllm drafting the whole block
+  run block32_ssd "ssd-dllm:drafts=32:order=leftmost-2:lookup=3" 32 &
+  run block32_ssd_128 "ssd-dllm:drafts=32:order=leftmost-2:lookup=3:detours=128" 32 &
 else  # the first run: the references, and ssd-dllm before detour states
   run a "llada:steps=0,llada:leftmost=2" &
   run b "llada:leftmost=3,llada:leftmost=4" &
