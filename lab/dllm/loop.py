@@ -96,7 +96,8 @@ def check_order(order: str) -> None:
 
 def decision(den: Denoiser, window: list[int], logits: torch.Tensor, start: int, end: int, order: str = "confidence"):
     """One-token-per-step greedy decoding's view of these logits: the block's masked rows in the order it commits
-    them (surest first, left to right, or the surest of the N left-most), with every row's token and confidence and the window's masked rows."""
+    them (surest first, left to right, or the surest of the N left-most each time), with every row's token and
+    confidence and the window's masked rows."""
     proposal = logits.argmax(-1)
     tokens, conf = rules.host(proposal, rules.confidence(logits, proposal, "probability"))
     live = [j for j, p in enumerate(window) if den.canvas[p] == den.mask]

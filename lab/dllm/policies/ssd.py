@@ -16,6 +16,11 @@ output, then the draft's own tokens, form a second chain from the certain decisi
 wrong guess costs tree nodes, not accepted decisions. Verification is unchanged, so the output stays exact. Left to
 right or `leftmost-N` only (the surest-first order rarely commits the next positions in turn): each guess is
 placed at the position it copies, in the place the reference's ranking of the draft gives that position.
+
+`order=leftmost-N` (the lab's): the reference commits the surest of the block's N left-most masked positions, so
+the next decision may be any of N rows. `detours` more states join the tree, the likeliest first by the draft's
+probabilities (as EAGLE-2 grows a dynamic tree, here over canvases), and the walk goes from canvas to canvas: a
+state is a set of decisions, so a walk that took rows a then b rejoins the chain that took b then a.
 """
 from __future__ import annotations
 
@@ -62,28 +67,26 @@ def detour(nodes: list[tuple[int, list[tuple[int, int]]]], tokens: list[int], pr
     times the draft's probability of the token there (`prob(r, t)`; the guess's where S holds guesses). The walk can
     rejoin a chain from such a state: taking row a then b reaches the state that took b then a."""
     index = {frozenset(made): k for k, (_, made) in enumerate(nodes)}
-    order = 0
-    candidates = []
+    candidates, pushed = [], 0
 
-    def offer(parent: int, value: float):
-        nonlocal order
+    def reach(taken: set[int], r: int, t: int) -> float:  # the chance that the reference takes (r, t) next
+        left = sorted(set(masked) - taken)[:width]
+        return prob(r, tokens[r]) / (sum(prob(c, tokens[c]) for c in left) or 1.0) * prob(r, t)
+
+    def offer(parent: int, value: float):  # the parent's children as candidates, by their chance of being reached
+        nonlocal pushed
         made = nodes[parent][1]
         taken = {r for r, _ in made}
         line = guessed if any(guessed.get(r) == t != tokens[r] for r, t in made) else {}
-        left = sorted(set(masked) - taken)[:width]
-        total = sum(prob(r, tokens[r]) for r in left) or 1.0
-        for r in left:
+        for r in sorted(set(masked) - taken)[:width]:
             token = line.get(r, tokens[r])
-            order += 1
-            heapq.heappush(candidates, (-value * prob(r, tokens[r]) / total * prob(r, token), order, parent,
-                                        made + [(r, token)]))
+            pushed += 1
+            heapq.heappush(candidates, (-value * reach(taken, r, token), pushed, parent, made + [(r, token)]))
 
-    for k, (_, made) in enumerate(nodes):  # the states there are: their value along the way they were made
+    for k, (_, made) in enumerate(nodes):  # the states there are, valued along the way they were made
         value = 1.0
         for j in range(1, len(made)):
-            left = sorted(set(masked) - {r for r, _ in made[:j]})[:width]
-            value *= prob(made[j][0], tokens[made[j][0]]) / (sum(prob(r, tokens[r]) for r in left) or 1.0) \
-                * prob(*made[j])
+            value *= reach({r for r, _ in made[:j]}, *made[j])
         offer(k, value)
     added = 0
     while candidates and added < budget:
@@ -116,9 +119,8 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
              order: str = "confidence", lookup: int = 0, detours: int = -1):
     """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly
     (order: the reference's commit order, `llada remasking=low_confidence` (confidence), `left_to_right` or
-    `leftmost=N` (leftmost-N); lookup: the n of
-    prompt-lookup guesses verified beside the draft, 0 for none; detours: with order=leftmost-N, how many states off
-    those chains the tree adds, the likeliest first; -1: 2 (drafts - 1))."""
+    `leftmost=N` (leftmost-N); lookup: the n of prompt-lookup guesses verified beside the draft, 0 for none; detours:
+    with order=leftmost-N, how many states off those chains the tree adds, the likeliest first; -1: 2 (drafts - 1))."""
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
