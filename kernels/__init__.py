@@ -3,8 +3,9 @@
 Each public function runs its Triton kernel on CUDA tensors when Triton is there, and its torch reference otherwise
 (the CPU, CI): `bitmask.apply_token_bitmask` (grammar masks in llguidance's layout), `rejection.chain_rejection`
 (speculative sampling of a chain: accepted, recovered, bonus), `tree_rejection.tree_rejection` (SpecInfer's
-multi-round rejection over a draft tree in two launches; the exact verifier's on a GPU), `sampling.sample_min_p` (temperature and min-p
-sampling without a sort, rows split over programs; the exponential race both samplers share),
+multi-round rejection over a draft tree in two launches; the exact verifier's on a GPU),
+`sampling.sample_min_p` (temperature and min-p sampling without a sort, rows split over programs; the exponential
+race both samplers share),
 `topk_topp.sample_top_k_top_p` (temperature, top-k and top-p sampling without a sort: thresholds from a few
 candidates), `dllm_commit.commit_rows` (a dLLM window's argmax tokens, their confidence and the rows
 to commit under Fast-dLLM's threshold rule or the k surest per block), `tree_attention.tree_attention` (k new

@@ -95,8 +95,9 @@ def test_each_known_verifier_bug_fails_the_check(target_lab, monkeypatch, bug):
 def test_the_tree_rejection_kernels_keep_the_target_distribution(target_lab, monkeypatch):
     """The exact verifier with the tree rejection kernels (`rejection_tree_kernel`: lab.kernels.tree_rejection, what
     the exact verifier runs on a GPU; here in Triton's interpreter, about 40 s) passes the same check on specinfer's
-    trees of drawn siblings, with verification several levels deep, residual draws and the target's own tokens after accepted leaves. (The kernels drawing the
-    token after a rejection from p instead of the residual fail it: pairs p = 4e-8.)"""
+    trees of drawn siblings, with verification several levels deep, residual draws and the target's own tokens
+    after accepted leaves. (The kernels drawing the token after a rejection from p instead of the residual fail it:
+    pairs p = 4e-8.)"""
     from lab.speculative.verify import greedy_tree, rejection_tree_kernel
 
     name = "specinfer"

@@ -68,7 +68,8 @@ ORDERS = [(attention, cache, order) for order in ("confidence", "left-to-right")
 def test_leftmost_orders_choose_the_surest_of_the_left_most_masked_rows():
     conf = [0.1, 0.9, 0.5, 0.95]
     assert rules.rank(conf, [0, 1, 2, 3], "leftmost-2") == [1, 2, 3, 0]
-    assert rules.rank(conf, [0, 1, 2, 3], "leftmost-1") == rules.rank(conf, [0, 1, 2, 3], "left-to-right") == [0, 1, 2, 3]
+    assert rules.rank(conf, [0, 1, 2, 3], "leftmost-1") == rules.rank(conf, [0, 1, 2, 3], "left-to-right") \
+        == [0, 1, 2, 3]
     assert rules.rank(conf, [0, 1, 2, 3], "leftmost-4") == rules.rank(conf, [0, 1, 2, 3]) == [3, 1, 2, 0]
     assert rules.rank([0.5, 0.5, 0.5], [2, 0, 1], "leftmost-2") == [0, 1, 2]  # equals: the left-most first
     for bad in ("leftmost-0", "leftmost-x", "leftmost", "surest"):
@@ -163,7 +164,8 @@ def test_ssd_dllm_with_lookup_is_one_token_per_step_decoding_exactly(attention, 
         assert decided == [p for s in ref.steps for p in s.positions]
         assert order != "left-to-right" or decided == sorted(decided)
         detours = 2 * (4 - 1) if order == "leftmost-2" else 0  # states off the chains, 2 (drafts - 1)
-        assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * (2 + 1) + detours for s in got.steps)  # guesses: a chain beside
+        # guesses: a chain beside the draft's tree
+        assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * (2 + 1) + detours for s in got.steps)
         for s in got.steps:
             guessed += len(s.info["lookup"])
             accepted += s.info["lookup_accepted"]

@@ -106,7 +106,7 @@ def detour(nodes: list[tuple[int, list[tuple[int, int]]]], tokens: list[int], pr
         departures="Written from the paper's abstract and public reviews (its full text and code were not at hand), so "
                    "the tree's shape is the lab's: a main chain of `drafts` decisions with the `branches` likeliest "
                    "tokens at each drafted position (non-draft tokens as leaves); no mixed-order (position-jumping) "
-                   "verification. Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada "
+                   "verification, but for the lab's leftmost-N detours. Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada "
                    "steps=0, same block_size and cache), greedy only; drafts stay inside the current block; the tree's "
                    "nodes run as copies in one forward of one row (each sees the cached context and itself) and count "
                    "as one forward. The lab's additions: order=left-to-right verifies against llada "
