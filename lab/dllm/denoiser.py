@@ -26,7 +26,7 @@ CACHES = ("none", "prefix", "dual")
 
 class Denoiser:
     def __init__(self, backend: Backend, spec: DLLM, prompt: list[int], length: int, block_size: int,
-                 cache: str = "prefix"):
+                 cache: str = "prefix", eos: frozenset[int] = frozenset()):
         if cache not in CACHES:
             raise ValueError(f"cache is one of {', '.join(CACHES)}, got {cache!r}")
         if block_size < 1:
@@ -34,6 +34,7 @@ class Denoiser:
         self.backend, self.spec, self.cache = backend, spec, cache
         self.length, self.block_size = length, block_size
         self.mask = spec.mask_id
+        self.eos = frozenset(eos)  # tokens that end the output (the run stops once one is reached, as Decoding does)
         self.shift = int(spec.shift)
         self.canvas = [self.mask] * length  # output positions; the mask token where nothing is committed yet
         self.block: tuple[int, int] | None = None
@@ -57,6 +58,18 @@ class Denoiser:
     def masked(self, start: int = 0, end: int | None = None) -> list[int]:
         end = self.length if end is None else end
         return [i for i in range(start, end) if self.canvas[i] == self.mask]
+
+    def ends(self, filled: dict[int, int] | None = None) -> bool:
+        """Whether the output is over on the canvas with `filled` (position -> token) written on it: every position
+        decided, or decided from the start up to an end-of-text token (nothing after it counts)."""
+        filled = filled or {}
+        for i, token in enumerate(self.canvas):
+            token = filled.get(i, token)
+            if token == self.mask:
+                return False
+            if token in self.eos:
+                return True
+        return True
 
     def snapshot(self) -> list[int]:
         return [-1 if t == self.mask else t for t in self.canvas]

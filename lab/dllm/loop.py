@@ -69,7 +69,7 @@ def make_denoiser(dec: Decoding, method: str, block_size: int, cache: str, fallb
     if cache not in CACHES:
         raise LabError(f"cache={cache!r}: use auto or one of {', '.join(CACHES)}")
     size = block_size_of(dec, method, block_size, fallback)
-    return Denoiser(dec.target, spec, dec.prompt, dec.max_new_tokens, size, cache)
+    return Denoiser(dec.target, spec, dec.prompt, dec.max_new_tokens, size, cache, eos=frozenset(dec.eos))
 
 
 def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[float], live: list[int],
@@ -91,7 +91,7 @@ def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[
 
 def check_order(order: str) -> None:
     if rules.width_of(order) is None:
-        raise LabError(f"order={order!r}: use {', '.join(rules.ORDERS)} (N >= 1)")
+        raise LabError(f"order={order!r}: use {', '.join(rules.ORDERS)} (N >= 1, 0 < T <= 1)")
 
 
 def decision(den: Denoiser, window: list[int], logits: torch.Tensor, start: int, end: int, order: str = "confidence"):
@@ -137,7 +137,8 @@ def draft_and_verify(dec: Decoding, method: str, block_size: int, cache: str,
     `verify(den, window, logits, start, end, ranked, tokens, conf)` checks drafted decisions against `decision` (in
     `order`: what the reference, llada steps=0 with that remasking order, commits first; `ranked` is its ranking) and
     returns (rows, tokens, confidences, next, info); `next` is (window, logits) of the forward on the last accepted
-    canvas, which drafts the next round for free (None only when the accepted decisions fill the block)."""
+    canvas, which drafts the next round for free (None only when the accepted decisions fill the block or end the
+    output: `Denoiser.ends`; the run stops there)."""
     if not dec.greedy:
         raise LabError(f"{method} reproduces greedy one-token-per-step decoding: use temperature 0")
     den = make_denoiser(dec, method, block_size, cache)

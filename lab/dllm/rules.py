@@ -57,29 +57,46 @@ def host(tokens: torch.Tensor, conf: torch.Tensor) -> tuple[list[int], list[floa
     return [int(t) for t in both[0]], both[1]
 
 
-ORDERS = ("confidence", "left-to-right", "leftmost-N")
+ORDERS = ("confidence", "left-to-right", "leftmost-N", "leftmost-N@T")
+
+
+def parse_order(order: str) -> tuple[int, float] | None:
+    """An order as (width, sure): how many of the block's left-most masked rows it chooses among (0: all of them),
+    and the confidence (T) at or above which it takes the left-most row regardless (2: never); None: not an
+    order."""
+    if order == "confidence":
+        return 0, 2.0
+    if order == "left-to-right":
+        return 1, 2.0
+    name, at, sure = order.partition("@")
+    width = name.removeprefix("leftmost-")
+    if width == name or not width.isdigit() or int(width) < 1:
+        return None
+    try:
+        tau = float(sure) if at else 2.0
+    except ValueError:
+        return None
+    return (int(width), tau) if not at or 0 < tau <= 1 else None
 
 
 def width_of(order: str) -> int | None:
     """How many of the block's left-most masked rows an order chooses among (0: all of them; None: not an order)."""
-    if order == "confidence":
-        return 0
-    if order == "left-to-right":
-        return 1
-    width = order.removeprefix("leftmost-")
-    return int(width) if width != order and width.isdigit() and int(width) > 0 else None
+    parsed = parse_order(order)
+    return None if parsed is None else parsed[0]
 
 
 def rank(conf: list[float], rows: list[int], order: str = "confidence") -> list[int]:
     """`rows` in the order one-token-per-step decoding commits them: surest first (ties: the left-most first), left
     to right (the window's rows are in position order), or `leftmost-N`: the surest of the N left-most rows still
-    masked, each time (N = 1 is left to right; the lab's middle way between the two)."""
-    width = width_of(order)
+    masked, each time (N = 1 is left to right; the lab's middle way between the two). `leftmost-N@T` takes the
+    left-most row whenever its confidence is at least T, else as leftmost-N: left to right where the model is sure,
+    the surer neighbour where it is not (the lab's too)."""
+    width, sure = parse_order(order)
     if not width:
         return sorted(rows, key=lambda j: -conf[j])
     left, ranked = sorted(rows), []
     while left:
-        pick = max(left[:width], key=lambda j: conf[j])  # the first of equals: the left-most
+        pick = left[0] if conf[left[0]] >= sure else max(left[:width], key=lambda j: conf[j])  # equals: the left-most
         ranked.append(pick)
         left.remove(pick)
     return ranked

@@ -125,3 +125,15 @@ def test_a_dllm_method_on_an_autoregressive_model_names_the_fix():
         tl.generate("llada", [5, 6], max_new_tokens=4)
     with pytest.raises(LabError, match="cache='warm'"):
         dllm_lab().generate("llada", [5, 6], max_new_tokens=4, cache="warm")
+
+
+def test_denoiser_ends_where_the_output_is_decided_up_to_an_end_of_text_token():
+    model = tiny_dllm("block", shift=True)
+    den = Denoiser(HFBackend(model), model.dllm, [1, 2], 6, 3, "prefix", eos=frozenset({9}))
+    assert not den.ends()
+    den.canvas[2] = 9  # an end token after masks: the output is not over
+    assert not den.ends() and not den.ends({0: 5})
+    assert den.ends({0: 5, 1: 6})  # decided up to the end token; the rest is never read
+    assert not den.ends({0: 9 + 1, 1: MASK})
+    den.canvas = [5, 6, 7, 8, 4, 5]  # every position decided, no end token: the output is over too
+    assert den.ends()

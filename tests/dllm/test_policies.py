@@ -60,7 +60,7 @@ def test_prophet_goes_all_in_once_the_gap_is_wide():
 
 
 REFERENCE = {"confidence": {"remasking": "low_confidence"}, "left-to-right": {"remasking": "left_to_right"},
-             "leftmost-2": {"leftmost": 2}}  # an order of the lossless policies -> the llada settings it reproduces
+             "leftmost-2": {"leftmost": 2}, "leftmost-2@0.35": {"leftmost": 2, "sure": 0.35}}  # an order of the lossless policies -> the llada settings it reproduces
 ORDERS = [(attention, cache, order) for order in ("confidence", "left-to-right")
           for attention, cache in [("block", "prefix"), ("global", "none"), ("global", "dual")]]
 
@@ -72,11 +72,38 @@ def test_leftmost_orders_choose_the_surest_of_the_left_most_masked_rows():
         == [0, 1, 2, 3]
     assert rules.rank(conf, [0, 1, 2, 3], "leftmost-4") == rules.rank(conf, [0, 1, 2, 3]) == [3, 1, 2, 0]
     assert rules.rank([0.5, 0.5, 0.5], [2, 0, 1], "leftmost-2") == [0, 1, 2]  # equals: the left-most first
-    for bad in ("leftmost-0", "leftmost-x", "leftmost", "surest"):
+    assert rules.rank(conf, [0, 1, 2, 3], "leftmost-2@0.95") == [1, 2, 3, 0]  # no left-most row is that sure
+    assert rules.rank(conf, [0, 1, 2, 3], "leftmost-2@0.5") == [1, 2, 3, 0]  # row 2 (0.5) before the surer 3
+    assert rules.rank(conf, [0, 1, 2, 3], "leftmost-2@0.05") == [0, 1, 2, 3]  # always the left-most
+    for bad in ("leftmost-0", "leftmost-x", "leftmost", "surest", "leftmost-2@", "leftmost-2@1.5", "leftmost-2@x",
+                "confidence@0.5"):
         with pytest.raises(LabError, match="order="):
             dllm_lab().generate("ssd-dllm", [5, 6], max_new_tokens=4, block_size=4, order=bad)
     with pytest.raises(LabError, match="remasking=low_confidence"):
         dllm_lab().generate("llada", [5, 6], max_new_tokens=4, remasking="random", leftmost=2)
+    with pytest.raises(LabError, match="use it with leftmost=N"):
+        dllm_lab().generate("llada", [5, 6], max_new_tokens=4, sure=0.5)
+
+
+def test_llada_sure_takes_the_left_most_row_when_it_is_sure_enough():
+    """sure=T sits between leftmost=N (T above every confidence) and left to right (T below every one), and on a
+    tiny random model (confidences 0.2-0.5) T = 0.35 makes decisions neither of them makes."""
+    tl = dllm_lab("block", block_size=4)
+    differs = set()
+    for prompt in random_prompts(6, seed=9):
+        run = {name: tl.generate("llada", prompt, max_new_tokens=8, block_size=4, **kw).trace
+               for name, kw in (("ltr", {"remasking": "left_to_right"}), ("low", {"leftmost": 1, "sure": 1e-9}),
+                                ("two", {"leftmost": 2}), ("high", {"leftmost": 2, "sure": 1.0}),
+                                ("mid", {"leftmost": 2, "sure": 0.35}))}
+        order = {name: [s.positions for s in t.steps] for name, t in run.items()}
+        assert order["low"] == order["ltr"] and order["high"] == order["two"]
+        differs |= {name for name in ("ltr", "two") if order["mid"] != order[name]}
+        for step in run["mid"].steps:  # each decision: the left-most masked row if sure enough, else leftmost-2's
+            masked, conf = step.info["masked"], step.info["predicted_confidence"]
+            left = [j for j, p in enumerate(masked) if p // 4 == masked[0] // 4][:2]  # the block's left-most two
+            expected = left[0] if conf[left[0]] >= 0.35 else max(left, key=lambda j: conf[j])
+            assert step.positions == [masked[expected]]
+    assert differs == {"ltr", "two"}
 
 
 def test_llada_leftmost_is_left_to_right_at_one_and_low_confidence_at_the_block_size():
@@ -112,7 +139,8 @@ def test_freedave_refuses_sampling():
         dllm_lab().generate("freedave", [5, 6], max_new_tokens=4, temperature=0.5)
 
 
-@pytest.mark.parametrize("attention,cache,order", ORDERS + [("block", "prefix", "leftmost-2")])
+@pytest.mark.parametrize("attention,cache,order", ORDERS + [("block", "prefix", "leftmost-2"),
+                                                            ("block", "prefix", "leftmost-2@0.35")])
 def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache, order):
     tl = dllm_lab(attention, block_size=8)
     saved = reference = siblings = detoured = 0
@@ -125,7 +153,7 @@ def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache, order
         assert decided == [p for s in ref.steps for p in s.positions]  # the same decisions in the same order
         assert order != "left-to-right" or decided == sorted(decided)  # left to right: in position order
         assert got.forwards <= ref.forwards, prompt
-        detours = 2 * (4 - 1) if order == "leftmost-2" else 0  # leftmost-2: states off the chain, 2 (drafts - 1)
+        detours = 2 * (4 - 1) if order.startswith("leftmost") else 0  # leftmost-2: states off the chain, 2 (drafts - 1)
         assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * 2 + detours for s in got.steps)  # drafts=4, branches=2
         saved, reference = saved + got.forwards, reference + ref.forwards
         siblings += sum(s.info["sibling"] for s in got.steps)
@@ -133,7 +161,22 @@ def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache, order
     # tests/dllm/test_dllm_default.py checks that on the trained model)
     assert order != "confidence" or saved < 0.9 * reference
     assert siblings > 0  # the tree accepted a token a chain of drafts would have missed
-    assert (order == "leftmost-2") == (detoured > 0)  # leftmost-2: the walk took the other left-most row and rejoined
+    assert order.startswith("leftmost") == (detoured > 0)  # leftmost-2: the walk took the other left-most row and rejoined
+
+
+def test_ssd_dllm_runs_no_tree_node_whose_canvas_ends_the_output():
+    """A node whose canvas is decided up to an end-of-text token needs no forward (the run stops there): with the
+    tiny model's two commonest outputs as end tokens, walks end on them ("eos") and the output stays exact."""
+    tl = dllm_lab("block", block_size=8)
+    tl.eos = {23, 56}
+    ended = 0
+    for prompt in random_prompts(20, seed=1):
+        ref = tl.generate("llada", prompt, max_new_tokens=16, block_size=8, leftmost=2, sure=0.35).trace
+        got = tl.generate("ssd-dllm", prompt, max_new_tokens=16, block_size=8, order="leftmost-2@0.35").trace
+        assert got.tokens == ref.tokens and ref.stop == got.stop, prompt
+        assert got.forwards <= ref.forwards
+        ended += sum(s.info["stop"] == "eos" for s in got.steps)
+    assert ended > 0
 
 
 def test_ssd_dllm_with_one_branch_is_a_chain_and_refuses_sampling():
@@ -148,7 +191,8 @@ def test_ssd_dllm_with_one_branch_is_a_chain_and_refuses_sampling():
         tl.generate("ssd-dllm", [5, 6], max_new_tokens=4, temperature=0.5)
 
 
-@pytest.mark.parametrize("attention,cache,order", ORDERS[3:] + [("block", "prefix", "leftmost-2")])
+@pytest.mark.parametrize("attention,cache,order", ORDERS[3:] + [("block", "prefix", "leftmost-2"),
+                                                                ("block", "prefix", "leftmost-2@0.35")])
 def test_ssd_dllm_with_lookup_is_one_token_per_step_decoding_exactly(attention, cache, order):
     """Prompt-lookup guesses change the tree, never the output: on prompts that repeat spans the guesses fire, a few
     are accepted (some the draft had not predicted) and many are wrong (a guess unlike the reference's token there),
@@ -163,7 +207,7 @@ def test_ssd_dllm_with_lookup_is_one_token_per_step_decoding_exactly(attention, 
         decided = [p for s in got.steps for p in s.positions]
         assert decided == [p for s in ref.steps for p in s.positions]
         assert order != "left-to-right" or decided == sorted(decided)
-        detours = 2 * (4 - 1) if order == "leftmost-2" else 0  # states off the chains, 2 (drafts - 1)
+        detours = 2 * (4 - 1) if order.startswith("leftmost") else 0  # states off the chains, 2 (drafts - 1)
         # guesses: a chain beside the draft's tree
         assert all(s.info["tree_nodes"] <= 1 + (4 - 1) * (2 + 1) + detours for s in got.steps)
         for s in got.steps:

@@ -32,7 +32,7 @@ from ...errors import LabError
 from ...registry import method
 from ...speculative.drafters import pld
 from ..loop import check_order, decision, draft_and_verify
-from ..rules import width_of
+from ..rules import parse_order
 
 
 def grow(chain: list[int], tokens: list[int], alternatives: list[list[int]]) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -60,7 +60,7 @@ def graft(nodes: list[tuple[int, list[tuple[int, int]]]], path: list[tuple[int, 
 
 
 def detour(nodes: list[tuple[int, list[tuple[int, int]]]], tokens: list[int], prob, masked: list[int], width: int,
-           budget: int, guessed: dict[int, int]):
+           budget: int, guessed: dict[int, int], sure: float = 2.0):
     """For a `leftmost-N` reference (N = width > 1), which may take any of the N left-most masked rows next, up to
     `budget` more states, the likeliest first (EAGLE-2's dynamic tree, over canvases): a state is a set of decisions
     (a canvas), reached from a state S by taking row r with probability conf(r) / (the sum over S's N left-most rows)
@@ -71,6 +71,8 @@ def detour(nodes: list[tuple[int, list[tuple[int, int]]]], tokens: list[int], pr
 
     def reach(taken: set[int], r: int, t: int) -> float:  # the chance that the reference takes (r, t) next
         left = sorted(set(masked) - taken)[:width]
+        if prob(left[0], tokens[left[0]]) >= sure:  # leftmost-N@T: the left-most row, surely
+            return prob(r, t) if r == left[0] else 0.0
         return prob(r, tokens[r]) / (sum(prob(c, tokens[c]) for c in left) or 1.0) * prob(r, t)
 
     def offer(parent: int, value: float):  # the parent's children as candidates, by their chance of being reached
@@ -124,7 +126,7 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
-    width = width_of(order)
+    width, left_at = parse_order(order)  # left_at: leftmost-N@T's T
     if lookup and order == "confidence":  # a copied span fills consecutive positions, rarely the surest-first's next
         raise LabError("lookup guesses the next positions left to right: use order=left-to-right or leftmost-N")
 
@@ -149,8 +151,10 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
         straight = len(nodes)  # nodes past this are detours
         if width > 1:  # detours: the reference may take another of the left-most rows first
             nodes = detour(nodes, tokens, lambda r, t: p_of.get((r, t), conf[r] if t == tokens[r] else 0.0), ranked,
-                           width, detours if detours >= 0 else 2 * (drafts - 1), guessed)
-        run = [k for k, (_, made) in enumerate(nodes) if len(made) < len(ranked)]  # a node filling the block: no forward
+                           width, detours if detours >= 0 else 2 * (drafts - 1), guessed, left_at)
+        # no forward for a node that fills the block or ends the output (decided up to an end-of-text token)
+        run = [k for k, (_, made) in enumerate(nodes)
+               if len(made) < len(ranked) and not den.ends({window[r]: t for r, t in made})]
         outputs = {}
         if run:
             contents = []
@@ -180,11 +184,21 @@ def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, ca
             node = after_step
             made.append(step)
             detoured += node >= straight
+        # why the walk ended: the block filled, the output ended, or the reference's next decision was not in the
+        # tree: no child there (leaf), its row had children but not its token (token), or none had its row (order)
+        stop = "block" if len(nodes[node][1]) == len(ranked) else "eos"
+        if node in outputs:
+            row_next = row.get(outputs[node][0][0])
+            here = frozenset(nodes[node][1])
+            rows_there = {r for (_, m) in nodes if len(m) == len(here) + 1 and here < frozenset(m)
+                          for r, _ in set(m) - here}
+            stop = "leaf" if not rows_there else "token" if row_next in rows_there else "order"
         committed, confidence = list(tokens), list(conf)
         for r, t in made[1:]:  # a sibling's or a guess's token is not the draft's own
             committed[r], confidence[r] = t, p_of.get((r, t), conf[r])
         after = (cwindow, outputs[node][1]) if node in outputs else None
-        info = {"drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made)}
+        info = {"drafted": len(chain), "tree_nodes": len(run), "sibling": any(t != tokens[r] for r, t in made),
+                "stop": stop}
         if width > 1:
             info["detoured"] = detoured  # accepted states off the chains: the reference took another left-most row
         if lookup:  # the guesses as [position, token]; accepted decisions that took one's token (new: not the draft's)
