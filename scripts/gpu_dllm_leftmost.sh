@@ -28,11 +28,13 @@ elif [ "${1:-}" = block32 ]; then  # block 32: the reference (58.0% on 2026-12-0
   run block32_ssd_128 "ssd-dllm:drafts=32:order=leftmost-2:lookup=3:detours=128" 32 &
 elif [ "${1:-}" = sure ]; then  # the references leftmost=2 sure=T and ssd-dllm against each (lookup, detours=96)
   for t in ${REFS:-0.3 0.5 0.7 0.9}; do run "sure_${t}_ref" "llada:leftmost=2:sure=$t" & done
-  for t in ${SSDS:-0.3 0.5 0.7 0.9}; do run "sure_${t}_ssd" "ssd-dllm:drafts=16:order=leftmost-2@$t:lookup=3:detours=96" & done
+  for t in ${SSDS:-0.3 0.5 0.7 0.9}; do
+    run "sure_${t}_ssd" "ssd-dllm:drafts=16:order=leftmost-2@$t:lookup=3:detours=96" &
+  done
 else  # the first run: the references, and ssd-dllm before detour states
   run a "llada:steps=0,llada:leftmost=2" &
   run b "llada:leftmost=3,llada:leftmost=4" &
   run c "ssd-dllm:drafts=16:order=leftmost-2:lookup=3,ssd-dllm:drafts=16:order=leftmost-3:lookup=3,ssd-dllm:drafts=16:order=leftmost-4:lookup=3" &
 fi
 wait
-for f in "$LOGS"/leftmost_*.txt; do grep -v "Loading weights\|Warn" "$f" | tail -n 12; done
+for f in "$LOGS"/leftmost_*.txt; do grep -v "Loading weights\|Warn\|clean_up\|^|\|^$" "$f" | tail -n 4; done

@@ -60,7 +60,8 @@ def test_prophet_goes_all_in_once_the_gap_is_wide():
 
 
 REFERENCE = {"confidence": {"remasking": "low_confidence"}, "left-to-right": {"remasking": "left_to_right"},
-             "leftmost-2": {"leftmost": 2}, "leftmost-2@0.35": {"leftmost": 2, "sure": 0.35}}  # an order of the lossless policies -> the llada settings it reproduces
+             "leftmost-2": {"leftmost": 2},
+             "leftmost-2@0.35": {"leftmost": 2, "sure": 0.35}}  # a lossless order -> its llada settings
 ORDERS = [(attention, cache, order) for order in ("confidence", "left-to-right")
           for attention, cache in [("block", "prefix"), ("global", "none"), ("global", "dual")]]
 
@@ -161,7 +162,7 @@ def test_ssd_dllm_is_one_token_per_step_decoding_exactly(attention, cache, order
     # tests/dllm/test_dllm_default.py checks that on the trained model)
     assert order != "confidence" or saved < 0.9 * reference
     assert siblings > 0  # the tree accepted a token a chain of drafts would have missed
-    assert order.startswith("leftmost") == (detoured > 0)  # leftmost-2: the walk took the other left-most row and rejoined
+    assert order.startswith("leftmost") == (detoured > 0)  # the walk took the other left-most row and rejoined
 
 
 def test_ssd_dllm_runs_no_tree_node_whose_canvas_ends_the_output():
