@@ -1,6 +1,6 @@
 """dllm-default (the default model turned into a block-diffusion LM, lab/data/dllm-default/) on the CPU, as CI runs
 it: every diffusion policy runs on it; freedave and ssd-dllm give one-token-per-step decoding's tokens exactly (in
-either commit order; ssd-dllm with prompt-lookup guesses too), and
+any commit order; ssd-dllm with prompt-lookup guesses too), and
 deer gives the default model's greedy tokens exactly (transformers' generate), on the 20 identity prompts."""
 from __future__ import annotations
 
@@ -78,6 +78,22 @@ def test_ssd_dllm_lookup_is_left_to_right_one_token_per_step_and_copies(dllm):
         new += sum(s.info["lookup_new"] for s in got.steps)
     print(f"ssd-dllm lookup=3: {new} accepted guesses the draft had not predicted")
     assert new > 0
+
+
+def test_ssd_dllm_leftmost_sure_is_its_one_token_per_step_reference(dllm):
+    """The order of the bench's best lossless setting (leftmost-2@0.7: the left-most row when its confidence is at least
+    0.7, else the surer of the two left-most): ssd-dllm gives llada leftmost=2 sure=0.7's tokens exactly, in well
+    under its forwards (16 tokens in two blocks of 8: at most 4 per forward here)."""
+    mine = theirs = 0
+    for p in IDENTITY_PROMPTS[:6]:
+        ref = dllm.generate("llada", p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS, block_size=BLOCK,
+                            leftmost=2, sure=0.7).trace
+        got = dllm.generate("ssd-dllm", p["prompt"], chat=p["chat"], max_new_tokens=IDENTITY_TOKENS, block_size=BLOCK,
+                            drafts=BLOCK, order="leftmost-2@0.7", lookup=3).trace
+        assert got.tokens == ref.tokens, p["id"]
+        mine, theirs = mine + got.forwards, theirs + ref.forwards
+    print(f"ssd-dllm leftmost-2@0.7: {mine} forwards vs {theirs}")
+    assert mine < 0.7 * theirs
 
 
 def test_deer_gives_the_default_models_greedy_tokens(default_lab, dllm, reference):

@@ -18,11 +18,11 @@ REMASKING = {"low_confidence": "probability", "random": "random", "left_to_right
 
 @method("llada", family="diffusion", lossless=False, paper="Large Language Diffusion Models (Nie et al., 2025)",
         departures="Steps need not divide evenly over the blocks (each block gets the ceiling of its share; LLaDA "
-                   "asserts divisibility); no classifier-free guidance; the mask token is never proposed; block_size=0 "
-                   "takes a block-diffusion model's trained block size (else 32); remasking=left_to_right (the left-most masked "
-                   "positions of the block first: the order of the autoregressive model a block dLLM was converted from) "
-                   "and leftmost=N (the surest of the block's N left-most masked positions; with sure=T the left-most "
-                   "one whenever its confidence is at least T) are the lab's, not LLaDA's.")
+                   "asserts divisibility); no classifier-free guidance; the mask token is never proposed; block_size=0"
+                   " takes a block-diffusion model's trained block size (else 32); remasking=left_to_right (the left-"
+                   "most masked positions of the block first: the order of the autoregressive model a block dLLM was "
+                   "converted from) and leftmost=N (the surest of the block's N left-most masked positions; with "
+                   "sure=T the left-most one whenever its confidence is at least T) are the lab's, not LLaDA's.")
 def llada(dec, *, steps: int = 0, block_size: int = 0, remasking: str = "low_confidence", cache: str = "auto",
           leftmost: int = 0, sure: float = 0.0):
     """LLaDA: an even share of each block per step, surest (or random) positions first; steps=0: one per step

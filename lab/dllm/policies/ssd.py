@@ -18,9 +18,10 @@ right or `leftmost-N` only (the surest-first order rarely commits the next posit
 placed at the position it copies, in the place the reference's ranking of the draft gives that position.
 
 `order=leftmost-N` (the lab's): the reference commits the surest of the block's N left-most masked positions, so
-the next decision may be any of N rows. `detours` more states join the tree, the likeliest first by the draft's
-probabilities (as EAGLE-2 grows a dynamic tree, here over canvases), and the walk goes from canvas to canvas: a
-state is a set of decisions, so a walk that took rows a then b rejoins the chain that took b then a.
+the next decision may be any of N rows (`leftmost-N@T`: the left-most one whenever its confidence is at least T).
+`detours` more states join the tree, the likeliest first by the draft's probabilities (as EAGLE-2 grows a dynamic
+tree, here over canvases), and the walk goes from canvas to canvas: a state is a set of decisions, so a walk that
+took rows a then b rejoins the chain that took b then a.
 """
 from __future__ import annotations
 
@@ -105,24 +106,25 @@ def detour(nodes: list[tuple[int, list[tuple[int, int]]]], tokens: list[int], pr
 
 @method("ssd-dllm", family="diffusion", lossless=True,
         paper="Self Speculative Decoding for Diffusion Large Language Models (Gao et al., 2025)",
-        departures="Written from the paper's abstract and public reviews (its full text and code were not at hand), so "
-                   "the tree's shape is the lab's: a main chain of `drafts` decisions with the `branches` likeliest "
+        departures="Written from the paper's abstract and public reviews (its full text and code were not at hand), so"
+                   " the tree's shape is the lab's: a main chain of `drafts` decisions with the `branches` likeliest "
                    "tokens at each drafted position (non-draft tokens as leaves); no mixed-order (position-jumping) "
-                   "verification, but for the lab's leftmost-N detours. Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada "
-                   "steps=0, same block_size and cache), greedy only; drafts stay inside the current block; the tree's "
-                   "nodes run as copies in one forward of one row (each sees the cached context and itself) and count "
-                   "as one forward. The lab's additions: order=left-to-right verifies against llada "
-                   "remasking=left_to_right instead, order=leftmost-N against llada leftmost=N (with `detours` "
-                   "more states: the other left-most rows taken first, likeliest first); lookup=n (not with "
-                   "order=confidence) verifies a second chain of "
-                   "prompt-lookup guesses (Prompt Lookup Decoding's copy of what followed the last n tokens earlier in "
-                   "the prompt or output) beside the draft's own tree.")
+                   "verification, but for the lab's leftmost-N detours. Lossless with respect to the lab's one-token-"
+                   "per-step low-confidence decoding (llada steps=0, same block_size and cache), greedy only; drafts "
+                   "stay inside the current block; the tree's nodes run as copies in one forward of one row (each sees"
+                   " the cached context and itself) and count as one forward. The lab's additions: order=left-to-right"
+                   " verifies against llada remasking=left_to_right instead, order=leftmost-N against llada leftmost=N"
+                   " (with `detours` more states: the other left-most rows taken first, likeliest first), "
+                   "order=leftmost-N@T against llada leftmost=N sure=T; lookup=n (not with order=confidence) verifies "
+                   "a second chain of prompt-lookup guesses (Prompt Lookup Decoding's copy of what followed the last n"
+                   " tokens earlier in the prompt or output) beside the draft's own tree.")
 def ssd_dllm(dec, *, drafts: int = 4, branches: int = 2, block_size: int = 0, cache: str = "auto",
              order: str = "confidence", lookup: int = 0, detours: int = -1):
     """SSD: the dLLM drafts its next decisions and verifies them in one batched tree; one-per-step exactly
     (order: the reference's commit order, `llada remasking=low_confidence` (confidence), `left_to_right` or
-    `leftmost=N` (leftmost-N); lookup: the n of prompt-lookup guesses verified beside the draft, 0 for none; detours:
-    with order=leftmost-N, how many states off those chains the tree adds, the likeliest first; -1: 2 (drafts - 1))."""
+    `leftmost=N` (leftmost-N), `leftmost=N sure=T` (leftmost-N@T); lookup: the n of prompt-lookup guesses verified
+    beside the draft, 0 for none; detours: with order=leftmost-N, how many states off those chains the tree adds,
+    the likeliest first; -1: 2 (drafts - 1))."""
     if drafts < 1 or branches < 1:
         raise LabError("drafts and branches must be >= 1")
     check_order(order)
