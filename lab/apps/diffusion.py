@@ -68,7 +68,8 @@ class DiffusionTab:
         self.policies = pn.widgets.MultiChoice(name="Policies", options=names,
                                                value=[p for p in DEFAULT_POLICIES if p in names])
         self.extra = pn.widgets.TextInput(name="More settings (policy:key=value, comma-separated)",
-                                          placeholder="fast-dllm:threshold=0.5, dream:steps=16")
+                                          placeholder="ssd-dllm:block_size=16:drafts=16:order=leftmost-2@0.7:lookup=3, "
+                                                      "fast-dllm:threshold=0.5")
         self.start_button = pn.widgets.Button(name="Run the policies", button_type="primary", disabled=not models)
         self.stop_button = pn.widgets.Button(name="Stop the policies", button_type="warning", disabled=True)
         if models:
