@@ -6,7 +6,8 @@
 # in two halves first (/tmp/g/ggpartaa, ggpartab: ../shared/GPU.md); outputs in $OUT, joined afterwards with
 # `python -m lab bench dllm --merge`. `bash scripts/gpu_dllm_leftmost.sh detours`: ssd-dllm alone, with detour states;
 # `... block32`: leftmost-2 and ssd-dllm at block 32. `... sure`: leftmost-2@T (the left-most row whenever its
-# confidence is at least T, llada leftmost=2 sure=T) at four T, and ssd-dllm verifying against each.
+# confidence is at least T, llada leftmost=2 sure=T) at four T, and ssd-dllm verifying against each. `... chat`:
+# leftmost-2@0.7 and ssd-dllm on the 20 held-out chat prompts of results/dllm_suite.jsonl, judged by the default model.
 source scripts/gpu_env.sh
 set +eo pipefail
 cat /tmp/g/ggpart* > /tmp/g/m.gguf
@@ -31,6 +32,11 @@ elif [ "${1:-}" = sure ]; then  # the references leftmost=2 sure=T and ssd-dllm 
   for t in ${SSDS:-0.3 0.5 0.7 0.9}; do
     run "sure_${t}_ssd" "ssd-dllm:drafts=16:order=leftmost-2@$t:lookup=3:detours=96" &
   done
+elif [ "${1:-}" = chat ]; then  # chat was not among the tasks that chose T = 0.7
+  timeout -s INT "${SECONDS_EACH:-500}" python -m lab bench dllm --suite results/dllm_suite.jsonl --tasks chat \
+    --device cuda --dtype float32 --max-new-tokens 48 --block-size 16 --out "$OUT/leftmost_sure_0.7_chat.json" \
+    --policies "llada:leftmost=2:sure=0.7,ssd-dllm:drafts=16:order=leftmost-2@0.7:lookup=3:detours=96" --no-plots \
+    --no-progress > "$LOGS/leftmost_sure_0.7_chat.txt" 2>&1 &
 else  # the first run: the references, and ssd-dllm before detour states
   run a "llada:steps=0,llada:leftmost=2" &
   run b "llada:leftmost=3,llada:leftmost=4" &
