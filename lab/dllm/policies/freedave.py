@@ -21,10 +21,12 @@ from ..loop import check_order, decision, draft_and_verify
         departures="Lossless with respect to the lab's one-token-per-step low-confidence decoding (llada steps=0, same "
                    "block_size and cache); drafts stay inside the current block; a round's candidates run as copies "
                    "in one forward of one row (each sees the cached context and itself) and count as one forward; "
-                   "order=left-to-right verifies against llada remasking=left_to_right instead (the lab's addition).")
+                   "order=left-to-right verifies against llada remasking=left_to_right instead, order=leftmost-N "
+                   "against llada leftmost=N and leftmost-N@T against llada leftmost=N sure=T (the lab's additions).")
 def freedave(dec, *, drafts: int = 4, block_size: int = 0, cache: str = "auto", order: str = "confidence"):
     """FreeDave: draft the next decisions from one forward, verify them all in the next; one-per-step exactly
-    (order: the reference's commit order, `llada remasking=low_confidence` or `left_to_right`)."""
+    (order: the reference's commit order, `llada remasking=low_confidence`, `left_to_right`, `leftmost=N`
+    (leftmost-N) or `leftmost=N sure=T` (leftmost-N@T))."""
     if drafts < 1:
         raise LabError("drafts must be >= 1")
     check_order(order)
