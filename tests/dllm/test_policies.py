@@ -118,7 +118,7 @@ def test_llada_leftmost_is_left_to_right_at_one_and_low_confidence_at_the_block_
             assert a.tokens == b.tokens and [s.positions for s in a.steps] == [s.positions for s in b.steps]
 
 
-@pytest.mark.parametrize("attention,cache,order", ORDERS)
+@pytest.mark.parametrize("attention,cache,order", ORDERS + [("block", "prefix", "leftmost-2@0.35")])
 def test_freedave_is_one_token_per_step_decoding_exactly(attention, cache, order):
     tl = dllm_lab(attention, block_size=8)
     saved = reference = 0
