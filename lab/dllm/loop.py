@@ -90,7 +90,7 @@ def commit_step(den: Denoiser, window: list[int], tokens: list[int], conf: list[
 
 
 def check_order(order: str) -> None:
-    if rules.width_of(order) is None:
+    if rules.parse_order(order) is None:
         raise LabError(f"order={order!r}: use {', '.join(rules.ORDERS)} (N >= 1, 0 < T <= 1)")
 
 

@@ -79,12 +79,6 @@ def parse_order(order: str) -> tuple[int, float] | None:
     return (int(width), tau) if not at or 0 < tau <= 1 else None
 
 
-def width_of(order: str) -> int | None:
-    """How many of the block's left-most masked rows an order chooses among (0: all of them; None: not an order)."""
-    parsed = parse_order(order)
-    return None if parsed is None else parsed[0]
-
-
 def rank(conf: list[float], rows: list[int], order: str = "confidence") -> list[int]:
     """`rows` in the order one-token-per-step decoding commits them: surest first (ties: the left-most first), left
     to right (the window's rows are in position order), or `leftmost-N`: the surest of the N left-most rows still
