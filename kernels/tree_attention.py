@@ -14,7 +14,9 @@ split to finish (an acq_rel counter, the split-K semaphore pattern) merges them 
 one launch (a SmolLM2 decode at C = 4096: 96 programs, 32 splits of 128 columns, 3 live rows merged in one step);
 it sets the counter back to 0, so the counters are kept (`kernels.counters`) and no fill is launched a call.
 Else a second kernel merges, 32 (output row, split) pairs a step (4 rows of 8 when verifying 64 tokens), which
-spreads a large merge over many programs. The split count depends only on the shapes and the SM count (`plan`: about
+spreads a large merge over many programs. Told on the device how many leading columns every row sees (`visible`:
+the committed prefix), a program reads no mask on tiles below that count (on the H200 a 64-token verification at
+Llama-8B's shape over 4,096 columns took 23.8 us a call instead of 25.3; scripts/sweep_attention.py --mask). The split count depends only on the shapes and the SM count (`plan`: about
 two programs per SM), never on the data: the call has no host sync and can be captured in a CUDA graph. Masked
 columns and columns past C add nothing; a row that sees no column gives zeros.
 """
@@ -143,11 +145,11 @@ if triton is not None:
         tl.store(out + o[:, None] * D + d[None, :], result.to(out.dtype.element_ty), mask=live[:, None])
 
     @triton.jit
-    def _attend(q, keys, values, mask, out, scratch, finished, k, columns, splits, scale,
+    def _attend(q, keys, values, mask, out, scratch, finished, k, columns, splits, scale, visible,
                 sq_h, sq_i, sk_h, sk_c, sv_h, sv_c, sm_i,
                 GROUP: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 TILES: tl.constexpr, SPLIT: tl.constexpr, MERGE: tl.constexpr, MERGE_M: tl.constexpr,
-                CHUNK: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                CHUNK: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, VISIBLE: tl.constexpr):
         kv, block, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         heads, rows = tl.num_programs(0) * GROUP, k * GROUP
         m = block * BLOCK_M + tl.arange(0, BLOCK_M)  # flattened (query row, head of the group), token-major
@@ -158,14 +160,16 @@ if triton is not None:
         best = tl.full((BLOCK_M,), -float("inf"), tl.float32)
         total = tl.zeros((BLOCK_M,), tl.float32)
         acc = tl.zeros((BLOCK_M, D), tl.float32)
+        sure = tl.minimum(tl.load(visible), columns) if VISIBLE else 0  # columns every row sees: no mask read
         for tile in range(TILES):  # the last split's tiles past C load nothing and add nothing
             c = (split * TILES + tile) * BLOCK_N + tl.arange(0, BLOCK_N)
             inside = c < columns
             kt = tl.load(keys + kv * sk_h + c[None, :] * sk_c + d[:, None], mask=inside[None, :], other=0.0)
             s = _dot(qt, kt, PRECISION, UPCAST) * scale  # [BLOCK_M, BLOCK_N], log2 units
-            seen = tl.load(mask + row[:, None] * sm_i + c[None, :], mask=live[:, None] & inside[None, :],
-                           other=0) != 0
-            s = tl.where(seen, s, -float("inf"))
+            if (split * TILES + tile + 1) * BLOCK_N > sure:  # else every row sees the whole tile: no mask read
+                seen = tl.load(mask + row[:, None] * sm_i + c[None, :], mask=live[:, None] & inside[None, :],
+                               other=0) != 0
+                s = tl.where(seen, s, -float("inf"))
             new = tl.maximum(best, tl.max(s, 1))
             base = tl.where(new == -float("inf"), 0.0, new)  # nothing seen yet: exp2(-inf - 0) = 0, not NaN
             p = tl.exp2(s - base[:, None])
@@ -233,11 +237,14 @@ def _launch(k: int, columns: int, heads: int, kv_heads: int, dim: int, dtype: to
 
 
 def tree_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,
-                   block: tuple[int, int] | None = None, splits: int | None = None,
-                   config: tuple[int, int] | None = None) -> torch.Tensor:
+                   visible: torch.Tensor | None = None, block: tuple[int, int] | None = None,
+                   splits: int | None = None, config: tuple[int, int] | None = None) -> torch.Tensor:
     """`tree_attention_reference`'s contract; the split-K Triton kernels on CUDA, else the reference. keys/values
     may be strided views (the first C columns of a bigger cache): read in place when their last dimension is
-    contiguous. `block` (rows, columns) and `splits` override the shape-based `plan`."""
+    contiguous. `visible`: an integer tensor of one element on q's device, a count of leading columns that every row
+    sees (the committed prefix of a verification, read on the device, so a graph can capture the call): the kernel
+    reads no mask on tiles below it, so the mask must be True there too (the reference reads it). `block` (rows,
+    columns), `splits` and `config` (warps, stages) override the shape-based `plan`."""
     if not triton_ready(q, keys, values, mask):
         return tree_attention_reference(q, keys, values, mask)
     heads, k, dim = q.shape
@@ -256,7 +263,8 @@ def tree_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, ma
     q, keys, values, mask = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, keys, values, mask))
     seen = mask.view(torch.int8)
     _attend[grid](q, keys, values, seen, out, scratch, finished, k, columns, count, dim ** -0.5 * LOG2E,
-                  *q.stride()[:2], *keys.stride()[:2], *values.stride()[:2], seen.stride(0), **constants)
+                  seen if visible is None else visible, *q.stride()[:2], *keys.stride()[:2], *values.stride()[:2],
+                  seen.stride(0), VISIBLE=visible is not None, **constants)
     if second:
         _combine[second[0]](scratch, out, k, heads, count, **second[1])
     return out

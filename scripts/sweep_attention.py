@@ -108,15 +108,60 @@ def one_call(out: str | None, only: str | None = None) -> None:
                 json.dump({"device": torch.cuda.get_device_name(), "command": command, "rows": found}, f, indent=0)
 
 
+MASK_CASES = [(64, 4096, 32, 8, 128), (1, 32768, 32, 8, 128), (64, 32768, 32, 8, 128), (1, 4096, 9, 3, 64),
+              (8, 4096, 9, 3, 64)]
+
+
+def mask_reads(out: str | None) -> None:
+    """Whether the kernel reads the mask of the committed prefix, one call at a time at the bench's attention cases
+    (`bench gpu`'s inputs: a prefix every row sees, then a random tree): read, or skipped on the tiles below a
+    `visible` count; "no mask" (every column visible, not the same output) bounds what skipping can gain. Prints one
+    JSON line per variant. (The run committed as results/sweep-attention-mask-2026-12-03.json also tried the mask
+    read once per query row and broadcast over the group's heads, and loads predicated off below the prefix: no
+    faster in a graph, so those variants are gone.)"""
+    import functools
+
+    from triton.testing import do_bench
+
+    from lab.bench.gpu import attention_inputs, cold_us, graph_us
+
+    found = []
+    for k, columns, heads, kv_heads, dim in MASK_CASES:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q, keys, values, mask = attention_inputs("cuda", g, heads, kv_heads, dim, k, columns)
+        nbytes = 2 * keys.numel() * keys.element_size()
+        want = ta.tree_attention_reference(q, keys, values, mask).float()
+        torch_us = 1000 * do_bench(functools.partial(ta.tree_attention_reference, q, keys, values, mask),
+                                   return_mode="median")
+        for name, visible in (("mask read", None), ("prefix skipped", columns - k), ("no mask (bound)", columns)):
+            shown = None if visible is None else torch.tensor([visible], device="cuda")
+            fn = functools.partial(ta.tree_attention, q, keys, values, mask, visible=shown)
+            ok = bool(torch.allclose(fn().float(), want, atol=2e-2, rtol=0))
+            us = 1000 * do_bench(fn, return_mode="median")
+            row = {"k": k, "columns": columns, "heads": heads, "kv_heads": kv_heads, "variant": name,
+                   "us": round(us, 2), "graph_us": graph_us(fn), "cold_us": cold_us(fn), "torch_us": round(torch_us, 1),
+                   "bandwidth_frac": round(nbytes / (us * 1e-6) / 4.17e12, 3), "agrees": ok}
+            found.append(row)
+            print(json.dumps(row), flush=True)
+        del q, keys, values, mask
+    if out:
+        with open(out, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "command": "python scripts/sweep_attention.py --mask",
+                       "rows": found}, f, indent=0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--out", default=None)
     ap.add_argument("--one-call", action="store_true")
+    ap.add_argument("--mask", action="store_true", help="how the mask is read (mask_reads)")
     ap.add_argument("--only", choices=["decode", "verify"], help="--one-call on one case")
     args = ap.parse_args()
     if args.one_call:
         return one_call(args.out, args.only)
+    if args.mask:
+        return mask_reads(args.out)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     g = torch.Generator(device="cuda").manual_seed(0)
     found = []

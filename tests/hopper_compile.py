@@ -53,9 +53,10 @@ def attention(k: int, heads: int, kv_heads: int, dim: int, columns: int = 4096) 
                                                            None, False)
     constants = dict(constants)
     warps, stages = constants.pop("num_warps"), constants.pop("num_stages")
+    constants["VISIBLE"] = True  # the fast backend's calls: the committed prefix read from the device
     args = {name: "*bf16" for name in ("q", "keys", "values", "out")}
     args |= {"mask": "*i8", "scratch": "*fp32", "finished": "*i32", "k": "i32", "columns": "i32", "splits": "i32",
-             "scale": "fp32"}
+             "scale": "fp32", "visible": "*i64"}
     args |= {name: "i32:16" for name in ("sq_h", "sq_i", "sk_h", "sk_c", "sv_h", "sv_c", "sm_i")}
     out = [(f"attention k={k} H={heads}", tree_attention._attend, args, constants, warps, stages)]
     if second:

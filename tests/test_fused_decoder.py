@@ -94,7 +94,8 @@ def test_the_fused_forward_matches_the_hf_backend(arch, gemv_rows):
 
 def test_graph_inputs_build_the_eager_mask():
     """The mask a captured graph builds on the device from (length, tree, visible) is the one the eager path
-    concatenates on the host; padding rows write to the scratch column."""
+    concatenates on the host; padding rows write to the scratch column; the count of columns every row sees, which
+    spares the attention kernel its mask reads there, is the committed length, or 0 while some are hidden."""
     from lab.backends.fast.graphs import Inputs
     from lab.tree import ancestor_mask
 
@@ -110,6 +111,7 @@ def test_graph_inputs_build_the_eager_mask():
         want = torch.zeros(n, 32, dtype=torch.bool)
         want[:, :length + n] = torch.cat([prefix, among], 1)
         assert torch.equal(inputs.mask()[:n], want)
+        assert inputs.visible.tolist() == [length if visible is None else 0]
         assert inputs.ids[:n].tolist() == list(range(100, 100 + n))
         assert inputs.slots.tolist() == list(range(length, length + n)) + [31] * (8 - n)
         assert inputs.positions[:n].tolist() == list(range(length, length + n))

@@ -474,6 +474,28 @@ def test_tree_attention_merges_in_the_kernel_or_in_a_second():
         assert torch.equal(got[2], torch.zeros(6 * 64)) and torch.allclose(got, want, atol=1e-5, rtol=0), fused
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+def test_tree_attention_skips_the_mask_of_the_visible_prefix(splits):
+    """A verification's shape: a prefix every row sees, then a tree. Told the prefix (`visible`, on the device), the
+    kernel reads no mask on tiles below it, so a prefix that ends inside a tile, on a tile's edge or before the
+    start gives the reference's output; each row sees its own ancestors, so a count that reaches into the tree
+    changes it (tiles of 32 columns: the prefix, 260, ends inside the ninth; the tree's columns 260-287 are in that
+    tile, whose mask must be read, and the tenth)."""
+    g = torch.Generator().manual_seed(23)
+    k, columns = 40, 300
+    q, keys, values = attention_inputs(k, columns, 8, 2, torch.float32, g)
+    mask = tree_mask(k, columns, g)
+    mask[:, :columns - k] = True
+    want = tree_attention.tree_attention_reference(q, keys, values, mask)
+    for visible in (None, 0, 256, columns - k):
+        shown = None if visible is None else torch.tensor([visible])
+        got = tree_attention.tree_attention(q, keys, values, mask, visible=shown, block=(16, 32), splits=splits)
+        assert torch.allclose(got, want, atol=1e-5, rtol=0), visible
+    wrong = tree_attention.tree_attention(q, keys, values, mask, visible=torch.tensor([columns]), block=(16, 32),
+                                          splits=splits)
+    assert not torch.allclose(wrong, want, atol=1e-3, rtol=0)  # told every column: the tree's are all seen
+
+
 def test_tree_attention_again_and_interleaved():
     """Calls in a row and shapes interleaved, merged in the kernel: each block's last split sets its kept counter
     (kernels.counters) back to 0, so every call merges each block once, after all its splits."""

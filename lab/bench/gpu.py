@@ -171,13 +171,15 @@ def attention_inputs(device: str, g: torch.Generator, heads: int, kv_heads: int,
 
 def attention_case(name: str, device: str, g: torch.Generator, heads: int, kv_heads: int, dim: int, k: int,
                    columns: int) -> tuple:
-    """A tree attention case on `attention_inputs`."""
+    """A tree attention case on `attention_inputs`, called as the fast backend calls it: told on the device how
+    many leading columns every row sees (the committed prefix, `visible`), whose mask it then does not read."""
     from ..kernels import tree_attention
 
     q, keys, values, mask = attention_inputs(device, g, heads, kv_heads, dim, k, columns)
+    visible = torch.tensor([columns - k], device=device)
     shape = f"H={heads}, KVH={kv_heads}, D={dim}, k={k}, C={columns} bf16"
     return (name, shape, 2 * keys.numel() * keys.element_size(),  # the keys and values read
-            lambda: tree_attention.tree_attention(q, keys, values, mask),
+            lambda: tree_attention.tree_attention(q, keys, values, mask, visible=visible),
             lambda: tree_attention.tree_attention_reference(q, keys, values, mask), 2e-2)
 
 

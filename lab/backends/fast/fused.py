@@ -28,17 +28,17 @@ from .head import head_logits
 
 def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int,
-               logits: bool | str = True) -> torch.Tensor | None:
+               logits: bool | str = True, visible: torch.Tensor | None = None) -> torch.Tensor | None:
     """`weights.step` without taps: float32 logits (`head.head_logits`), the cache written at `slots`."""
     if ids.shape[0] <= w.gemv_rows and w.gemv:
-        return gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits)
+        return gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits, visible)
     x = w.embed[ids]
     _, normed = add_rms_norm(x, None, w.layers[layers[0]].norm, w.eps)
     for n, index in enumerate(layers):
         lw = w.layers[index]
         qkv = F.linear(normed, lw.qkv, lw.qkv_bias)
         q = rope_and_cache(qkv, w.cos, w.sin, positions, slots, keys[index], values[index], w.heads, w.kv_heads)
-        attended = tree_attention(q, keys[index][:, :columns], values[index][:, :columns], mask)
+        attended = tree_attention(q, keys[index][:, :columns], values[index][:, :columns], mask, visible=visible)
         x, normed = add_rms_norm(F.linear(attended, lw.out, lw.out_bias), x, lw.post_norm, w.eps)
         mlp = F.linear(silu_mul(F.linear(normed, lw.gate_up)), lw.down)
         following = w.layers[layers[n + 1]].norm if n + 1 < len(layers) else w.norm
@@ -46,7 +46,7 @@ def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor,
     return head_logits(w, normed, logits)
 
 
-def gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits=True):
+def gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits=True, visible=None):
     """`fused_step` for a few new tokens (decoding: one): every layer product is a `gemv` with the elementwise step
     before it fused in (residual add and RMSNorm before the QKV and gate-up products, silu * up before the down
     product): seven kernels a layer."""
@@ -56,7 +56,7 @@ def gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, log
         qkv, total = gemv.gemv(x, lw.qkv, lw.qkv_bias, "norm", mlp, lw.norm, w.eps)
         x = x if total is None else total
         q = rope_and_cache(qkv, w.cos, w.sin, positions, slots, keys[index], values[index], w.heads, w.kv_heads)
-        attended = tree_attention(q, keys[index][:, :columns], values[index][:, :columns], mask)
+        attended = tree_attention(q, keys[index][:, :columns], values[index][:, :columns], mask, visible=visible)
         out, _ = gemv.gemv(attended, lw.out, lw.out_bias)
         gate_up, x = gemv.gemv(x, lw.gate_up, None, "norm", out, lw.post_norm, w.eps)
         mlp, _ = gemv.gemv(gate_up, lw.down, None, "silu")

@@ -37,12 +37,12 @@ class Inputs:
     def __init__(self, k: int, columns: int, scratch: int, device: torch.device):
         self.k, self.columns, self.scratch = k, columns, scratch
         pinned = torch.device(device).type == "cuda"
-        self.host = torch.zeros(3 * k + 1, dtype=torch.long)
+        self.host = torch.zeros(3 * k + 2, dtype=torch.long)
         self.host_tree = torch.zeros(k, k, dtype=torch.bool)
         if pinned:
             self.host, self.host_tree = self.host.pin_memory(), self.host_tree.pin_memory()
         self.host[2 * k:3 * k] = scratch
-        self.host[3 * k] = 1  # until the first write (warm-up, capture) rows see column 0: no row sees nothing
+        self.host[3 * k:] = 1  # until the first write (warm-up, capture) rows see column 0: no row sees nothing
         self.numbers, self.tree_numbers = self.host.numpy(), self.host_tree.numpy()
         self.tree_n = -1  # the n of the tree mask on the device (-1: none copied yet)
         self.meta = self.host.to(device)
@@ -67,6 +67,12 @@ class Inputs:
     def slots(self):
         return self.meta[2 * self.k:3 * self.k]
 
+    @property
+    def visible(self) -> torch.Tensor:
+        """[1]: how many leading columns every row sees (`length`, or 0 while a `visible` argument hides some):
+        the attention kernel reads no mask there."""
+        return self.meta[3 * self.k + 1:]
+
     def mask(self) -> torch.Tensor:
         length, k = self.meta[3 * self.k], self.k
         offset = self.cols - length
@@ -88,6 +94,7 @@ class Inputs:
         numbers[2 * k:2 * k + n] = range(length, length + n)
         numbers[2 * k + n:3 * k] = self.scratch
         numbers[3 * k] = length
+        numbers[3 * k + 1] = length if visible is None else 0
         self.meta.copy_(self.host, non_blocking=True)
         tree = among.numpy()
         if n != self.tree_n or not (self.tree_numbers[:n, :n] == tree).all():  # a new shape: copy it (chains and
@@ -176,7 +183,8 @@ class Graph:
         w = slab.weights
         self.inputs = inputs = Inputs(k, columns, slab.capacity - 1, slab.keys.device)
         self.graph, self.logits = capture(lambda: step(w, layers, inputs.ids, inputs.positions, inputs.slots,
-                                                       inputs.mask(), slab.keys, slab.values, columns)[0], slab.memory)
+                                                       inputs.mask(), slab.keys, slab.values, columns,
+                                                       visible=inputs.visible)[0], slab.memory)
 
     def __call__(self, tokens: list[int], positions: torch.Tensor, length: int, among: torch.Tensor,
                  visible: torch.Tensor | None) -> torch.Tensor:
@@ -210,7 +218,7 @@ class Burst:
             ids = inputs.ids
             for i in range(steps):  # step i: the last argmax at the next position, cache column and length
                 logits = step(w, layers, ids, ladder[i, :1], ladder[i, 1:2], masks[i:i + 1], slab.keys,
-                              slab.values, columns, logits="rows")[0]
+                              slab.values, columns, logits="rows", visible=inputs.visible)[0]
                 if probs:
                     ids, belief = argmax_belief(logits, live, fused)
                     beliefs.append(belief)

@@ -92,7 +92,7 @@ class GreedyRounds:
                 fed, at = pair, length + self.pair  # the first step: both tokens of the pair, then one at a time
                 for i in range(k):
                     logits = step(dw, dl, fed, at, at, self.cols[None] <= at[:, None], ds.keys, ds.values, columns,
-                                  logits="rows")[0]
+                                  logits="rows", visible=at[:1])[0]  # every row sees the columns before its first
                     if siblings:  # the draft's two best tokens and their probabilities
                         top, index = logits[-1].topk(2)
                         probs = (top - logits[-1].logsumexp(0)).exp()
@@ -110,7 +110,7 @@ class GreedyRounds:
                 if not siblings:
                     at = length + self.offsets
                     best = step(tw, tl, torch.cat([token, chain]), at, at, self.cols[None] <= at[:, None], ts.keys,
-                                ts.values, columns)[0].argmax(-1)  # [k + 1]: the target's token after each prefix
+                                ts.values, columns, visible=at[:1])[0].argmax(-1)  # [k + 1]: after each prefix
                     accepted = (best[:k] == chain).long().cumprod(0).sum(0, keepdim=True)  # [1]
                     pair = torch.cat([token, best]).unfold(0, 2, 1).index_select(0, accepted)[0]  # last accepted, next
                     length = length + accepted + 1
@@ -121,7 +121,7 @@ class GreedyRounds:
                 slots = length + self.tree_slots
                 mask = (self.cols[None] <= (length + self.tree_prefix)[:, None]) | (self.cols[None] == slots[:, None])
                 best = step(tw, tl, torch.cat([token, chain, sib]), length + self.tree_positions, slots, mask,
-                            ts.keys, ts.values, columns)[0].argmax(-1)  # [2k + 1]: after each node
+                            ts.keys, ts.values, columns, visible=length)[0].argmax(-1)  # [2k + 1]: after each node
                 accepted = (best[:k] == chain).long().cumprod(0).sum(0, keepdim=True)  # [1]: chain drafts, m
                 hit = (accepted < k) & (sib.index_select(0, accepted.clamp(max=k - 1)) == best.index_select(0, accepted))
                 after = best.index_select(0, (k + 1 + accepted).clamp(max=2 * k))  # the target's token after the sibling

@@ -141,13 +141,14 @@ def one_layer(w: Weights, index: int, x: torch.Tensor, positions: torch.Tensor, 
 
 def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
          mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int, taps: tuple = (),
-         logits: bool | str = True) -> tuple[torch.Tensor | None, dict]:
+         logits: bool | str = True, visible: torch.Tensor | None = None) -> tuple[torch.Tensor | None, dict]:
     """Forward k new tokens `ids` [k] at `positions` [k], writing their keys and values into cache columns `slots`
     [k] of `keys`/`values` [layer, kv_heads, capacity, head_dim]; new token i attends to the cache columns < `columns`
     where mask[i] [columns] is True. Returns float32 logits [k, V] (`head.head_logits`: "rows" for a trimmed head's
-    own) and the taps asked for."""
+    own) and the taps asked for. `visible` (a device count, [1]) promises that every row's mask is True on the first
+    that many columns: the attention kernel then reads no mask there (`tree_attention`)."""
     if w.fused and not taps:
-        return fused_step(w, layers, ids, positions, slots, mask, keys, values, columns, logits), {}
+        return fused_step(w, layers, ids, positions, slots, mask, keys, values, columns, logits, visible), {}
     k = ids.shape[0]
     cos, sin = w.cos[positions][None], w.sin[positions][None]  # [1, k, D]
     x = w.embed[ids]
