@@ -49,7 +49,7 @@ def in_graph_us(calls, repeats: int = 10) -> float:
 
 ONE_CALL = {  # (k, columns, heads, kv_heads, dim): (column tiles, wanted splits, warps, stages[, rows per block])
     (1, 32768, 32, 8, 128): dict(n=(32, 64, 128), splits=(16, 32, 64, 128), warps=(2, 4, 8), stages=(2, 3, 4, 5)),
-    (64, 4096, 32, 8, 128): dict(n=(32, 64), splits=(8, 16), warps=(4, 8), stages=(3, 4, 5), m=(64, 128)),
+    (64, 4096, 32, 8, 128): dict(n=(32, 64), splits=(2, 4, 8), warps=(4, 8), stages=(3, 4), m=(64, 128)),
 }
 
 
@@ -70,6 +70,7 @@ def one_call(out: str | None, only: str | None = None) -> None:
             continue
         g = torch.Generator(device="cuda").manual_seed(0)
         q, keys, values, mask = attention_inputs("cuda", g, heads, kv_heads, dim, k, columns)  # the bench's inputs
+        visible = torch.tensor([columns - k], device="cuda")  # and its call: the committed prefix named
         nbytes = 2 * keys.numel() * keys.element_size()
         reference = functools.partial(ta.tree_attention_reference, q, keys, values, mask)
         want = reference().float()
@@ -80,8 +81,8 @@ def one_call(out: str | None, only: str | None = None) -> None:
             for n, s, w, st in itertools.product(grid["n"], grid["splits"], grid["warps"], grid["stages"]):
                 settings.append(((m, n), s, (w, st)))
         for block, splits, config in settings:
-            fn = functools.partial(ta.tree_attention, q, keys, values, mask, block=block, splits=splits,
-                                   config=config)
+            fn = functools.partial(ta.tree_attention, q, keys, values, mask, visible=visible, block=block,
+                                   splits=splits, config=config)
             try:
                 ok = bool(torch.allclose(fn().float(), want, atol=2e-2, rtol=0))
                 us = 1000 * do_bench(fn, return_mode="median")
