@@ -9,8 +9,9 @@ against the plan `tree_attention.plan` picks; each checked against the torch ref
 64 tokens over 4,096), one call at a time as that bench times them (eager under do_bench, replayed as a graph, and
 on a clean cold L2: `bench gpu`'s `cold_us`), over plans and launch configurations (warps, pipeline stages). (The
 run committed as results/sweep-attention-one-call-2026-12-02.json also tried key tiles loaded [columns, D] and
-transposed in registers: the same times, so that variant is gone; results/sweep-attention-one-call-verify-2026-12-03.json
-tried 2 and 4 splits, merged in the kernel: slower than the plan's 8.)
+transposed in registers: the same times, so that variant is gone;
+results/sweep-attention-one-call-verify-2026-12-03.json tried 2 and 4 splits, merged in the kernel: slower than the
+plan's 8.)
 
 Shapes: the default model's heads (H=9, KVH=3, D=64) at k = 1 (decode, a draft burst) over the graphs' column
 buckets (256 ... 4096), k = 8 (a chain's verification) and 64 (a tree); Llama-8B's (H=32, KVH=8, D=128) at k = 1
