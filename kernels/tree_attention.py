@@ -16,9 +16,10 @@ it sets the counter back to 0, so the counters are kept (`kernels.counters`) and
 Else a second kernel merges, 32 (output row, split) pairs a step (4 rows of 8 when verifying 64 tokens), which
 spreads a large merge over many programs. Told on the device how many leading columns every row sees (`visible`:
 the committed prefix), a program reads no mask on tiles below that count (on the H200 a 64-token verification at
-Llama-8B's shape over 4,096 columns took 23.8 us a call instead of 25.3; scripts/sweep_attention.py --mask). The split count depends only on the shapes and the SM count (`plan`: about
-two programs per SM), never on the data: the call has no host sync and can be captured in a CUDA graph. Masked
-columns and columns past C add nothing; a row that sees no column gives zeros.
+Llama-8B's shape over 4,096 columns took 23.8 us a call instead of 25.3; scripts/sweep_attention.py --mask). The
+split count depends only on the shapes and the SM count (`plan`: about two programs per SM), never on the data:
+the call has no host sync and can be captured in a CUDA graph. Masked columns and columns past C add nothing; a row
+that sees no column gives zeros.
 """
 from __future__ import annotations
 

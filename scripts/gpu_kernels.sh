@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kernel work on the GPU machine; no model, no .whl needed (run from the repository root):
 #   bash scripts/gpu_kernels.sh sweep [decode|verify]   # tree attention's plans and launch configurations, one call at a time
-#   bash scripts/gpu_kernels.sh mask         # tree attention's mask reads: per head / per row, the visible prefix skipped
+#   bash scripts/gpu_kernels.sh mask         # tree attention: the committed prefix's mask read or skipped
 #   bash scripts/gpu_kernels.sh bench TAG    # python -m lab bench gpu --kernels -> $OUT/gpu-kernels-TAG.json
 #   bash scripts/gpu_kernels.sh tree         # scripts/check_tree_rejection_gpu.py
 #   bash scripts/gpu_kernels.sh flashinfer [SECONDS]   # install FlashInfer from /tmp/fi and build its JIT modules
@@ -17,7 +17,8 @@ case "$1" in
     python scripts/sweep_attention.py --one-call ${2:+--only $2} --out "$OUT/sweep-attention-one-call${2:+-$2}.json" \
       | tee "$OUT/sweep-attention-one-call${2:+-$2}.txt" ;;
   mask)
-    python scripts/sweep_attention.py --mask --out "$OUT/sweep-attention-mask.json" | tee "$OUT/sweep-attention-mask.txt" ;;
+    python scripts/sweep_attention.py --mask --out "$OUT/sweep-attention-mask.json" \
+      | tee "$OUT/sweep-attention-mask.txt" ;;
   tree)  # the tree rejection kernels against their reference, compiled
     python scripts/check_tree_rejection_gpu.py | tee "$OUT/check-tree-rejection-gpu.txt" ;;
   bench)

@@ -8,7 +8,8 @@ source scripts/gpu_env.sh
 set +eo pipefail
 if [ ! -e /tmp/g/m.gguf ]; then
   cat /tmp/g/ggpart* > /tmp/g/m.gguf
-  python -c "from pathlib import Path; from lab import models; models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" > /dev/null 2>&1
+  python -c "from pathlib import Path; from lab import models
+models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" > /dev/null 2>&1
 fi
 case "$1" in
   kernels)

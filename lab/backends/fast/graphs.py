@@ -31,8 +31,8 @@ class Inputs:
     Ids, positions, cache slots, the cache length and the count of columns every row sees (`visible`) travel in one
     (pinned) host buffer, the [k, k] tree mask in another, each copied to the device without a host sync; `mask()`
     builds the [k, columns] attention mask on the device from them (the first `length` columns minus those a
-    `visible` argument hid, then the tree over the new columns), so it can run inside the graph. Rows past the n real tokens are padding: they write to the `scratch`
-    column and their outputs are never read."""
+    `visible` argument hid, then the tree over the new columns), so it can run inside the graph. Rows past the n
+    real tokens are padding: they write to the `scratch` column and their outputs are never read."""
 
     def __init__(self, k: int, columns: int, scratch: int, device: torch.device):
         self.k, self.columns, self.scratch = k, columns, scratch
