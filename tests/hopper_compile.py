@@ -19,7 +19,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 assert os.environ.get("TRITON_INTERPRET") != "1", "compiles only without the interpreter"
-from lab.kernels import bitmask, dllm_commit, gemv, rejection, sampling, tree_attention, tree_rejection  # noqa: E402
+from lab.kernels import (bitmask, dllm_commit, gemv, head_argmax, rejection, sampling, tree_attention,  # noqa: E402
+                         tree_rejection)
 
 TOOL = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
@@ -96,13 +97,22 @@ def tree() -> list[tuple]:
 
 
 def matrix_vector() -> list[tuple]:
-    """`gemv.gemv` at SmolLM2's shape, bfloat16: the norm + QKV product (576 -> 960) and silu + down (1,536 -> 576)."""
+    """`gemv.gemv` at SmolLM2's shape, bfloat16: the norm + QKV product (576 -> 960), the same gathering its input
+    from the embeddings, and silu + down (1,536 -> 576); `head_argmax` over the default model's head (49,152 x 576)."""
     args = {name: "*bf16" for name in ("x", "delta", "total", "norm_weight", "weight", "bias", "out")}
-    args |= {"n": "i32", "eps": "fp32"}
-    return [("gemv norm", gemv._gemv, args, {"K": 576, "PROLOGUE": 1, "HAS_DELTA": True, "HAS_BIAS": False,
-                                            "BLOCK_N": 4, "BLOCK_K": 1024}, 4, 3),
-            ("gemv silu", gemv._gemv, args, {"K": 1536, "PROLOGUE": 2, "HAS_DELTA": False, "HAS_BIAS": False,
-                                            "BLOCK_N": 2, "BLOCK_K": 2048}, 4, 3)]
+    args |= {"ids": "*i64", "n": "i32", "eps": "fp32"}
+    flags = {"HAS_BIAS": False, "HAS_IDS": False}
+    head = {name: "*bf16" for name in ("x", "delta", "norm_weight", "weight")}
+    head |= {"vocab": "*i64", "out": "*i64", "finished": "*i32", "n": "i32", "eps": "fp32"}
+    return [("gemv norm", gemv._gemv, args, flags | {"K": 576, "PROLOGUE": 1, "HAS_DELTA": True, "BLOCK_N": 4,
+                                                     "BLOCK_K": 1024}, 4, 3),
+            ("gemv embed", gemv._gemv, args, flags | {"K": 576, "PROLOGUE": 1, "HAS_DELTA": False, "HAS_IDS": True,
+                                                      "BLOCK_N": 4, "BLOCK_K": 1024}, 4, 3),
+            ("gemv silu", gemv._gemv, args, flags | {"K": 1536, "PROLOGUE": 2, "HAS_DELTA": False, "BLOCK_N": 2,
+                                                     "BLOCK_K": 2048}, 4, 3),
+            ("head argmax", head_argmax._head_argmax, head,
+             {"PROGRAMS": 1056, "ITERS": 6, "K": 576, "HAS_DELTA": True, "HAS_VOCAB": False, "BLOCK_N": 8,
+              "BLOCK_K": 1024, "MERGE": 2048}, 4, 3)]
 
 
 def min_p(rows: int, vocab: int) -> list[tuple]:
