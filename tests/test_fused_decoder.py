@@ -187,3 +187,78 @@ def test_gemv_rows_are_one_row_calls(prologue, delta):
         assert (total is None and one_total is None) or torch.equal(total[r:r + 1], one_total), r
     want, _ = gemv.gemv_reference(x, weight, None, prologue, d, norm, 1e-5)
     torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=0.07)
+
+
+def test_gemv_gathers_its_rows_by_id():
+    """With `ids` the first product reads the embedding rows itself: bit for bit the product of the gathered rows,
+    which it returns as the residual stream."""
+    from lab.kernels import gemv
+
+    g = torch.Generator().manual_seed(6)
+    table = torch.randn(50, 600, generator=g).to(torch.bfloat16)
+    weight = (torch.randn(37, 600, generator=g) / 5).to(torch.bfloat16)
+    norm = (torch.rand(600, generator=g) + 0.5).to(torch.bfloat16)
+    ids = torch.tensor([7, 49, 7, 0])
+    got, rows = gemv.gemv(table, weight, None, "norm", None, norm, 1e-5, ids=ids)
+    want, _ = gemv.gemv(table[ids], weight, None, "norm", None, norm, 1e-5)
+    assert torch.equal(got, want) and torch.equal(rows, table[ids])
+    ref, ref_rows = gemv.gemv_reference(table, weight, None, "norm", None, norm, 1e-5, ids=ids)
+    assert torch.equal(ref_rows, table[ids])
+    torch.testing.assert_close(got.float(), ref.float(), rtol=1e-2, atol=0.07)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block_n,programs", [(None, None), (4, 3), (16, 5), (2, 40)])
+def test_head_argmax_is_the_reference(dtype, block_n, programs):
+    """Each row's argmax token (through a trimmed head's ids) and its probability from one kernel: the reference's,
+    over plans where a program takes one block or many in turn; a maximum held by two rows of the head (in one
+    program's blocks, or in two programs') gives the first of them, as torch's argmax."""
+    from lab.kernels.head_argmax import _plan, head_argmax, head_argmax_reference
+
+    g = torch.Generator().manual_seed(8)
+    k, n, rows = 600, 203, 3
+    x = torch.randn(rows, k, generator=g).to(dtype)
+    delta = torch.randn(rows, k, generator=g).to(dtype)
+    norm = (torch.rand(k, generator=g) + 0.5).to(dtype)
+    weight = (torch.randn(n, k, generator=g) / 5).to(dtype)
+    vocab = torch.randperm(1000, generator=g)[:n]
+    want, _ = head_argmax_reference(x, delta, norm, 1e-5, weight)
+    # each of rows 0, 1 and 2 gets its maximum twice: row 0's in a block of the same program (one turn apart), row 1's
+    # in another program's block such that the later program holds the smaller row, row 2's in the same block
+    _, size, count, *_ = _plan(n, k, programs or 8, block_n)  # rows a block, programs (8 an SM, one "SM" here)
+    first = [int(t) for t in want]
+    turn, (block, program) = size * count, divmod(first[1] // size, count)
+    twins = [first[0] - turn if first[0] >= turn else first[0] + turn,
+             first[1] + size * (count - program) if program else first[1] - size * (count - 1), first[2] ^ 1]
+    assert len(set(first + twins)) == 6 and all(0 <= t < n for t in twins)
+    weight[twins] = weight[first].clone()
+    tokens, beliefs = head_argmax(x, delta, norm, 1e-5, weight, vocab, block_n=block_n, programs=programs)
+    ref_tokens, ref_beliefs = head_argmax_reference(x, delta, norm, 1e-5, weight, vocab)
+    assert torch.equal(tokens, ref_tokens) and tokens.tolist() == vocab[[min(p) for p in zip(first, twins)]].tolist()
+    torch.testing.assert_close(beliefs, ref_beliefs, rtol=1e-5, atol=1e-6)
+    assert tokens.dtype == torch.long and beliefs.dtype == torch.float32
+
+
+@pytest.mark.parametrize("siblings", [False, True])
+def test_fused_greedy_rounds_give_greedy_tokens(siblings):
+    """The device rounds through the fused kernels (the first product gathering the embeddings, the draft's and the
+    target's argmax in one kernel after the last layer) commit the HF backend's greedy tokens, and the caches stay in
+    step for a plain decode after them."""
+    from .conftest import hf_greedy
+
+    model = tiny("llama", vocab_size=96, layers=4, hidden=128, heads=2, seed=5)  # its first 3 layers accept 0-3
+    target = FastBackend(model)
+    target.w.fused = True
+    try:
+        draft = target.view([0, 1, 2])
+        prompt = [(i * 7) % 60 + 1 for i in range(14)] + [3, 4, 5, 3, 4, 5]
+        want = hf_greedy(model, prompt, 30)
+        out = [int(target.prefill(prompt).argmax())]
+        draft.hold(prompt)
+        rounds = target.greedy_rounds(draft, out[0], 3, 4, siblings)
+        for r in rounds:
+            out += r.committed
+        assert out == want[:len(out)] and any(r.accepted == 3 for r in rounds) and any(r.accepted < 3 for r in rounds)
+        assert int(target.decode(out[-1]).argmax()) == want[len(out)]
+    finally:
+        target.w.fused = False

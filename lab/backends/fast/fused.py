@@ -19,17 +19,18 @@ import torch
 import torch.nn.functional as F
 
 from ...kernels import gemv
+from ...kernels.head_argmax import head_argmax
 from ...kernels.rms_norm import add_rms_norm
 from ...kernels.rope_cache import rope_and_cache
 from ...kernels.silu_mul import silu_mul
 from ...kernels.tree_attention import tree_attention
-from .head import head_logits
+from .head import head_out
 
 
 def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int,
                logits: bool | str = True, visible: torch.Tensor | None = None) -> torch.Tensor | None:
-    """`weights.step` without taps: float32 logits (`head.head_logits`), the cache written at `slots`."""
+    """`weights.step` without taps: float32 logits or argmaxes (`head.head_out`), the cache written at `slots`."""
     if ids.shape[0] <= w.gemv_rows and w.gemv:
         return gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits, visible)
     x = w.embed[ids]
@@ -41,24 +42,35 @@ def fused_step(w, layers: list[int], ids: torch.Tensor, positions: torch.Tensor,
         attended = tree_attention(q, keys[index][:, :columns], values[index][:, :columns], mask, visible=visible)
         x, normed = add_rms_norm(F.linear(attended, lw.out, lw.out_bias), x, lw.post_norm, w.eps)
         mlp = F.linear(silu_mul(F.linear(normed, lw.gate_up)), lw.down)
-        following = w.layers[layers[n + 1]].norm if n + 1 < len(layers) else w.norm
-        x, normed = add_rms_norm(mlp, x, following, w.eps)
-    return head_logits(w, normed, logits)
+        if n + 1 < len(layers):
+            x, normed = add_rms_norm(mlp, x, w.layers[layers[n + 1]].norm, w.eps)
+    return final(w, mlp, x, logits)
 
 
 def gemv_rows(w, layers, ids, positions, slots, mask, keys, values, columns, logits=True, visible=None):
     """`fused_step` for a few new tokens (decoding: one): every layer product is a `gemv` with the elementwise step
     before it fused in (residual add and RMSNorm before the QKV and gate-up products, silu * up before the down
     product): seven kernels a layer."""
-    x, mlp = w.embed[ids], None
+    x, mlp = (None if w.fused_ends else w.embed[ids]), None
     for index in layers:
         lw = w.layers[index]
-        qkv, total = gemv.gemv(x, lw.qkv, lw.qkv_bias, "norm", mlp, lw.norm, w.eps)
-        x = x if total is None else total
+        if x is None:  # the first product gathers the token embeddings itself and returns them
+            qkv, x = gemv.gemv(w.embed, lw.qkv, lw.qkv_bias, "norm", None, lw.norm, w.eps, ids=ids)
+        else:
+            qkv, total = gemv.gemv(x, lw.qkv, lw.qkv_bias, "norm", mlp, lw.norm, w.eps)
+            x = x if total is None else total
         q = rope_and_cache(qkv, w.cos, w.sin, positions, slots, keys[index], values[index], w.heads, w.kv_heads)
         attended = tree_attention(q, keys[index][:, :columns], values[index][:, :columns], mask, visible=visible)
         out, _ = gemv.gemv(attended, lw.out, lw.out_bias)
         gate_up, x = gemv.gemv(x, lw.gate_up, None, "norm", out, lw.post_norm, w.eps)
         mlp, _ = gemv.gemv(gate_up, lw.down, None, "silu")
+    return final(w, mlp, x, logits)
+
+
+def final(w, mlp: torch.Tensor, x: torch.Tensor, logits: bool | str):
+    """The last layer's residual add, the final norm and the head (`head.head_out`); for `logits="argmax"` with
+    `w.fused_ends` one kernel (`head_argmax`) instead of the norm, the product, a cast and the argmax."""
+    if logits == "argmax" and w.fused_ends:
+        return head_argmax(mlp, x, w.norm, w.eps, w.head, w.vocab)
     _, normed = add_rms_norm(mlp, x, w.norm, w.eps)
-    return head_logits(w, normed, logits)
+    return head_out(w, normed, logits)

@@ -133,6 +133,25 @@ def argmax_belief(logits: torch.Tensor, live: torch.Tensor, fused: bool) -> tupl
     return row.argmax().view(1), (row.max() - row.logsumexp(-1)).exp()
 
 
+def pick(w: Weights, out, live: torch.Tensor, fused: bool, probs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The last row's greedy token [1] (a trimmed head's column mapped to its token) and its probability [] (None
+    when not `probs` and not `w.fused_ends`) from a step's output: its (tokens, probabilities) with `w.fused_ends`
+    (`logits=head_mode(w)`), else its logits."""
+    if w.fused_ends:
+        return out[0][-1:], out[1][-1]
+    if probs:
+        token, belief = argmax_belief(out[-1:], live, fused)
+    else:
+        token, belief = out[-1].argmax().view(1), None
+    return (token if w.vocab is None else w.vocab[token]), belief
+
+
+def head_mode(w: Weights) -> str:
+    """The `logits` argument of a greedy step's `step` call: "argmax" (one kernel after the last layer) with
+    `w.fused_ends`, else the trimmed head's own rows."""
+    return "argmax" if w.fused_ends else "rows"
+
+
 CAPTURING = threading.Lock()  # one capture at a time in this process
 _ONE_OFFS = [0]  # static caches made and graphs captured in this process (`one_offs`)
 _ONE_OFFS_LOCK = threading.Lock()
@@ -217,14 +236,11 @@ class Burst:
             ladder, masks = burst_inputs(inputs.meta, inputs.cols, offsets)
             ids = inputs.ids
             for i in range(steps):  # step i: the last argmax at the next position, cache column and length
-                logits = step(w, layers, ids, ladder[i, :1], ladder[i, 1:2], masks[i:i + 1], slab.keys,
-                              slab.values, columns, logits="rows", visible=inputs.visible)[0]
+                out = step(w, layers, ids, ladder[i, :1], ladder[i, 1:2], masks[i:i + 1], slab.keys, slab.values,
+                           columns, logits=head_mode(w), visible=inputs.visible)[0]
+                ids, belief = pick(w, out, live, fused, probs)
                 if probs:
-                    ids, belief = argmax_belief(logits, live, fused)
                     beliefs.append(belief)
-                else:
-                    ids = logits[0].argmax().view(1)
-                ids = ids if w.vocab is None else w.vocab[ids]  # a trimmed head's column -> its token
                 tokens.append(ids[0])
             if not probs:
                 return torch.stack(tokens)

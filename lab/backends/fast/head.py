@@ -1,4 +1,5 @@
-"""The LM head of the fast backend's forward: logits over the vocabulary, or over a trimmed head's rows."""
+"""The LM head of the fast backend's forward: logits over the vocabulary, or over a trimmed head's rows, or each
+row's argmax token and its probability (`logits="argmax"`: a greedy step's and a draft chain's)."""
 from __future__ import annotations
 
 import torch
@@ -15,3 +16,13 @@ def head_logits(w, normed: torch.Tensor, logits: bool | str) -> torch.Tensor | N
     if w.vocab is None or logits == "rows":
         return out
     return out.new_full((out.shape[0], w.vocab_size), float("-inf")).index_copy_(1, w.vocab, out)
+
+
+def head_out(w, normed: torch.Tensor, logits: bool | str):
+    """`head_logits`, or with `logits="argmax"` (tokens [k] long, their softmax probabilities [k] float32): the first
+    argmax of each row's logits, a trimmed head's column mapped to its token."""
+    if logits != "argmax":
+        return head_logits(w, normed, logits)
+    rows = head_logits(w, normed, "rows")
+    top, column = rows.max(-1)
+    return (column if w.vocab is None else w.vocab[column]), (top - rows.logsumexp(-1)).exp()

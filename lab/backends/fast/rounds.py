@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 
 from ...kernels import triton_ready
-from .graphs import argmax_belief, capture
+from .graphs import capture, head_mode, pick
 from .weights import step
 
 
@@ -72,8 +72,7 @@ class GreedyRounds:
         # tensors the graph reads are kept here: freed with `run`'s closure they would be reused under the replays
         self.live = torch.ones(1, dtype=torch.bool, device=device)
         self.cols = torch.arange(columns, device=device)
-        self.offsets = torch.arange(k + 1, device=device)
-        self.pair = torch.arange(-1, 1, device=device)
+        self.offsets = torch.arange(-1, k + 1, device=device)  # a round's columns from its length: the pair's, then one a step
         # with siblings, verified nodes [root, d_1..d_k, s_1..s_k]: their positions, cache columns and the last
         # column of their prefix (a sibling's is its parent's: its own column comes after the chain's)
         chain = list(range(k + 1))
@@ -89,10 +88,18 @@ class GreedyRounds:
             out = []
             for _ in range(rounds):
                 token, drafts, beliefs, sibs, sib_beliefs = pair[1:], [], [], [], []
-                fed, at = pair, length + self.pair  # the first step: both tokens of the pair, then one at a time
+                # each step's positions (= cache columns) and masks, made once a round: the first step feeds both
+                # tokens of the pair (columns length - 1 and length), then one token a step; the verification
+                # feeds the target's token and the chain (columns length .. length + k)
+                ladder = length + self.offsets
+                masks = self.cols[None] <= ladder[:, None]
+                fed = pair
                 for i in range(k):
-                    logits = step(dw, dl, fed, at, at, self.cols[None] <= at[:, None], ds.keys, ds.values, columns,
-                                  logits="rows", visible=at[:1])[0]  # every row sees the columns before its first
+                    rows = slice(0, 2) if i == 0 else slice(i + 1, i + 2)
+                    at = ladder[rows]
+                    logits = step(dw, dl, fed, at, at, masks[rows], ds.keys, ds.values, columns,
+                                  logits="rows" if siblings else head_mode(dw), visible=at[:1])[0]  # every row
+                    # sees the columns before its first
                     if siblings:  # the draft's two best tokens and their probabilities
                         top, index = logits[-1].topk(2)
                         probs = (top - logits[-1].logsumexp(0)).exp()
@@ -100,17 +107,17 @@ class GreedyRounds:
                         sib = sib if dw.vocab is None else dw.vocab[sib]
                         sibs.append(sib)
                         sib_beliefs.append(probs[1:])
+                        fed = fed if dw.vocab is None else dw.vocab[fed]  # a trimmed head's column -> its token
                     else:
-                        fed, belief = argmax_belief(logits[-1:], self.live, fused)
-                    fed = fed if dw.vocab is None else dw.vocab[fed]  # a trimmed head's column -> its token
+                        fed, belief = pick(dw, logits, self.live, fused, True)
                     drafts.append(fed)
                     beliefs.append(belief.view(1))
-                    at = length + i + 1
                 chain = torch.cat(drafts)
                 if not siblings:
-                    at = length + self.offsets
-                    best = step(tw, tl, torch.cat([token, chain]), at, at, self.cols[None] <= at[:, None], ts.keys,
-                                ts.values, columns, visible=at[:1])[0].argmax(-1)  # [k + 1]: after each prefix
+                    at = ladder[1:]
+                    verified = step(tw, tl, torch.cat([token, chain]), at, at, masks[1:], ts.keys, ts.values, columns,
+                                    logits=head_mode(tw), visible=at[:1])[0]
+                    best = verified[0] if tw.fused_ends else verified.argmax(-1)  # [k + 1]: after each prefix
                     accepted = (best[:k] == chain).long().cumprod(0).sum(0, keepdim=True)  # [1]
                     pair = torch.cat([token, best]).unfold(0, 2, 1).index_select(0, accepted)[0]  # last accepted, next
                     length = length + accepted + 1

@@ -22,7 +22,7 @@ from ...kernels.rope_cache import rotate_reference as rotate, split_qkv
 from ...kernels.silu_mul import silu_mul_reference
 from ..layers import decoder_body, final_norm, layer_list
 from .fused import fused_step
-from .head import head_logits
+from .head import head_out
 
 SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
@@ -85,6 +85,10 @@ class Weights:
         # DECODING_LAB_GEMV_ROWS overrides the default (3: a chain of 2 drafts and its root, measured: fused.py), to
         # measure another on a GPU without a code change
         self.gemv_rows = int(os.environ.get("DECODING_LAB_GEMV_ROWS", "3"))
+        # greedy steps end in one kernel (the final norm, the head and its argmax: kernels.head_argmax) and decode
+        # steps start in their first product (the embedding gather fused into it); DECODING_LAB_FUSED_ENDS=0 turns
+        # both off, to measure them side by side
+        self.fused_ends = os.environ.get("DECODING_LAB_FUSED_ENDS", "1") != "0"
         self.rotary(min(self.max_positions or 8192, 32768))  # built once: captured graphs read these tables
 
     @staticmethod
@@ -144,8 +148,8 @@ def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tens
          logits: bool | str = True, visible: torch.Tensor | None = None) -> tuple[torch.Tensor | None, dict]:
     """Forward k new tokens `ids` [k] at `positions` [k], writing their keys and values into cache columns `slots`
     [k] of `keys`/`values` [layer, kv_heads, capacity, head_dim]; new token i attends to the cache columns < `columns`
-    where mask[i] [columns] is True. Returns float32 logits [k, V] (`head.head_logits`: "rows" for a trimmed head's
-    own) and the taps asked for. `visible` (a device count, [1]) promises that every row's mask is True on the first
+    where mask[i] [columns] is True. Returns float32 logits [k, V] (`head.head_out`: "rows" for a trimmed head's
+    own; "argmax" for each row's argmax token and its probability) and the taps asked for. `visible` (a device count, [1]) promises that every row's mask is True on the first
     that many columns: the attention kernel then reads no mask there (`tree_attention`)."""
     if w.fused and not taps:
         return fused_step(w, layers, ids, positions, slots, mask, keys, values, columns, logits, visible), {}
@@ -182,4 +186,4 @@ def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tens
     x = rms_norm(x, w.norm, w.eps)
     if "hidden" in found:
         found["hidden"].append(x)
-    return head_logits(w, x, logits), {name: tuple(v) for name, v in found.items()}
+    return head_out(w, x, logits), {name: tuple(v) for name, v in found.items()}
