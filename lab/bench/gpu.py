@@ -184,10 +184,10 @@ def attention_case(name: str, device: str, g: torch.Generator, heads: int, kv_he
 
 
 def decoder_cases(device: str, g: torch.Generator, hidden: int = 576, intermediate: int = 1536, heads: int = 9,
-                  kv_heads: int = 3, dim: int = 64) -> list[tuple]:
+                  kv_heads: int = 3, dim: int = 64, vocab: int = 49152) -> list[tuple]:
     """The fast backend's fused decode-step kernels at one token of SmolLM2's shape, bfloat16 (tolerance: about one
     bfloat16 step of their outputs, where a float32 sum in another order may round the other way)."""
-    from ..kernels import gemv, rms_norm, rope_cache, silu_mul
+    from ..kernels import gemv, head_argmax, rms_norm, rope_cache, silu_mul
 
     bf16 = torch.bfloat16
     x, delta = (torch.randn(1, hidden, device=device, generator=g).to(bf16) for _ in range(2))
@@ -199,6 +199,7 @@ def decoder_cases(device: str, g: torch.Generator, hidden: int = 576, intermedia
     qkv = torch.randn(1, (heads + 2 * kv_heads) * dim, device=device, generator=g).to(bf16)
     position, slot = torch.tensor([4000], device=device), torch.tensor([17], device=device)
     caches = [torch.zeros(kv_heads, 64, dim, dtype=bf16, device=device) for _ in range(4)]
+    head = (torch.randn(vocab, hidden, device=device, generator=g) / hidden ** 0.5).to(bf16)
     row = 2 * hidden
     return [("residual add + RMSNorm", f"1x{hidden} bf16", 4 * row, lambda: rms_norm.add_rms_norm(delta, x, norm, 1e-5),
              lambda: rms_norm.add_rms_norm_reference(delta, x, norm, 1e-5), 5e-2),
@@ -210,7 +211,10 @@ def decoder_cases(device: str, g: torch.Generator, hidden: int = 576, intermedia
              lambda: silu_mul.silu_mul_reference(gate_up), 5e-2),
             ("RMSNorm + matrix-vector (QKV)", f"{hidden}->{weight.shape[0]} bf16", weight.numel() * 2,
              lambda: gemv.gemv(x, weight, None, "norm", delta, norm, 1e-5),
-             lambda: gemv.gemv_reference(x, weight, None, "norm", delta, norm, 1e-5), 5e-2)]
+             lambda: gemv.gemv_reference(x, weight, None, "norm", delta, norm, 1e-5), 5e-2),
+            ("greedy head (norm, head, argmax and its probability)", f"{hidden}->{vocab} bf16", head.numel() * 2,
+             lambda: head_argmax.head_argmax(x, delta, norm, 1e-5, head),
+             lambda: head_argmax.head_argmax_reference(x, delta, norm, 1e-5, head), 1e-4)]
 
 
 def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, small: int = 49152, k: int = 8,
@@ -259,7 +263,7 @@ def kernel_cases(device: str = "cuda", rows: int = 64, vocab: int = 128256, smal
             attention_case("tree attention verify", device, g, 32, 8, 128, tree, columns),  # Llama-8B's
             attention_case("tree attention decode, long context", device, g, 32, 8, 128, 1, long),
             attention_case("tree attention verify, long context", device, g, 32, 8, 128, tree, long),
-            *decoder_cases(device, g), silu_case(device, g, prefill), tree_case(device, g, small)]
+            *decoder_cases(device, g, vocab=small), silu_case(device, g, prefill), tree_case(device, g, small)]
 
 
 def tree_case(device: str, g: torch.Generator, vocab: int, nodes: int = 32) -> tuple:
