@@ -12,10 +12,11 @@ to commit under Fast-dLLM's threshold rule or the k surest per block), `tree_att
 tokens' grouped-query attention over a static KV cache under a tree mask, split-K over the columns: decode and tree
 verification); and the fast backend's fused forward: `rms_norm.add_rms_norm` (residual add and RMSNorm),
 `rope_cache.rope_and_cache` (rotary embedding with the KV-cache write), `silu_mul.silu_mul` (SwiGLU's product), each
-rounding as its torch reference does (`rounding.to_dtype`), and `gemv.gemv` (a decode step's products with the norm
-or activation before them). `commit_rows`, `sample_min_p`, `chain_rejection` and `tree_attention`, whose last
-program merges the others' partials, take their counters from `counters` (kept per stream or per captured graph; the
-kernel sets them back to 0). The tests run every kernel in
+rounding as its torch reference does (`rounding.to_dtype`), `gemv.gemv` (a decode step's products with the norm
+or activation before them, the first gathering the token embeddings) and `head_argmax.head_argmax` (a greedy step's
+final norm, head and argmax with its probability in one launch). `commit_rows`, `sample_min_p`, `chain_rejection`,
+`tree_attention` and `head_argmax`, whose last program merges the others' partials, take their counters from
+`counters` (kept per stream or per captured graph; the kernel sets them back to 0). The tests run every kernel in
 Triton's interpreter on the CPU against its reference; `python -m lab bench gpu --kernels` times them against the
 references and the memory bandwidth.
 

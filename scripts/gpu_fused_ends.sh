@@ -3,7 +3,7 @@
 # product, the final norm, the head and its argmax in one kernel) off and on, side by side on the default model and
 # its trained draft. `bash scripts/gpu_fused_ends.sh cost`: the head kernel's plans (scripts/sweep_head_argmax.py),
 # each burst's GPU time and kernels a step, the draft step's cost (compare_drafts.py); `... bench`: the device rounds
-# checked in float32 and the mixed suite at T = 0 (greedy, fastdraft, sps with chains of 2). Outputs in $OUT.
+# checked in float32 and the mixed suite at T = 0 (greedy, fastdraft, sps with chains of 2), fused. Outputs in $OUT.
 source scripts/gpu_env.sh
 set +eo pipefail
 [ -e /tmp/g/m.gguf ] || cat /tmp/g/ggpart* > /tmp/g/m.gguf
@@ -23,11 +23,9 @@ if [ "${1:-cost}" = cost ]; then
 else
   timeout 120 python scripts/check_rounds_gpu.py --suite .whl/suite.jsonl --prompts 4 --tokens 64 \
     > "$OUT/check-rounds.txt" 2>&1; tail -2 "$OUT/check-rounds.txt"
-  for fe in 1 0; do
-    DECODING_LAB_FUSED_ENDS=$fe timeout 200 python -m lab bench spec --model default --device cuda --dtype bfloat16 \
-      --suite .whl/suite.jsonl --max-new-tokens 64 --no-plots --methods greedy,fastdraft,sps --opt sps.draft=fastdraft \
-      --opt sps.length=2 --opt sps.adaptive=false --out "$OUT/spec-t0-fe$fe.json" > "$OUT/log.txt" 2>&1
-    echo "fused ends $fe"; grep -v "Warn\|spec bench\|clean_up" "$OUT/log.txt" | tail -5
-  done
+  timeout 200 python -m lab bench spec --model default --device cuda --dtype bfloat16 --suite .whl/suite.jsonl \
+    --max-new-tokens 64 --no-plots --methods greedy,fastdraft,sps --opt sps.draft=fastdraft --opt sps.length=2 \
+    --opt sps.adaptive=false --out "$OUT/spec-t0.json" > "$OUT/log.txt" 2>&1
+  grep -v "Warn\|spec bench\|clean_up" "$OUT/log.txt" | tail -5
 fi
 rm -f "$OUT/log.txt"
