@@ -72,7 +72,7 @@ class GreedyRounds:
         # tensors the graph reads are kept here: freed with `run`'s closure they would be reused under the replays
         self.live = torch.ones(1, dtype=torch.bool, device=device)
         self.cols = torch.arange(columns, device=device)
-        self.offsets = torch.arange(-1, k + 1, device=device)  # a round's columns from its length: the pair's, then one a step
+        self.offsets = torch.arange(-1, k + 1, device=device)  # a round's columns from its length (`ladder`)
         # with siblings, verified nodes [root, d_1..d_k, s_1..s_k]: their positions, cache columns and the last
         # column of their prefix (a sibling's is its parent's: its own column comes after the chain's)
         chain = list(range(k + 1))
