@@ -100,7 +100,7 @@ def _plan(n: int, k: int, programs: int, block_n: int | None) -> tuple[int, int,
     """(BLOCK_K, BLOCK_N, PROGRAMS, ITERS, MERGE, warps) for a head of n x k over at most `programs` programs: blocks
     of BLOCK_N rows, each program taking every PROGRAMS-th (the x vector loaded and normed once a program)."""
     block_k = triton.next_power_of_2(k)
-    block_n = block_n or max(1, 8192 // block_k)
+    block_n = block_n or max(1, 16384 // block_k)
     blocks = triton.cdiv(n, block_n)
     programs = min(programs, blocks, 4096)
     return block_k, block_n, programs, triton.cdiv(blocks, programs), triton.next_power_of_2(programs), 4
@@ -109,12 +109,12 @@ def _plan(n: int, k: int, programs: int, block_n: int | None) -> tuple[int, int,
 def head_argmax(x, delta, norm_weight, eps, weight, vocab=None, block_n: int | None = None,
                 programs: int | None = None):
     """`head_argmax_reference`'s contract; the Triton kernel on CUDA for up to MAX_ROWS rows (`block_n` and
-    `programs` override the plan, 8 programs an SM: scripts/sweep_head_argmax.py)."""
+    `programs` override the plan, 4 programs an SM of 16 rows a block at K = 576: scripts/sweep_head_argmax.py)."""
     rows = x.shape[0]
     n, k = weight.shape
     if not triton_ready(x) or not fits(k) or rows > MAX_ROWS or rows == 0 or not weight.is_contiguous():
         return head_argmax_reference(x, delta, norm_weight, eps, weight, vocab)
-    programs = programs or 8 * (torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1)
+    programs = programs or 4 * (torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2)
     block_k, block_n, programs, iters, merge, warps = _plan(n, k, programs, block_n)
     out = torch.empty(rows + -(-(rows + 3 * rows * programs) // 2), dtype=torch.long, device=x.device)
     _head_argmax[(programs, rows)](

@@ -10,12 +10,12 @@ set +eo pipefail
 python -c "from pathlib import Path; from lab import models; models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" > /dev/null 2>&1
 if [ "${1:-cost}" = cost ]; then
   timeout 100 python scripts/sweep_head_argmax.py --out "$OUT/sweep-head-argmax.json" 2>&1 | tail -20
-  for fe in 1 0; do
+  for fe in ${FES:-1 0}; do
     DECODING_LAB_FUSED_ENDS=$fe timeout 90 python scripts/profile_graph_kernels.py --suite .whl/suite.jsonl --bursts \
       --top 14 > "$OUT/profile-bursts-fe$fe.txt" 2>&1
     grep "==\|draft step\|Error" "$OUT/profile-bursts-fe$fe.txt"
   done
-  for fe in 1 0; do
+  for fe in ${FES:-1 0}; do
     DECODING_LAB_FUSED_ENDS=$fe timeout 110 python scripts/compare_drafts.py --val .whl/suite.jsonl \
       --drafts lab/data/fastdraft --prompts 4 --tokens 96 --out "$OUT/compare-drafts-fe$fe.json" > "$OUT/log.txt" 2>&1
     echo "fused ends $fe"; tail -2 "$OUT/log.txt"

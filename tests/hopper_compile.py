@@ -111,8 +111,8 @@ def matrix_vector() -> list[tuple]:
             ("gemv silu", gemv._gemv, args, flags | {"K": 1536, "PROLOGUE": 2, "HAS_DELTA": False, "BLOCK_N": 2,
                                                      "BLOCK_K": 2048}, 4, 3),
             ("head argmax", head_argmax._head_argmax, head,
-             {"PROGRAMS": 1056, "ITERS": 6, "K": 576, "HAS_DELTA": True, "HAS_VOCAB": False, "BLOCK_N": 8,
-              "BLOCK_K": 1024, "MERGE": 2048}, 4, 3)]
+             {"PROGRAMS": 528, "ITERS": 6, "K": 576, "HAS_DELTA": True, "HAS_VOCAB": False, "BLOCK_N": 16,
+              "BLOCK_K": 1024, "MERGE": 1024}, 4, 3)]
 
 
 def min_p(rows: int, vocab: int) -> list[tuple]:

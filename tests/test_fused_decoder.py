@@ -225,7 +225,7 @@ def test_head_argmax_is_the_reference(dtype, block_n, programs):
     want, _ = head_argmax_reference(x, delta, norm, 1e-5, weight)
     # each of rows 0, 1 and 2 gets its maximum twice: row 0's in a block of the same program (one turn apart), row 1's
     # in another program's block such that the later program holds the smaller row, row 2's in the same block
-    _, size, count, *_ = _plan(n, k, programs or 8, block_n)  # rows a block, programs (8 an SM, one "SM" here)
+    _, size, count, *_ = _plan(n, k, programs or 8, block_n)  # rows a block, programs (4 an SM, 2 "SMs" here)
     first = [int(t) for t in want]
     turn, (block, program) = size * count, divmod(first[1] // size, count)
     twins = [first[0] - turn if first[0] >= turn else first[0] + turn,
