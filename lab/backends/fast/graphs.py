@@ -147,9 +147,9 @@ def pick(w: Weights, out, live: torch.Tensor, fused: bool, probs: bool) -> tuple
 
 
 def head_mode(w: Weights) -> str:
-    """The `logits` argument of a greedy step's `step` call: "argmax" (one kernel after the last layer) with
-    `w.fused_ends`, else the trimmed head's own rows."""
-    return "argmax" if w.fused_ends else "rows"
+    """The `logits` argument of a greedy step's `step` call: "last" (the last row's argmax and probability, one
+    kernel after the last layer) with `w.fused_ends`, else the trimmed head's own rows."""
+    return "last" if w.fused_ends else "rows"
 
 
 CAPTURING = threading.Lock()  # one capture at a time in this process

@@ -19,10 +19,14 @@ def head_logits(w, normed: torch.Tensor, logits: bool | str) -> torch.Tensor | N
 
 
 def head_out(w, normed: torch.Tensor, logits: bool | str):
-    """`head_logits`, or with `logits="argmax"` (tokens [k] long, their softmax probabilities [k] float32): the first
-    argmax of each row's logits, a trimmed head's column mapped to its token."""
-    if logits != "argmax":
+    """`head_logits`, or each row's first argmax (a trimmed head's column mapped to its token): with
+    `logits="argmax"` (tokens [k] long, their softmax probabilities [k] float32), "last" (the same for the last row
+    only: a draft step that fed two tokens) or "tokens" (tokens, None)."""
+    if logits not in ("argmax", "last", "tokens"):
         return head_logits(w, normed, logits)
-    rows = head_logits(w, normed, "rows")
+    rows = head_logits(w, normed[-1:] if logits == "last" else normed, "rows")
+    if logits == "tokens":
+        column = rows.argmax(-1)
+        return (column if w.vocab is None else w.vocab[column]), None
     top, column = rows.max(-1)
     return (column if w.vocab is None else w.vocab[column]), (top - rows.logsumexp(-1)).exp()

@@ -115,9 +115,8 @@ class GreedyRounds:
                 chain = torch.cat(drafts)
                 if not siblings:
                     at = ladder[1:]
-                    verified = step(tw, tl, torch.cat([token, chain]), at, at, masks[1:], ts.keys, ts.values, columns,
-                                    logits=head_mode(tw), visible=at[:1])[0]
-                    best = verified[0] if tw.fused_ends else verified.argmax(-1)  # [k + 1]: after each prefix
+                    best = step(tw, tl, torch.cat([token, chain]), at, at, masks[1:], ts.keys, ts.values, columns,
+                                logits="tokens", visible=at[:1])[0][0]  # [k + 1]: the target's token after each prefix
                     accepted = (best[:k] == chain).long().cumprod(0).sum(0, keepdim=True)  # [1]
                     pair = torch.cat([token, best]).unfold(0, 2, 1).index_select(0, accepted)[0]  # last accepted, next
                     length = length + accepted + 1
