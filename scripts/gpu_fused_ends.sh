@@ -2,7 +2,8 @@
 # Issue 11 on the GPU machine: a greedy step's fused ends (Weights.fused_ends: the embedding gather inside the first
 # product, the final norm, the head and its argmax in one kernel) off and on, side by side on the default model and
 # its trained draft. `bash scripts/gpu_fused_ends.sh cost`: the head kernel's plans (scripts/sweep_head_argmax.py),
-# each burst's GPU time and kernels a step, the draft step's cost (compare_drafts.py); `... bench`: the device rounds
+# each burst's GPU time and kernels a step, the draft step's cost (compare_drafts.py), with the fused ends off and on
+# (FES="1": on only); `... bench`: the device rounds
 # checked in float32 and the mixed suite at T = 0 (greedy, fastdraft, sps with chains of 2), fused. Outputs in $OUT.
 source scripts/gpu_env.sh
 set +eo pipefail
