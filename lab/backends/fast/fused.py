@@ -71,10 +71,11 @@ def final(w, mlp: torch.Tensor, x: torch.Tensor, logits: bool | str):
     """The last layer's residual add, the final norm and the head (`head.head_out`). For one row's argmax
     (`logits="argmax"`, "last", "tokens") with `w.fused_ends`: one kernel (`head_argmax`) instead of the norm, the
     product, a cast and the argmax. Several rows (a verification) take the separate kernels: the fused kernel reads
-    the head once a row, and the default model's head (56 MB) does not stay in the L2 from one row to the next."""
+    the head once a row, and the default model's head (56 MB) does not stay in the L2 from one row to the next; so do
+    rows too long for it (8B shapes)."""
     if logits == "last":
         mlp, x, logits = mlp[-1:], x[-1:], "argmax"
-    if logits in ("argmax", "tokens") and w.fused_ends and mlp.shape[0] == 1:
+    if logits in ("argmax", "tokens") and w.fused_ends and mlp.shape[0] == 1 and gemv.fits(w.head.shape[1]):
         return head_argmax(mlp, x, w.norm, w.eps, w.head, w.vocab)
     _, normed = add_rms_norm(mlp, x, w.norm, w.eps)
     return head_out(w, normed, logits)

@@ -135,10 +135,10 @@ def argmax_belief(logits: torch.Tensor, live: torch.Tensor, fused: bool) -> tupl
 
 def pick(w: Weights, out, live: torch.Tensor, fused: bool, probs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The last row's greedy token [1] (a trimmed head's column mapped to its token) and its probability [] (None
-    when not `probs` and not `w.fused_ends`) from a step's output: its (tokens, probabilities) with `w.fused_ends`
-    (`logits=head_mode(w)`), else its logits."""
+    where none was asked for and none computed) from a step's output: its (tokens, probabilities or None) with
+    `w.fused_ends` (`logits=head_mode(w, probs)`), else its logits."""
     if w.fused_ends:
-        return out[0][-1:], out[1][-1]
+        return out[0][-1:], (None if out[1] is None else out[1][-1])
     if probs:
         token, belief = argmax_belief(out[-1:], live, fused)
     else:
@@ -146,10 +146,11 @@ def pick(w: Weights, out, live: torch.Tensor, fused: bool, probs: bool) -> tuple
     return (token if w.vocab is None else w.vocab[token]), belief
 
 
-def head_mode(w: Weights) -> str:
-    """The `logits` argument of a greedy step's `step` call: "last" (the last row's argmax and probability, one
-    kernel after the last layer) with `w.fused_ends`, else the trimmed head's own rows."""
-    return "last" if w.fused_ends else "rows"
+def head_mode(w: Weights, probs: bool) -> str:
+    """The `logits` argument of a greedy step's `step` call: with `w.fused_ends` "last" (the last row's argmax and
+    its probability) or, without `probs`, "tokens" (argmaxes alone: no probability where the kernel after the last
+    layer cannot run), else the trimmed head's own rows."""
+    return ("last" if probs else "tokens") if w.fused_ends else "rows"
 
 
 CAPTURING = threading.Lock()  # one capture at a time in this process
@@ -237,7 +238,7 @@ class Burst:
             ids = inputs.ids
             for i in range(steps):  # step i: the last argmax at the next position, cache column and length
                 out = step(w, layers, ids, ladder[i, :1], ladder[i, 1:2], masks[i:i + 1], slab.keys, slab.values,
-                           columns, logits=head_mode(w), visible=inputs.visible)[0]
+                           columns, logits=head_mode(w, probs), visible=inputs.visible)[0]
                 ids, belief = pick(w, out, live, fused, probs)
                 if probs:
                     beliefs.append(belief)

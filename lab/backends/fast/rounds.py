@@ -98,7 +98,7 @@ class GreedyRounds:
                     rows = slice(0, 2) if i == 0 else slice(i + 1, i + 2)
                     at = ladder[rows]
                     logits = step(dw, dl, fed, at, at, masks[rows], ds.keys, ds.values, columns,
-                                  logits="rows" if siblings else head_mode(dw), visible=at[:1])[0]  # every row
+                                  logits="rows" if siblings else head_mode(dw, True), visible=at[:1])[0]  # every row
                     # sees the columns before its first
                     if siblings:  # the draft's two best tokens and their probabilities
                         top, index = logits[-1].topk(2)
