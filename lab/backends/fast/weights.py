@@ -149,8 +149,9 @@ def step(w: Weights, layers: list[int], ids: torch.Tensor, positions: torch.Tens
     """Forward k new tokens `ids` [k] at `positions` [k], writing their keys and values into cache columns `slots`
     [k] of `keys`/`values` [layer, kv_heads, capacity, head_dim]; new token i attends to the cache columns < `columns`
     where mask[i] [columns] is True. Returns float32 logits [k, V] (`head.head_out`: "rows" for a trimmed head's
-    own; "argmax", "last" and "tokens" for argmax tokens: `head.head_out`) and the taps asked for. `visible` (a device count, [1]) promises that every row's mask is True on the first
-    that many columns: the attention kernel then reads no mask there (`tree_attention`)."""
+    own; "argmax", "last" and "tokens" for argmax tokens) and the taps asked for. `visible` (a device count, [1])
+    promises that every row's mask is True on the first that many columns: the attention kernel then reads no mask
+    there (`tree_attention`)."""
     if w.fused and not taps:
         return fused_step(w, layers, ids, positions, slots, mask, keys, values, columns, logits, visible), {}
     k = ids.shape[0]
