@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from lab.api import Lab
 from lab.backends.fast import graphs
+from lab.bench.gpu import replay_us
 
 
 def graph_kernels(graph, replays: int = 10) -> tuple[float, list]:
@@ -37,19 +37,6 @@ def graph_kernels(graph, replays: int = 10) -> tuple[float, list]:
         torch.cuda.synchronize()
     kernels = sorted(prof.key_averages(), key=lambda e: -e.self_device_time_total)
     return sum(e.self_device_time_total for e in kernels) / replays, kernels
-
-
-def replay_us(graph, replays: int = 50) -> float:
-    """The median GPU time of one replay, in us (CUDA events around each)."""
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
 
 
 def print_kernels(kernels: list, top: int, replays: int = 10) -> None:

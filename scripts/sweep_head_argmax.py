@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 import torch.nn.functional as F
 
+from lab.bench.gpu import replay_us
 from lab.kernels.dllm_commit import commit_rows
 from lab.kernels.head_argmax import head_argmax
 from lab.kernels.rms_norm import add_rms_norm
@@ -26,15 +26,7 @@ def graph_us(fn, replays: int = 200) -> float:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
+    return replay_us(graph, replays)
 
 
 def main() -> None:

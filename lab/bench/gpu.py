@@ -317,6 +317,20 @@ def graph_us(fn) -> float | None:
     return round(1000 * do_bench(graph.replay, return_mode="median"), 1)
 
 
+def replay_us(graph, replays: int = 50) -> float:
+    """Median microseconds of one replay of a captured graph, CUDA events around each (no L2 flush: the GPU time of
+    the kernels with their inputs as a model's step leaves them)."""
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
+
+
 def cold_us(fn, repeats: int = 100) -> float:
     """Median microseconds of one call of fn after a read of 256 MB has evicted its inputs from L2, leaving L2 clean.
     do_bench's flush writes 256 MB of zeros instead, and the dirty lines it leaves are written back to memory while
