@@ -8,6 +8,11 @@
 #                                          #         compared (scripts/compare_drafts.py); the best one exported
 # Inputs: .gguf1/ and .gguf2/ (the GGUF split with `split -b 50000000`), .whl/ (the gguf wheel), .device/*_q.jsonl
 # (python -m lab train responses --write-questions ...). Outputs under $OUT.
+# A second schedule from the shipped draft (2026-12-03), with the GGUF's halves already in /tmp/g/ggpart*:
+#   bash scripts/gpu_fastdraft.sh answers   # the validation answers, the greedy training answers and as many again
+#                                           # sampled at T = 1; the step rate of one job
+#   bash scripts/gpu_fastdraft.sh more M S  # from lab/data/fastdraft, S steps (M minutes at most) on both answer sets;
+#                                           # the head trimmed again and both heads measured (train draft-vocab)
 source scripts/gpu_env.sh
 mkdir -p /tmp/data
 
@@ -69,5 +74,43 @@ PY
     cp /tmp/train_*.log "$OUT/" 2>/dev/null || true
     python scripts/compare_drafts.py --val /tmp/data/val.jsonl --drafts /tmp/fd/a /tmp/fd/b /tmp/fd/c \
       --out "$OUT/compare_drafts.json"
+    ;;
+  answers)
+    [ -e /tmp/g/m.gguf ] || cat /tmp/g/ggpart* > /tmp/g/m.gguf
+    python -c "from pathlib import Path; from lab import models; \
+models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" > /dev/null 2>&1
+    python -m lab train responses --questions .whl/val_q.jsonl --count 256 --out /tmp/data/val.jsonl --device cuda \
+      --batch 256 --tokens 160 | tail -1
+    python -m lab train responses --questions .whl/train_q.jsonl --count 7000 --out /tmp/data/train.jsonl \
+      --device cuda --batch 512 --tokens 160 | tail -1
+    python -m lab train responses --questions .whl/train_q.jsonl --count 7000 --out /tmp/data/sampled.jsonl \
+      --device cuda --batch 512 --tokens 160 --temperature 1 --seed 1 | tail -1
+    python - <<'PY'  # the step rate of one 4-layer job, to size the training call
+import time
+from pathlib import Path
+from lab import models
+from lab.train.fastdraft import train
+from lab.train.responses import read
+t, tok = models.load("default", "cuda")
+rows = read("/tmp/data/train.jsonl")
+train(t, tok, rows, [], Path("/tmp/rate"), [0, 1, 2, 29], steps=10, minutes=2, batch=32, max_len=384, lr=3e-4,
+      progress=False)
+start = time.time()
+train(t, tok, rows, [], Path("/tmp/rate"), [0, 1, 2, 29], steps=110, minutes=2, batch=32, max_len=384, lr=3e-4,
+      progress=False)
+print(f"rate: {100 / (time.time() - start):.1f} steps/s (4 layers, batch 32, one job)")
+PY
+    for f in val train sampled; do gzip -c /tmp/data/$f.jsonl > "$OUT/$f.jsonl.gz"; done
+    ;;
+  more)
+    cat /tmp/data/train.jsonl /tmp/data/sampled.jsonl > /tmp/data/both.jsonl
+    python -m lab train fastdraft --data /tmp/data/both.jsonl --val /tmp/data/val.jsonl --out /tmp/ck/more \
+      --layers 0,1,2,29 --init lab/data/fastdraft --lr 3e-4 --seed 1 --minutes "${2:-7}" --steps "${3:-3000}" \
+      --validate-every 500 --device cuda --export /tmp/fd/more 2>&1 | grep -v "Warn\|clean_up" | tail -12
+    head -n 6000 /tmp/data/train.jsonl > /tmp/cal.jsonl  # the calibration answers: the same 6,000 questions as before
+    python -m lab train draft-vocab --draft /tmp/fd/more --corpus /tmp/cal.jsonl --keep 16384 \
+      --val /tmp/data/val.jsonl --device cuda > "$OUT/draft-vocab.txt" 2>&1
+    grep -A12 '"full_head"' "$OUT/draft-vocab.txt"
+    cp /tmp/fd/more/* "$OUT/"
     ;;
 esac

