@@ -12,7 +12,8 @@
 #   bash scripts/gpu_fastdraft.sh answers   # the validation answers, the greedy training answers and as many again
 #                                           # sampled at T = 1; the step rate of one job
 #   bash scripts/gpu_fastdraft.sh more M S  # from lab/data/fastdraft, S steps (M minutes at most) on both answer sets;
-#                                           # the head trimmed again and both heads measured (train draft-vocab)
+#                                           # the head trimmed again and both heads measured (train draft-vocab),
+#                                           # beside the shipped draft's on the same answers
 source scripts/gpu_env.sh
 mkdir -p /tmp/data
 
@@ -110,7 +111,9 @@ PY
     head -n 6000 /tmp/data/train.jsonl > /tmp/cal.jsonl  # the calibration answers: the same 6,000 questions as before
     python -m lab train draft-vocab --draft /tmp/fd/more --corpus /tmp/cal.jsonl --keep 16384 \
       --val /tmp/data/val.jsonl --device cuda > "$OUT/draft-vocab.txt" 2>&1
-    grep -A12 '"full_head"' "$OUT/draft-vocab.txt"
+    python -m lab train draft-vocab --corpus /tmp/cal.jsonl --keep 16384 --val /tmp/data/val.jsonl --device cuda \
+      --dry-run > "$OUT/draft-vocab-shipped.txt" 2>&1  # the shipped draft on the same answers, side by side
+    for f in "$OUT"/draft-vocab*.txt; do echo "== $f"; grep -A12 '"full_head"' "$f"; done
     cp /tmp/fd/more/* "$OUT/"
     ;;
 esac
