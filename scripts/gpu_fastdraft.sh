@@ -14,6 +14,9 @@
 #   bash scripts/gpu_fastdraft.sh more M S  # from lab/data/fastdraft, S steps (M minutes at most) on both answer sets;
 #                                           # the head trimmed again and both heads measured (train draft-vocab),
 #                                           # beside the shipped draft's on the same answers
+#   bash scripts/gpu_fastdraft.sh check     # with the new draft in lab/data/fastdraft: the draft step's GPU time over
+#                                           # the target's, the draft cost through the host's bursts and sps, the
+#                                           # device rounds in float32, the mixed suite at T = 0
 source scripts/gpu_env.sh
 mkdir -p /tmp/data
 
@@ -115,5 +118,17 @@ PY
       --dry-run > "$OUT/draft-vocab-shipped.txt" 2>&1  # the shipped draft on the same answers, side by side
     for f in "$OUT"/draft-vocab*.txt; do echo "== $f"; grep -A12 '"full_head"' "$f"; done
     cp /tmp/fd/more/* "$OUT/"
+    ;;
+  check)
+    set +eo pipefail
+    timeout 90 python scripts/profile_graph_kernels.py --suite .whl/suite.jsonl --bursts --top 14 \
+      > "$OUT/profile-bursts.txt" 2>&1; grep "==\|draft step\|Error" "$OUT/profile-bursts.txt"
+    timeout 110 python scripts/compare_drafts.py --val .whl/suite.jsonl --drafts lab/data/fastdraft --prompts 4 \
+      --tokens 96 --out "$OUT/compare-drafts.json" 2>&1 | tail -3
+    timeout 110 python scripts/check_rounds_gpu.py --suite .whl/suite.jsonl --prompts 4 --tokens 64 \
+      > "$OUT/check-rounds.txt" 2>&1; tail -2 "$OUT/check-rounds.txt"
+    timeout 200 python -m lab bench spec --model default --device cuda --dtype bfloat16 --suite .whl/suite.jsonl \
+      --max-new-tokens 64 --no-plots --methods greedy,fastdraft,sps --opt sps.draft=fastdraft --opt sps.length=2 \
+      --opt sps.adaptive=false --out "$OUT/spec-t0.json" 2>&1 | grep -v "Warn\|spec bench\|clean_up" | tail -5
     ;;
 esac
