@@ -2,6 +2,7 @@
 
     python -m lab train fastdraft --data train.jsonl --val val.jsonl --out DIR [--layers 0,1,29] [--steps 4000]
         [--minutes 9] [--batch 32] [--max-len 384] [--lr 6e-4] [--model default] [--device cuda] [--export DIR]
+        [--init DIR]
 
 FastDraft pre-trains a small model of the target's architecture and tokenizer, then aligns it on text the target
 generated itself. Here the draft is a few decoder layers of the target's own shape started from target layers
@@ -14,8 +15,9 @@ target-generated text, as in FastDraft's alignment and DistillSpec, gives accept
 Validation (`--val`, answers to held-out prompts) measures per-token acceptance where the draft is used, on the
 answers: greedy (the draft's argmax is the target's greedy token) and at T = 1 (the expected acceptance
 sum_v min(p, q)). A job stops after `--minutes` or at `--steps` and saves `DIR/checkpoint.pt`; the next job with
-the same DIR resumes from it. `--export` writes the shipped files: the draft's own weights in bf16 (files of at
-most 16 MiB) and a manifest with the recipe, data, steps and validation numbers.
+the same DIR resumes from it; `--init` starts a new schedule from an export's weights instead. `--export` writes
+the shipped files: the draft's own weights in bf16 (files of at most 16 MiB) and a manifest with the recipe, data,
+steps and validation numbers.
 """
 from __future__ import annotations
 
@@ -243,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
             "init_layers": layers, "shared": "embeddings and LM head (the target's own, frozen)",
             "data": {"train_answers": len(train_rows), "val_answers": len(val_rows),
                      "train_tokens": sum(len(s) for s in sequences(train_rows, args.max_len)),
-                     "source": "the target's greedy answers to first user turns of ShareGPT conversations outside "
-                               "lab.bench.suite's held-out set (validation: inside it)",
+                     "source": "the target's answers (greedy; sampled where sampled_answers counts them) to first "
+                               "user turns of ShareGPT conversations outside lab.bench.suite's held-out set "
+                               "(validation: inside it)",
                      "sampled_answers": {str(t): n for t, n in Counter(r.get("temperature") for r in train_rows
                                                                      if r.get("temperature")).items()}},
             "loss": "forward KL(target || draft) at every position, T = 1",
