@@ -73,11 +73,21 @@ def fits(target: nn.Module, about: dict) -> bool:
             and config.hidden_size == base["hidden_size"] and config.num_hidden_layers == base["num_layers"])
 
 
+def export_weights(folder: Path, about: dict, draft: nn.Module) -> dict[str, torch.Tensor]:
+    """The draft's own weights (bf16) from an export's files named in `about`, checked against `draft`'s."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for name in about["files"]:
+        state.update(load_file(str(folder / name)))
+    if set(state) != set(own_state(draft)):
+        raise LabError(f"fastdraft files in {folder} do not match its manifest: reinstall the lab or export again")
+    return state
+
+
 def load_fastdraft(target: nn.Module, folder: Path = SHIPPED, trim: bool = True) -> nn.Module:
     """The shipped FastDraft on the target's device and dtype, sharing the target's embeddings; its head trimmed to
     the manifest's `vocab` tokens where it names them and `trim`, else the target's own."""
-    from safetensors.torch import load_file
-
     about = manifest(folder)
     if about is None:
         raise LabError(f"no trained draft in {folder}: train one with `python -m lab train fastdraft`")
@@ -85,12 +95,7 @@ def load_fastdraft(target: nn.Module, folder: Path = SHIPPED, trim: bool = True)
         raise LabError(f"fastdraft was trained for {about['base']['name']}; this target has another shape: "
                        "use draft='layers:N' or a draft model with the target's tokenizer")
     draft = draft_model(target, about["init_layers"])
-    state: dict[str, torch.Tensor] = {}
-    for name in about["files"]:
-        state.update(load_file(str(folder / name)))
-    own = own_state(draft)
-    if set(state) != set(own):
-        raise LabError(f"fastdraft files in {folder} do not match its manifest: reinstall the lab")
+    state = export_weights(folder, about, draft)
     param = next(target.parameters())
     draft.load_state_dict({k: v.to(param.device, param.dtype) for k, v in state.items()}, strict=False)
     if trim and about.get("vocab"):

@@ -105,16 +105,8 @@ models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_N
     for f in "$OUT"/draft-vocab*.txt; do echo "== $f"; grep -A12 '"full_head"' "$f"; done
     cp /tmp/fd/more/* "$OUT/"
     ;;
-  check)
-    set +eo pipefail
-    timeout 90 python scripts/profile_graph_kernels.py --suite .whl/suite.jsonl --bursts --top 14 \
-      > "$OUT/profile-bursts.txt" 2>&1; grep "==\|draft step\|Error" "$OUT/profile-bursts.txt"
-    timeout 110 python scripts/compare_drafts.py --val .whl/suite.jsonl --drafts lab/data/fastdraft --prompts 4 \
-      --tokens 96 --out "$OUT/compare-drafts.json" 2>&1 | tail -3
-    timeout 110 python scripts/check_rounds_gpu.py --suite .whl/suite.jsonl --prompts 4 --tokens 64 \
-      > "$OUT/check-rounds.txt" 2>&1; tail -2 "$OUT/check-rounds.txt"
-    timeout 200 python -m lab bench spec --model default --device cuda --dtype bfloat16 --suite .whl/suite.jsonl \
-      --max-new-tokens 64 --no-plots --methods greedy,fastdraft,sps --opt sps.draft=fastdraft --opt sps.length=2 \
-      --opt sps.adaptive=false --out "$OUT/spec-t0.json" 2>&1 | grep -v "Warn\|spec bench\|clean_up" | tail -5
+  check)  # gpu_fused_ends.sh's measurements, fused ends on, with the draft now in lab/data/fastdraft
+    FES=1 SWEEP=0 bash scripts/gpu_fused_ends.sh cost
+    bash scripts/gpu_fused_ends.sh bench
     ;;
 esac

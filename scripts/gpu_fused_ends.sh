@@ -3,14 +3,15 @@
 # product, the final norm, the head and its argmax in one kernel) off and on, side by side on the default model and
 # its trained draft. `bash scripts/gpu_fused_ends.sh cost`: the head kernel's plans (scripts/sweep_head_argmax.py),
 # each burst's GPU time and kernels a step, the draft step's cost (compare_drafts.py), with the fused ends off and on
-# (FES="1": on only); `... bench`: the device rounds
+# (FES="1": on only; SWEEP=0: no sweep); `... bench`: the device rounds
 # checked in float32 and the mixed suite at T = 0 (greedy, fastdraft, sps with chains of 2), fused. Outputs in $OUT.
 source scripts/gpu_env.sh
 set +eo pipefail
 [ -e /tmp/g/m.gguf ] || cat /tmp/g/ggpart* > /tmp/g/m.gguf
 python -c "from pathlib import Path; from lab import models; models.convert_gguf(Path('/tmp/g/m.gguf'), models.cache_dir() / models.DEFAULT_NAME)" > /dev/null 2>&1
 if [ "${1:-cost}" = cost ]; then
-  timeout 100 python scripts/sweep_head_argmax.py --out "$OUT/sweep-head-argmax.json" 2>&1 | tail -20
+  [ "${SWEEP:-1}" = 0 ] || timeout 100 python scripts/sweep_head_argmax.py --out "$OUT/sweep-head-argmax.json" 2>&1 \
+    | tail -20
   for fe in ${FES:-1 0}; do
     DECODING_LAB_FUSED_ENDS=$fe timeout 90 python scripts/profile_graph_kernels.py --suite .whl/suite.jsonl --bursts \
       --top 14 > "$OUT/profile-bursts-fe$fe.txt" 2>&1

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ..drafts import draft_model, manifest, own_state
+from ..drafts import draft_model, export_weights, manifest, own_state
 from ..errors import LabError
 from .responses import read
 
@@ -119,16 +119,10 @@ def export(draft, folder: Path, about: dict) -> None:
 
 def start_from(draft, folder: Path, layers: list[int]) -> dict:
     """Load an export's weights into `draft` (kept in fp32); returns what the new manifest says of them."""
-    from safetensors.torch import load_file
-
     about = manifest(folder)
     if about is None or about["init_layers"] != layers:
         raise LabError(f"--init {folder}: no FastDraft export from layers {layers} there")
-    state = {}
-    for name in about["files"]:
-        state.update(load_file(str(folder / name)))
-    if set(state) != set(own_state(draft)):
-        raise LabError(f"--init {folder}: its files do not match its manifest")
+    state = export_weights(folder, about, draft)
     draft.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     return {"folder": str(folder), "steps": about.get("steps", 0), "jobs": about.get("jobs", []),
             "date": about.get("date"), "validation": about.get("validation")}
